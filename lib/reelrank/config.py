@@ -62,6 +62,8 @@ class SourceConfig:
     """Maps reelrank's names (user_id, item_id, rating, timestamp) to the source's column names."""
     items_input: str
     """Optional item metadata file for ``parquet``/``csv`` sources (item_id, title, genres)."""
+    delimiter: str
+    """Field separator of ``csv`` sources (and of a CSV ``items_input``)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,12 @@ class SyntheticConfig:
     start_ts: int
     """Unix seconds of the first interaction; the history spans ``days``."""
     days: int
+    min_user_ratings: int
+    """Every synthetic user rates at least this many items."""
+    rating_noise: float
+    """Standard deviation of the per-rating noise (in stars) before rounding: the unpredictable part."""
+    new_item_fraction: float
+    """Share of items released during the history window (rated only after release); the rest is back catalogue."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,12 @@ class NeighboursConfig:
     top_k: int
     """Neighbours stored per entity."""
     max_ratings_per_user: int
-    """Heavy users are down-sampled (seeded) to this many ratings for item-item pairs."""
+    """Heavy users are down-sampled (seeded) to this many ratings for item-item pairs; 0 disables the cap."""
+    max_ratings_per_item: int
+    """Popular items are down-sampled (seeded) to this many ratings for user-user pairs; 0 disables the cap."""
+    blocks: int
+    """Entities are split into this many blocks; each of the ``blocks * (blocks + 1) / 2`` block pairs is one
+    task computing its pairs' sufficient statistics with sparse products. More blocks: smaller tasks."""
     seed: int
 
 
@@ -106,13 +119,35 @@ class NeighboursConfig:
 class ALSConfig:
     rank: int
     reg_param: float
+    """Spark ALS ``regParam`` (scaled by each user's / item's rating count: ALS-WR)."""
     max_iter: int
     alpha: float
+    """Implicit mode: confidence is ``1 + alpha * r`` for a rating or event count ``r``."""
     implicit: bool
+    """``true``: implicit-feedback ALS (top-N); ``false``: explicit ALS on ratings (rating prediction)."""
     nonnegative: bool
     blocks: int
+    """``numUserBlocks`` and ``numItemBlocks``."""
     checkpoint_interval: int
+    """Checkpoint ALS factors every this many iterations (needs a checkpoint dir); 0 disables it."""
     seed: int
+    biases: bool
+    """Explicit mode: fit a global mean plus regularised user/item biases, ALS on the residual, add back."""
+    bias_reg_user: float
+    """Ridge penalty of a user bias (``sum(residual) / (bias_reg_user + n_u)``)."""
+    bias_reg_item: float
+    """Ridge penalty of an item bias."""
+    bias_iter: int
+    """Alternating passes (items, then users) fitting the biases."""
+    clip_predictions: bool
+    """Explicit mode: clip predicted ratings to the lowest/highest rating seen in training."""
+    topn_block_users: int
+    """Blocked top-N scores this many users at a time against all item factors (memory: users x items floats)."""
+    tune_ranks: list[int]
+    """Grid searched by ``reelrank.tune``."""
+    tune_reg_params: list[float]
+    tune_alphas: list[float]
+    """Ignored in explicit mode."""
 
 
 @dataclass(frozen=True)
@@ -123,22 +158,43 @@ class FeaturesConfig:
     rows_per_row_group: int
     """Parquet row-group size: each Petastorm reader worker reads one row group at a time."""
     files_per_split: int
+    val_fraction: float
+    """Share of users whose labelled candidates form the validation shards (and the evaluation set)."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: str
+    """``mlp`` (features + id embeddings, pointwise BCE) or ``neumf`` (GMF + MLP over ids, sampled negatives)."""
     epochs: int
     batch_size: int
     learning_rate: float
     hidden: list[int]
+    """Sizes of the MLP's hidden layers."""
     embedding_dim: int
     device: str
     """``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``."""
     num_processes: int
+    """More than 1 trains data-parallel through Spark's ``TorchDistributor`` (local mode)."""
     reader_workers: int
+    """Petastorm reader threads; only 1 gives a reproducible row order."""
     shuffle_rows: bool
+    """Shuffle row groups and the rows inside them each epoch (seeded by ``seed`` and the epoch)."""
     seed: int
+    shuffle_buffer: int
+    """Rows held in the loader's shuffling buffer to mix rows across row groups; 0 turns it off."""
+    mixed_precision: bool
+    """bfloat16 autocast on CUDA; ignored on CPU."""
+    loss: str
+    """``bce`` (pointwise) or ``bpr`` (pairwise, positive vs a sampled negative; ``neumf`` only)."""
+    num_negatives: int
+    """Items sampled uniformly per positive as negatives (``neumf``)."""
+    early_stopping_k: int
+    """Cut-off of the validation NDCG used to pick the best epoch (``neumf``)."""
+    early_stopping_patience: int
+    """Stop after this many epochs without a better validation NDCG; 0 never stops early."""
+    resume: bool
+    """Continue from the checkpoint next to the model file when one is there."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +209,8 @@ class EvaluateConfig:
     ks: list[int]
     relevance_threshold: float
     """A held-out rating at or above this counts as relevant for ranking metrics."""
+    tune_metric: str
+    """Metric ``reelrank.tune`` maximises (``ndcg@10``, ``map@10`` ...) or minimises (``rmse``, ``mae``)."""
 
 
 @dataclass(frozen=True)

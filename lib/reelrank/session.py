@@ -36,6 +36,7 @@ def spark_settings(cfg: Config) -> dict[str, str]:
     s = {
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": cfg.spark.driver_memory,
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": str(data / "warehouse"),

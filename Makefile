@@ -1,0 +1,31 @@
+# The two commands a new machine needs: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: run test install check-java clean
+
+$(BIN)/activate:
+	@command -v $(PYTHON) >/dev/null || { echo "reelrank needs Python 3.11 ($(PYTHON) not found): install python3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+check-java:
+	@command -v java >/dev/null || [ -x "$$JAVA_HOME/bin/java" ] || { echo "reelrank needs Java 17 for Spark: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"; exit 1; }
+
+run: install check-java
+	$(BIN)/reelrank nightly $(ARGS)
+
+test: install check-java
+	$(BIN)/python -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache lib/*.egg-info

@@ -1,0 +1,8 @@
+"""spark-submit entry point: the ingest stage of the nightly pipeline (see `reelrank stage ingest --help`)."""
+
+import sys
+
+from reelrank.cli import run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job("ingest"))

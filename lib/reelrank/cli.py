@@ -1,0 +1,188 @@
+"""The ``reelrank`` command and the shared argument handling of the spark-submit jobs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import date, datetime, timezone
+
+from reelrank.config import Config, ConfigError, load_config
+
+log = logging.getLogger("reelrank")
+
+SOURCES = ["synthetic", "movielens-100k", "movielens-csv", "parquet", "csv"]
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-5s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "petastorm", "pyarrow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="environment TOML (extends base.toml beside it); default conf/local.toml")
+    p.add_argument("--data-dir", help="where the warehouse, metastore, shards and models live")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--date", type=_date, default=None, help="run date YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--source", choices=SOURCES, help="input kind (default from config)")
+    p.add_argument("--input", help="MovieLens folder, or the Parquet/CSV file(s) or folder")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the config named by ``--config`` and apply the command-line overrides."""
+    overrides: dict = {}
+    if getattr(args, "data_dir", None):
+        overrides.setdefault("warehouse", {})["data_dir"] = args.data_dir
+    if getattr(args, "source", None):
+        overrides.setdefault("source", {})["kind"] = args.source
+    if getattr(args, "input", None):
+        overrides.setdefault("source", {})["input"] = args.input
+    return load_config(args.config, overrides or None)
+
+
+def run_date(args: argparse.Namespace) -> date:
+    return args.date or datetime.now(timezone.utc).date()
+
+
+def run_job(stage: str, argv: list[str] | None = None) -> int:
+    """Entry of ``jobs/<stage>.py`` and ``reelrank nightly``: parse, configure, build the session, run."""
+    from reelrank import pipeline
+    from reelrank.session import JavaMissingError, build_spark
+
+    p = argparse.ArgumentParser(prog=f"reelrank {stage}", description=f"Run the {stage} stage of the nightly pipeline.")
+    add_run_args(p)
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        cfg = config_from_args(args)
+        spark = build_spark(cfg)
+    except (ConfigError, JavaMissingError) as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return 2
+    try:
+        if stage == "nightly":
+            ctx = pipeline.run_nightly(spark, cfg, run_date(args))
+            print(pipeline.summary(ctx))
+        else:
+            pipeline.run_stage(spark, cfg, run_date(args), stage)
+        return 0
+    except (pipeline.RunFailed, ValueError) as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+
+
+def _query(argv: list[str]) -> int:
+    from reelrank.session import build_spark
+
+    p = argparse.ArgumentParser(prog="reelrank query", description="Run SQL against the warehouse and print the result.")
+    add_common(p)
+    p.add_argument("--format", choices=["table", "csv"], default="table")
+    p.add_argument("--limit", type=int, default=1000, help="most rows printed (table format)")
+    p.add_argument("sql")
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return 2
+    spark = build_spark(cfg)
+    try:
+        df = spark.sql(args.sql)
+        if args.format == "csv":
+            pdf = df.toPandas()
+            pdf.to_csv(sys.stdout, index=False)
+        else:
+            rows = df.limit(args.limit + 1).collect()
+            print(format_table(df.columns, [tuple(r) for r in rows[: args.limit]]))
+            if len(rows) > args.limit:
+                print(f"(first {args.limit} rows; use --limit or --format csv for more)")
+        return 0
+    except Exception as e:  # AnalysisException, ParseException: show Spark's message, not a traceback
+        print(f"reelrank: query failed: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+
+
+def format_table(columns: list[str], rows: list[tuple]) -> str:
+    """A plain fixed-width table, as a terminal user expects."""
+    cells = [[("NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [line, "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |", line]
+    out += ["| " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(r, widths)) + " |" for r in cells]
+    out.append(line)
+    out.append(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+    return "\n".join(out)
+
+
+def _numeric(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _runs(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="reelrank runs", description="List recent runs.")
+    add_common(p)
+    p.add_argument("--limit", type=int, default=10)
+    args = p.parse_args(argv)
+    db = config_from_args(args).warehouse.database
+    sql = (f"SELECT run_id, run_date, status, round(seconds, 1) AS seconds, stage_rows['recommendations'] AS recs, "
+           f"error FROM {db}.runs ORDER BY started_at DESC LIMIT {args.limit}")
+    return _query(([f"--config={args.config}"] if args.config else []) + (["--data-dir", args.data_dir] if args.data_dir else []) + [sql])
+
+
+COMMANDS = {
+    "nightly": "run every stage and publish",
+    "query": "run SQL against the warehouse",
+    "runs": "list recent runs",
+    "stage": "run one stage (ingest, matrix, ...) of today's run",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: reelrank COMMAND [options]\n\ncommands:")
+        for name, text in COMMANDS.items():
+            print(f"  {name:8s} {text}")
+        print("\n'reelrank COMMAND --help' for a command's options")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "nightly":
+        return run_job("nightly", rest)
+    if cmd == "query":
+        return _query(rest)
+    if cmd == "runs":
+        return _runs(rest)
+    if not rest:
+        print("usage: reelrank stage NAME [options]", file=sys.stderr)
+        return 2
+    return run_job(rest[0], rest[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

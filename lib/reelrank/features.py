@@ -1,0 +1,141 @@
+"""Candidates per user (ALS ∪ item neighbours ∪ popular, seen items removed) with ranking features.
+
+Every feature is computed from the interaction history the candidates came from, so a model trained
+on labels from a later window never sees the future. Features are float columns named ``f_*``; the
+trainer discovers them from the Parquet schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from reelrank import columns as C
+from reelrank.config import FeaturesConfig
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86400.0
+
+
+def popular_candidates(history: DataFrame, n: int) -> DataFrame:
+    """The ``n`` most-rated items each user has not rated, scored by log popularity."""
+    counts = history.groupBy(C.ITEM_IDX).agg(F.count(F.lit(1)).alias("_n"))
+    top = counts.orderBy(F.col("_n").desc(), F.col(C.ITEM_IDX)).limit(2 * n)
+    users = history.select(C.USER_IDX).distinct()
+    pairs = users.crossJoin(F.broadcast(top)).join(history.select(C.USER_IDX, C.ITEM_IDX), [C.USER_IDX, C.ITEM_IDX], "left_anti")
+    w = Window.partitionBy(C.USER_IDX).orderBy(F.col("_n").desc(), F.col(C.ITEM_IDX))
+    return (
+        pairs.withColumn(C.RANK, F.row_number().over(w))
+        .filter(F.col(C.RANK) <= n)
+        .select(C.USER_IDX, C.ITEM_IDX, F.log1p("_n").alias(C.SCORE), C.RANK)
+    )
+
+
+def genre_affinity(history: DataFrame, items: DataFrame, pairs: DataFrame) -> DataFrame:
+    """Mean over the item's genres of the share of the user's history in that genre."""
+    item_genres = items.select(C.ITEM_IDX, F.explode_outer(C.GENRES).alias("_genre"))
+    n_genres = item_genres.groupBy(C.ITEM_IDX).agg(F.count("_genre").alias("_ng"))
+    user_genre = (
+        history.select(C.USER_IDX, C.ITEM_IDX)
+        .join(item_genres, C.ITEM_IDX)
+        .groupBy(C.USER_IDX, "_genre")
+        .agg(F.count(F.lit(1)).alias("_c"))
+    )
+    user_total = history.groupBy(C.USER_IDX).agg(F.count(F.lit(1)).alias("_t"))
+    share = user_genre.join(user_total, C.USER_IDX).select(C.USER_IDX, "_genre", (F.col("_c") / F.col("_t")).alias("_s"))
+    affinity = (
+        pairs.select(C.USER_IDX, C.ITEM_IDX)
+        .join(item_genres, C.ITEM_IDX)
+        .join(share, [C.USER_IDX, "_genre"])
+        .groupBy(C.USER_IDX, C.ITEM_IDX)
+        .agg(F.sum("_s").alias("_sum"))
+        .join(n_genres, C.ITEM_IDX)
+        .select(C.USER_IDX, C.ITEM_IDX, (F.col("_sum") / F.greatest(F.col("_ng"), F.lit(1))).alias("f_genre_affinity"))
+    )
+    return affinity
+
+
+def build_features(
+    history: DataFrame,
+    items: DataFrame,
+    als: DataFrame,
+    neighbours: DataFrame,
+    popular: DataFrame,
+    cfg: FeaturesConfig,
+    labels: DataFrame | None = None,
+) -> DataFrame:
+    """Union the candidate lists and attach features (and a 0/1 label when ``labels`` is given).
+
+    ``als``, ``neighbours`` and ``popular`` are (user_idx, item_idx, score, rank) lists with seen items removed.
+    """
+    def source(df: DataFrame, name: str) -> DataFrame:
+        return df.select(C.USER_IDX, C.ITEM_IDX, F.col(C.SCORE).alias(f"f_{name}_score"), F.col(C.RANK).alias(f"_{name}_rank"))
+
+    cands = (
+        source(als, "als")
+        .join(source(neighbours, "nb"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
+        .join(source(popular, "pop").drop("f_pop_score"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
+    )
+    ref_ts = history.agg(F.max(C.TS)).first()[0]
+    item_stats = history.groupBy(C.ITEM_IDX).agg(
+        F.log1p(F.count(F.lit(1))).alias("f_item_pop"),
+        F.avg(C.RATING).alias("f_item_mean"),
+        F.log1p((F.lit(ref_ts) - F.min(C.TS)) / SECONDS_PER_DAY).alias("f_item_age"),
+        F.log1p((F.lit(ref_ts) - F.max(C.TS)) / SECONDS_PER_DAY).alias("f_item_recency"),
+    )
+    user_stats = history.groupBy(C.USER_IDX).agg(
+        F.log1p(F.count(F.lit(1))).alias("f_user_count"),
+        F.avg(C.RATING).alias("f_user_mean"),
+        F.coalesce(F.stddev_pop(C.RATING), F.lit(0.0)).alias("f_user_std"),
+    )
+    global_mean = history.agg(F.avg(C.RATING)).first()[0]
+    missing_rank = float(max(cfg.als_candidates, cfg.neighbour_candidates, cfg.popular_candidates) + 1)
+    out = (
+        cands.join(item_stats, C.ITEM_IDX, "left")
+        .join(user_stats, C.USER_IDX, "left")
+        .join(genre_affinity(history, items, cands), [C.USER_IDX, C.ITEM_IDX], "left")
+        .withColumn("f_als_rank", F.log1p(F.coalesce(F.col("_als_rank").cast("double"), F.lit(missing_rank))))
+        .withColumn("f_nb_rank", F.log1p(F.coalesce(F.col("_nb_rank").cast("double"), F.lit(missing_rank))))
+        .withColumn("f_in_popular", F.col("_pop_rank").isNotNull().cast("double"))
+        .fillna({"f_als_score": 0.0, "f_nb_score": 0.0, "f_item_pop": 0.0, "f_item_mean": global_mean,
+                 "f_item_age": 0.0, "f_item_recency": math.log1p(1e4), "f_genre_affinity": 0.0,
+                 "f_user_count": 0.0, "f_user_mean": global_mean, "f_user_std": 0.0})
+    )
+    if labels is None:
+        out = out.withColumn(C.LABEL, F.lit(0.0))
+    else:
+        marked = labels.select(C.USER_IDX, C.ITEM_IDX).distinct().withColumn("_hit", F.lit(1.0))
+        out = out.join(marked, [C.USER_IDX, C.ITEM_IDX], "left").withColumn(C.LABEL, F.coalesce("_hit", F.lit(0.0)))
+    feature_cols = sorted(c for c in out.columns if c.startswith("f_"))
+    return out.select(
+        F.col(C.USER_IDX).cast(T.IntegerType()),
+        F.col(C.ITEM_IDX).cast(T.IntegerType()),
+        F.col(C.LABEL).cast(T.FloatType()),
+        *[F.col(c).cast(T.FloatType()) for c in feature_cols],
+    )
+
+
+def is_validation_user(val_fraction: float) -> F.Column:
+    """A stable per-user assignment to the validation side (hash of the user index)."""
+    buckets = 1000
+    return (F.abs(F.hash(F.col(C.USER_IDX))) % buckets) < int(round(val_fraction * buckets))
+
+
+def write_shards(df: DataFrame, path: str, cfg: FeaturesConfig) -> None:
+    """Write Parquet shards with row groups of about ``rows_per_row_group`` rows.
+
+    Parquet sizes row groups in bytes, so the byte size is derived from the row width (4-byte columns).
+    """
+    row_bytes = 4 * len(df.columns)
+    (
+        df.repartition(cfg.files_per_split)
+        .write.mode("overwrite")
+        .option("parquet.block.size", str(cfg.rows_per_row_group * row_bytes))
+        .option("compression", "snappy")
+        .parquet(path)
+    )

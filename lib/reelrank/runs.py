@@ -1,0 +1,104 @@
+"""The record of one run: per-stage seconds and row counts, logged as they happen and kept in ``runs``."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from reelrank import __version__
+
+log = logging.getLogger("reelrank")
+
+RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType()),
+        T.StructField("run_date", T.DateType()),
+        T.StructField("status", T.StringType()),
+        T.StructField("started_at", T.TimestampType()),
+        T.StructField("finished_at", T.TimestampType()),
+        T.StructField("seconds", T.DoubleType()),
+        T.StructField("stage_seconds", T.MapType(T.StringType(), T.DoubleType())),
+        T.StructField("stage_rows", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("config_hash", T.StringType()),
+        T.StructField("code_version", T.StringType()),
+        T.StructField("source", T.StringType()),
+        T.StructField("error", T.StringType()),
+    ]
+)
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+@dataclass
+class StageTimer:
+    """Counts for one stage; ``rows`` is set by the stage body."""
+
+    name: str
+    rows: int = 0
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class RunRecord:
+    run_date: date
+    config_hash: str
+    source: str
+    run_id: str = field(default_factory=lambda: f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    stages: list[StageTimer] = field(default_factory=list)
+    status: str = "running"
+    error: str | None = None
+    finished: datetime | None = None
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[StageTimer]:
+        """Time a stage and log one line with its row count and seconds when it ends."""
+        timer = StageTimer(name)
+        t0 = time.perf_counter()
+        try:
+            yield timer
+        finally:
+            timer.seconds = time.perf_counter() - t0
+            self.stages.append(timer)
+        log.info("%-11s %12s rows %7.1f s  %s", name, f"{timer.rows:,}", timer.seconds, timer.detail)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.status, self.error, self.finished = status, error, datetime.now(timezone.utc)
+
+    @property
+    def seconds(self) -> float:
+        end = self.finished or datetime.now(timezone.utc)
+        return (end - self.started).total_seconds()
+
+    def save(self, spark: SparkSession, database: str) -> None:
+        """Append this run's row to ``database.runs``."""
+        from reelrank.warehouse import append_rows
+
+        row = (
+            self.run_id, self.run_date, self.status, self.started,
+            self.finished or datetime.now(timezone.utc), self.seconds,
+            {s.name: round(s.seconds, 3) for s in self.stages}, {s.name: int(s.rows) for s in self.stages},
+            self.config_hash, code_version(), self.source, self.error,
+        )
+        append_rows(spark, database, "runs", spark.createDataFrame([row], RUNS_SCHEMA))

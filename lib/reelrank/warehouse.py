@@ -1,0 +1,161 @@
+"""Writing to the warehouse: versioned partition directories swapped in by one metastore operation.
+
+Each run writes a table's output for its ``run_date`` to a fresh directory
+``<table>/run_date=<date>/<run_id>/`` and, only when the whole run has succeeded, points the
+partition at it (``ALTER TABLE ... PARTITION ... SET LOCATION``). Readers never see a half-written
+night, a failed run leaves every published partition as it was, and a rerun of a date replaces it.
+Replaced directories are kept for ``grace_hours`` so that queries already running keep their files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from reelrank import columns as C
+from reelrank.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def table_root(spark: SparkSession, database: str, table: str) -> str:
+    """Where a table's partition directories live: under the database's location."""
+    loc = spark.sql(f"DESCRIBE DATABASE {database}").filter("info_name = 'Location'").first()["info_value"]
+    return f"{loc.rstrip('/')}/{table}"
+
+
+def _local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    return Path(parsed.path) if parsed.scheme in ("", "file") else None
+
+
+def _ddl_columns(df: DataFrame) -> str:
+    return ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema.fields)
+
+
+def ensure_partitioned_table(spark: SparkSession, database: str, table: str, df: DataFrame) -> None:
+    """Create ``database.table`` (Parquet, partitioned by run_date DATE) with ``df``'s columns if it is missing."""
+    if spark.catalog.tableExists(f"{database}.{table}"):
+        return
+    root = table_root(spark, database, table)
+    spark.sql(
+        f"CREATE TABLE {database}.{table} ({_ddl_columns(df)}, {C.RUN_DATE} DATE) "
+        f"USING parquet PARTITIONED BY ({C.RUN_DATE}) LOCATION '{root}'"
+    )
+
+
+def partition_location(spark: SparkSession, database: str, table: str, run_date: date) -> str | None:
+    """The directory the published partition points at, or None when the date is not published."""
+    if not spark.catalog.tableExists(f"{database}.{table}"):
+        return None
+    parts = {r[0] for r in spark.sql(f"SHOW PARTITIONS {database}.{table}").collect()}
+    if f"{C.RUN_DATE}={run_date.isoformat()}" not in parts:
+        return None
+    rows = spark.sql(
+        f"DESCRIBE FORMATTED {database}.{table} PARTITION ({C.RUN_DATE}='{run_date.isoformat()}')"
+    ).filter("col_name = 'Location'").collect()
+    return rows[0]["data_type"]
+
+
+def swap_partition(spark: SparkSession, database: str, table: str, run_date: date, location: str) -> str | None:
+    """Point the run_date partition at ``location`` in one metastore call; return the previous location."""
+    previous = partition_location(spark, database, table, run_date)
+    spec = f"PARTITION ({C.RUN_DATE}='{run_date.isoformat()}')"
+    if previous is None:
+        spark.sql(f"ALTER TABLE {database}.{table} ADD {spec} LOCATION '{location}'")
+    else:
+        spark.sql(f"ALTER TABLE {database}.{table} {spec} SET LOCATION '{location}'")
+    spark.sql(f"REFRESH TABLE {database}.{table}")
+    return previous
+
+
+def collect_garbage(spark: SparkSession, database: str, table: str, grace_hours: float) -> list[Path]:
+    """Delete version directories no partition points at and untouched for ``grace_hours`` (local files only)."""
+    root = _local_path(table_root(spark, database, table))
+    if root is None or not root.exists():
+        return []
+    live = set()
+    for (part,) in spark.sql(f"SHOW PARTITIONS {database}.{table}").collect():
+        loc = partition_location(spark, database, table, date.fromisoformat(part.split("=", 1)[1]))
+        if loc and (p := _local_path(loc)):
+            live.add(p.resolve())
+    cutoff = time.time() - grace_hours * 3600
+    removed = []
+    for version in root.glob(f"{C.RUN_DATE}=*/*"):
+        if version.is_dir() and version.resolve() not in live and version.stat().st_mtime < cutoff:
+            shutil.rmtree(version, ignore_errors=True)
+            removed.append(version)
+    return removed
+
+
+@dataclass
+class RunOutputs:
+    """The tables one run writes: staged as it goes, published together at the end."""
+
+    spark: SparkSession
+    cfg: Config
+    run_date: date
+    run_id: str
+    staged: dict[str, tuple[str, DataFrame | None]] = field(default_factory=dict)
+
+    @property
+    def database(self) -> str:
+        return self.cfg.warehouse.database
+
+    def location(self, table: str) -> str:
+        """This run's directory for ``table``."""
+        root = table_root(self.spark, self.database, table)
+        return f"{root}/{C.RUN_DATE}={self.run_date.isoformat()}/{self.run_id}"
+
+    def stage(self, table: str, df: DataFrame) -> DataFrame:
+        """Write ``df`` to this run's fresh directory for ``table`` and return it read back (lineage cut)."""
+        location = self.location(table)
+        df.drop(C.RUN_DATE).write.mode("overwrite").parquet(location)
+        written = self.spark.read.parquet(location)
+        self.staged[table] = (location, written)
+        return written
+
+    def publish(self) -> dict[str, str]:
+        """Swap every staged table's run_date partition to its new directory; return table -> location."""
+        published = {}
+        for table, (location, df) in self.staged.items():
+            ensure_partitioned_table(self.spark, self.database, table, df if df is not None else self.spark.read.parquet(location))
+            swap_partition(self.spark, self.database, table, self.run_date, location)
+            published[table] = location
+        for table in self.staged:
+            removed = collect_garbage(self.spark, self.database, table, self.cfg.warehouse.grace_hours)
+            if removed:
+                log.info("removed %d replaced version(s) of %s.%s", len(removed), self.database, table)
+        return published
+
+
+def append_rows(spark: SparkSession, database: str, table: str, df: DataFrame) -> None:
+    """Append to an unpartitioned history table (runs), creating it on first use."""
+    name = f"{database}.{table}"
+    if spark.catalog.tableExists(name):
+        df.select(*spark.table(name).columns).write.insertInto(name)
+    else:
+        df.write.format("parquet").saveAsTable(name)
+
+
+def read_table(spark: SparkSession, database: str, table: str) -> DataFrame | None:
+    """The whole table, or None when it does not exist yet."""
+    name = f"{database}.{table}"
+    return spark.table(name) if spark.catalog.tableExists(name) else None
+
+
+def latest_partition(spark: SparkSession, database: str, table: str) -> DataFrame | None:
+    """Rows of the most recent published run_date, without the run_date column."""
+    df = read_table(spark, database, table)
+    if df is None:
+        return None
+    last = df.agg(F.max(C.RUN_DATE)).first()[0]
+    return None if last is None else df.filter(F.col(C.RUN_DATE) == F.lit(last)).drop(C.RUN_DATE)
