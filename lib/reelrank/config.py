@@ -105,6 +105,10 @@ class NeighboursConfig:
     """``sim * n / (n + shrinkage)``; 0 disables it."""
     top_k: int
     """Neighbours stored per entity."""
+    list_shrinkage: float
+    """The stored top-k lists are ranked by ``sim * n / (n + list_shrinkage)`` (significance weighting), so pairs
+    with tiny support (Pearson is ±1 at n = 2) do not crowd out well-supported neighbours; the stored similarity
+    itself is not shrunk. 0 ranks by similarity alone."""
     max_ratings_per_user: int
     """Heavy users are down-sampled (seeded) to this many ratings for item-item pairs; 0 disables the cap."""
     max_ratings_per_item: int
@@ -195,6 +199,9 @@ class TrainConfig:
     """Stop after this many epochs without a better validation NDCG; 0 never stops early."""
     resume: bool
     """Continue from the checkpoint next to the model file when one is there."""
+    threads: int
+    """torch intra-op threads while training; 0 keeps torch's default (one per core). On a CPU shared with
+    other busy processes 1 can be many times faster (bench/results/loader.md)."""
 
 
 @dataclass(frozen=True)
