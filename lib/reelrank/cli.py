@@ -155,11 +155,26 @@ def _runs(argv: list[str]) -> int:
     return _query(([f"--config={args.config}"] if args.config else []) + (["--data-dir", args.data_dir] if args.data_dir else []) + [sql])
 
 
+def _spark_conf(argv: list[str]) -> int:
+    """Print the session's settings as spark-submit options (driver settings must be given at submit time)."""
+    from reelrank.session import spark_settings
+
+    p = argparse.ArgumentParser(prog="reelrank spark-conf", description="Print --conf options for spark-submit.")
+    add_common(p)
+    args = p.parse_args(argv)
+    cfg = config_from_args(args)
+    print(f"--master {cfg.spark.master}")
+    for key, value in spark_settings(cfg).items():
+        print(f"--conf {key}={value}")
+    return 0
+
+
 COMMANDS = {
     "nightly": "run every stage and publish",
     "query": "run SQL against the warehouse",
     "runs": "list recent runs",
     "stage": "run one stage (ingest, matrix, ...) of today's run",
+    "spark-conf": "print the config's Spark settings as spark-submit options",
 }
 
 
@@ -178,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         return _query(rest)
     if cmd == "runs":
         return _runs(rest)
+    if cmd == "spark-conf":
+        return _spark_conf(rest)
     if not rest:
         print("usage: reelrank stage NAME [options]", file=sys.stderr)
         return 2

@@ -22,8 +22,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from reelrank import columns as C
-from reelrank import evaluate, factorize, features, ingest, matrix, neighbours, score, sources, train
+from reelrank import evaluate, factorize, features, ingest, matrix, neighbours, score, sources, splits, train
 from reelrank.config import Config
+from reelrank.loader import shard_schema
 from reelrank.runs import RunRecord, StageTimer
 from reelrank.warehouse import RunOutputs, latest_partition
 
@@ -147,7 +148,7 @@ def stage_matrix(ctx: RunContext, st: StageTimer) -> None:
     ctx.outputs.stage("user_stats", matrix.entity_stats(inter, C.USER, C.USER_IDX))
     ctx.outputs.stage("item_stats", matrix.entity_stats(inter, C.ITEM, C.ITEM_IDX))
     ratings = inter.select(C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS)
-    history, holdout = matrix.leave_last_by_time(ratings, ctx.cfg.evaluate.holdout_per_user)
+    history, holdout = splits.leave_last_by_time(ratings, ctx.cfg.evaluate.holdout_per_user)
     ctx.put("history", history)
     holdout = ctx.put("holdout", holdout)
     st.rows = inter.count()
@@ -222,8 +223,9 @@ def stage_train(ctx: RunContext, st: StageTimer) -> None:
     """Train the ranker on the shards through Petastorm."""
     n_users, n_items = ctx.table("user_index").count(), ctx.table("item_index").count()
     result = train.train(ctx.shards("train"), ctx.shards("val"), ctx.cfg.train, ctx.model_path, n_users, n_items)
-    st.rows = int(result.samples)
-    st.detail = f"{ctx.cfg.train.model} on {result.device}, loss {result.train_loss[0]:.4f} → {result.train_loss[-1]:.4f}"
+    st.rows = shard_schema(ctx.shards("train"))[1]
+    st.detail = (f"{ctx.cfg.train.model} on {result.device}, {len(result.train_loss)} epochs, loss "
+                 f"{result.train_loss[0]:.4f} → {result.train_loss[-1]:.4f}, {result.samples_per_s:,.0f} samples/s")
 
 
 def _model_bytes(ctx: RunContext) -> bytes:

@@ -78,21 +78,25 @@ def swap_partition(spark: SparkSession, database: str, table: str, run_date: dat
 
 
 def collect_garbage(spark: SparkSession, database: str, table: str, grace_hours: float) -> list[Path]:
-    """Delete version directories no partition points at and untouched for ``grace_hours`` (local files only)."""
+    """Delete version directories no partition points at and untouched for ``grace_hours`` (local files only).
+
+    Only dates that have a directory past the grace period cost a metastore lookup.
+    """
     root = _local_path(table_root(spark, database, table))
     if root is None or not root.exists():
         return []
-    live = set()
-    for (part,) in spark.sql(f"SHOW PARTITIONS {database}.{table}").collect():
-        loc = partition_location(spark, database, table, date.fromisoformat(part.split("=", 1)[1]))
-        if loc and (p := _local_path(loc)):
-            live.add(p.resolve())
     cutoff = time.time() - grace_hours * 3600
     removed = []
-    for version in root.glob(f"{C.RUN_DATE}=*/*"):
-        if version.is_dir() and version.resolve() not in live and version.stat().st_mtime < cutoff:
-            shutil.rmtree(version, ignore_errors=True)
-            removed.append(version)
+    for date_dir in sorted(root.glob(f"{C.RUN_DATE}=*")):
+        expired = [v for v in date_dir.iterdir() if v.is_dir() and v.stat().st_mtime < cutoff]
+        if not expired:
+            continue
+        live = partition_location(spark, database, table, date.fromisoformat(date_dir.name.split("=", 1)[1]))
+        live_path = _local_path(live).resolve() if live else None
+        for version in expired:
+            if version.resolve() != live_path:
+                shutil.rmtree(version, ignore_errors=True)
+                removed.append(version)
     return removed
 
 

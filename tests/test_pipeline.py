@@ -1,0 +1,100 @@
+"""The nightly end to end on a tiny synthetic catalogue: published shape, reruns, failures."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from pyspark.sql import functions as F
+
+from reelrank import columns as C
+from reelrank import pipeline
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+DAY = date(2026, 11, 23)
+
+
+@pytest.fixture(scope="module")
+def nightly(spark, cfg):
+    """Two runs of the same date; the second must replace the first."""
+    first = pipeline.run_nightly(spark, cfg, DAY)
+    recs_first = spark.table(f"{cfg.warehouse.database}.recommendations").count()
+    users_first = {tuple(r) for r in spark.table(f"{cfg.warehouse.database}.user_index").drop(C.RUN_DATE).collect()}
+    second = pipeline.run_nightly(spark, cfg, DAY)
+    return {"first": first, "second": second, "recs_first": recs_first, "users_first": users_first}
+
+
+def _table(spark, cfg, name):
+    return spark.table(f"{cfg.warehouse.database}.{name}").filter(F.col(C.RUN_DATE) == F.lit(DAY))
+
+
+def test_every_user_gets_top_n(spark, cfg, nightly):
+    """N per user, or every unrated item when a heavy user of the tiny catalogue has fewer than N left."""
+    recs = _table(spark, cfg, "recommendations")
+    n_items = _table(spark, cfg, "item_index").count()
+    rated = _table(spark, cfg, "interactions").groupBy(C.USER).count().toPandas().set_index(C.USER)["count"]
+    got = recs.groupBy(C.USER).count().toPandas().set_index(C.USER)["count"]
+    expected = (n_items - rated).clip(upper=cfg.score.top_n)
+    assert len(rated) > 0 and (expected == cfg.score.top_n).mean() > 0.9
+    assert got.reindex(expected.index, fill_value=0).equals(expected)
+    assert set(recs.columns) >= {C.USER, C.ITEM, C.RANK, C.SCORE, C.MODEL, C.RUN_DATE}
+
+
+def test_rerun_of_the_same_date_replaces(spark, cfg, nightly):
+    assert _table(spark, cfg, "recommendations").count() == nightly["recs_first"]
+    models = {r[0] for r in _table(spark, cfg, "recommendations").select(C.MODEL).distinct().collect()}
+    assert models == {nightly["second"].model_name}
+
+
+def test_ranks_are_one_to_n_and_scores_non_increasing(spark, cfg, nightly):
+    pdf = _table(spark, cfg, "recommendations").toPandas().sort_values([C.USER, C.RANK])
+    assert pdf.groupby(C.USER)[C.RANK].apply(lambda r: list(r) == list(range(1, len(r) + 1))).all()
+    assert (pdf.groupby(C.USER)[C.SCORE].apply(lambda s: (s.diff().dropna() <= 1e-12).all())).all()
+    assert not pdf.duplicated([C.USER, C.ITEM]).any()
+
+
+def test_no_recommendation_was_already_rated(spark, cfg, nightly):
+    rated = _table(spark, cfg, "interactions").select(C.USER, C.ITEM)
+    assert _table(spark, cfg, "recommendations").join(rated, [C.USER, C.ITEM]).count() == 0
+
+
+def test_original_ids_are_published(spark, cfg, nightly):
+    ids = {r[0] for r in _table(spark, cfg, "interactions").select(C.USER).distinct().collect()}
+    rec_ids = {r[0] for r in _table(spark, cfg, "recommendations").select(C.USER).distinct().collect()}
+    assert rec_ids == ids and all(isinstance(i, str) for i in ids)
+
+
+def test_ids_are_stable_across_runs(spark, cfg, nightly):
+    users_now = {tuple(r) for r in _table(spark, cfg, "user_index").drop(C.RUN_DATE).collect()}
+    assert users_now == nightly["users_first"]
+
+
+def test_ingest_accounts_for_every_row(spark, cfg, nightly):
+    accepted = _table(spark, cfg, "interactions").count()
+    rejected = _table(spark, cfg, "rejected_interactions").count()
+    assert accepted + rejected == cfg.synthetic.ratings
+
+
+def test_metrics_and_run_history(spark, cfg, nightly):
+    metrics = _table(spark, cfg, "metrics").toPandas()
+    k = cfg.evaluate.ks[0]
+    ndcg = metrics[(metrics.metric == "ndcg") & (metrics.k == k)].set_index(C.MODEL)["value"]
+    assert {"popular", "item_neighbours", "als", cfg.train.model} <= set(ndcg.index)
+    assert ((ndcg >= 0) & (ndcg <= 1)).all()
+    assert {"rmse", "mae"} <= set(metrics.metric)
+    runs = spark.table(f"{cfg.warehouse.database}.runs").toPandas()
+    ours = runs[runs.run_id.isin([nightly["first"].record.run_id, nightly["second"].record.run_id])]
+    assert list(ours.status) == ["published", "published"]
+    stage_rows = ours.iloc[0].stage_rows
+    assert stage_rows["score"] == nightly["recs_first"]
+    assert set(ours.iloc[0].stage_seconds) == set(pipeline.STAGES)
+
+
+def test_failed_run_leaves_published_output_intact(spark, cfg, nightly, tmp_path):
+    before = sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect())
+    broken = cfg.replace(source={"kind": "csv", "input": str(tmp_path / "missing.csv")})
+    with pytest.raises(pipeline.RunFailed, match="missing.csv"):
+        pipeline.run_nightly(spark, broken, DAY)
+    assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
+    runs = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("started_at").desc()).first()
+    assert runs.status == "failed" and "missing.csv" in runs.error
