@@ -60,15 +60,6 @@ def test_index_interactions_and_stats(spark):
     assert (stats["u1"]["first_ts"], stats["u1"]["last_ts"]) == (10, 20)
 
 
-def test_leave_last_by_time(spark):
-    rows = [(0, i, 3.0, 100 + i) for i in range(5)] + [(1, 0, 4.0, 5), (1, 1, 4.0, 6)]
-    df = spark.createDataFrame(rows, [C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS])
-    history, holdout = matrix.leave_last_by_time(df, 2)
-    assert sorted((r[0], r[1]) for r in holdout.select(C.USER_IDX, C.ITEM_IDX).collect()) == [(0, 3), (0, 4)]
-    assert history.count() + holdout.count() == df.count()
-    assert history.filter(f"{C.USER_IDX} = 1").count() == 2  # too few interactions: all kept in history
-
-
 def test_items_frame_without_metadata(spark):
     idx = spark.createDataFrame([("i1", 0)], [C.ITEM, C.ITEM_IDX])
     row = matrix.items_frame(None, idx).first()

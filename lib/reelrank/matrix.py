@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -68,15 +68,3 @@ def entity_stats(interactions: DataFrame, id_col: str, idx_col: str) -> DataFram
         F.min(C.TS).alias("first_ts"),
         F.max(C.TS).alias("last_ts"),
     )
-
-
-def leave_last_by_time(interactions: DataFrame, n: int) -> tuple[DataFrame, DataFrame]:
-    """Split each user's ``n`` most recent interactions off as the holdout; users with ``<= n`` keep all in history."""
-    w = Window.partitionBy(C.USER_IDX).orderBy(F.col(C.TS).desc(), F.col(C.ITEM_IDX).desc())
-    ranked = interactions.withColumn("_recency", F.row_number().over(w)).withColumn(
-        "_count", F.count(F.lit(1)).over(Window.partitionBy(C.USER_IDX))
-    )
-    is_holdout = (F.col("_recency") <= n) & (F.col("_count") > n)
-    history = ranked.filter(~is_holdout).drop("_recency", "_count")
-    holdout = ranked.filter(is_holdout).drop("_recency", "_count")
-    return history, holdout
