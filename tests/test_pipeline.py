@@ -98,3 +98,32 @@ def test_failed_run_leaves_published_output_intact(spark, cfg, nightly, tmp_path
     assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
     runs = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("started_at").desc()).first()
     assert runs.status == "failed" and "missing.csv" in runs.error
+
+
+def test_report_is_written(nightly):
+    ctx = nightly["second"]
+    assert ctx.report is not None and ctx.report.name == "report.html"
+    pngs = {p.name: p.stat().st_size for p in ctx.report.parent.glob("*.png")}
+    assert set(pngs) == {"metrics.png", "scores.png", "coverage.png", "loss.png"}
+    assert all(size > 1000 for size in pngs.values())
+    page = ctx.report.read_text()
+    assert all(f'src="{name}"' in page for name in pngs) and ctx.record.run_id in page
+
+
+def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, nightly, caplog):
+    """A gate failure publishes nothing; --resume then reuses every verified stage and only publishes."""
+    before = sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect())
+    strict = cfg.replace(quality={"max_metric_drop": -1.0})  # demands twice the last run's NDCG
+    with pytest.raises(pipeline.RunFailed, match=r"quality gate: .* ndcg@10 fell"):
+        pipeline.run_nightly(spark, strict, DAY)
+    assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
+    last = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("started_at").desc()).first()
+    assert last.status == "failed" and "quality gate" in last.error
+    caplog.set_level("INFO", logger="reelrank")
+    resumed = pipeline.run_nightly(spark, cfg, DAY, resume=True)
+    assert resumed.record.run_id == last.run_id
+    skipped = {r.getMessage().split()[0] for r in caplog.records if "skipped: outputs of run" in r.getMessage()}
+    assert skipped == set(pipeline.STAGES) - {"publish"}
+    models = {r[0] for r in _table(spark, cfg, "recommendations").select(C.MODEL).distinct().collect()}
+    assert models == {resumed.model_name}
+    assert _table(spark, cfg, "recommendations").count() == len(before)

@@ -43,6 +43,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", type=_date, default=None, help="run date YYYY-MM-DD (default: today, UTC)")
     p.add_argument("--source", choices=SOURCES, help="input kind (default from config)")
     p.add_argument("--input", help="MovieLens folder, or the Parquet/CSV file(s) or folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the date's unpublished run, skipping stages whose outputs are complete")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -78,7 +80,7 @@ def run_job(stage: str, argv: list[str] | None = None) -> int:
         return 2
     try:
         if stage == "nightly":
-            ctx = pipeline.run_nightly(spark, cfg, run_date(args))
+            ctx = pipeline.run_nightly(spark, cfg, run_date(args), resume=args.resume)
             print(pipeline.summary(ctx))
         else:
             pipeline.run_stage(spark, cfg, run_date(args), stage)
@@ -155,6 +157,20 @@ def _runs(argv: list[str]) -> int:
     return _query(([f"--config={args.config}"] if args.config else []) + (["--data-dir", args.data_dir] if args.data_dir else []) + [sql])
 
 
+def _report(argv: list[str]) -> int:
+    from reelrank.report import latest_report
+
+    p = argparse.ArgumentParser(prog="reelrank report", description="Print the path of the latest run report.")
+    add_common(p)
+    args = p.parse_args(argv)
+    path = latest_report(config_from_args(args).data_dir)
+    if path is None:
+        print("reelrank: no report yet: run the nightly first", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
 def _spark_conf(argv: list[str]) -> int:
     """Print the session's settings as spark-submit options (driver settings must be given at submit time)."""
     from reelrank.session import spark_settings
@@ -174,6 +190,7 @@ COMMANDS = {
     "query": "run SQL against the warehouse",
     "runs": "list recent runs",
     "stage": "run one stage (ingest, matrix, ...) of today's run",
+    "report": "print the path of the latest run's HTML report",
     "spark-conf": "print the config's Spark settings as spark-submit options",
 }
 
@@ -193,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return _query(rest)
     if cmd == "runs":
         return _runs(rest)
+    if cmd == "report":
+        return _report(rest)
     if cmd == "spark-conf":
         return _spark_conf(rest)
     if not rest:

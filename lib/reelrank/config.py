@@ -221,6 +221,23 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    enabled: bool
+    min_rows_ratio: float
+    """Tonight's recommendation rows must be at least this share of the last published run's."""
+    max_metric_drop: float
+    """Largest relative drop of ``metric``@``k`` of the published model against the last published run."""
+    metric: str
+    k: int
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    history_runs: int
+    """How many past runs the report's metric plots show."""
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig
     warehouse: WarehouseConfig
@@ -233,6 +250,8 @@ class Config:
     train: TrainConfig
     score: ScoreConfig
     evaluate: EvaluateConfig
+    quality: QualityConfig
+    report: ReportConfig
     origin: str = field(default="", compare=False)
     """The files this config was read from (for logs)."""
 
@@ -246,9 +265,10 @@ class Config:
         d.pop("origin")
         return d
 
-    def fingerprint(self) -> str:
-        """A short hash of every setting, recorded with each run."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    def fingerprint(self, exclude: tuple[str, ...] = ()) -> str:
+        """A short hash of every setting (but the ``exclude``d sections), recorded with each run."""
+        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **sections: dict[str, Any]) -> "Config":
         """A copy with some fields of some sections changed, e.g. ``cfg.replace(score={"top_n": 5})``."""

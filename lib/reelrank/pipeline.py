@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from reelrank import columns as C
-from reelrank import evaluate, factorize, features, ingest, matrix, neighbours, score, sources, splits, train
+from reelrank import evaluate, factorize, features, ingest, matrix, neighbours, quality, report, score, sources, splits, train
 from reelrank.config import Config
 from reelrank.loader import shard_schema
 from reelrank.runs import RunRecord, StageTimer
@@ -43,6 +43,7 @@ class RunContext:
     cfg: Config
     record: RunRecord
     outputs: RunOutputs = field(init=False)
+    report: Path | None = None
 
     def __post_init__(self) -> None:
         self.outputs = RunOutputs(self.spark, self.cfg, self.record.run_date, self.record.run_id)
@@ -64,6 +65,22 @@ class RunContext:
         ctx.save_state()
         return ctx
 
+    @staticmethod
+    def resumable(cfg: Config, run_date: date) -> bool:
+        """An unpublished attempt of ``run_date`` made with the same settings exists."""
+        pointer = _pointer(cfg, run_date)
+        if not pointer.exists():
+            return False
+        state_file = cfg.data_dir / "runs" / pointer.read_text().strip() / "state.json"
+        if not state_file.exists():
+            return False
+        state = json.loads(state_file.read_text())
+        if state.get("published") or state.get("outputs_hash") != cfg.fingerprint(exclude=_NOT_OUTPUTS):
+            log.info("not resuming run %s: %s", state["run_id"],
+                     "already published" if state.get("published") else "its config differs")
+            return False
+        return True
+
     @classmethod
     def resume(cls, spark: SparkSession, cfg: Config, run_date: date) -> "RunContext":
         """The latest attempt for ``run_date`` (for a single stage job after earlier ones)."""
@@ -78,8 +95,8 @@ class RunContext:
             ctx.outputs.staged[table] = (ctx.outputs.location(table), None)
         return ctx
 
-    def save_state(self) -> None:
-        state = {
+    def save_state(self, published: bool = False) -> None:
+        state = {"published": published, "outputs_hash": self.cfg.fingerprint(exclude=_NOT_OUTPUTS),
             "run_id": self.record.run_id, "config_hash": self.record.config_hash, "source": self.record.source,
             "stages": [vars(s) for s in self.record.stages], "staged": sorted(self.outputs.staged),
         }
@@ -108,6 +125,9 @@ class RunContext:
     @property
     def model_name(self) -> str:
         return f"{self.cfg.train.model}@{self.record.run_id}"
+
+
+_NOT_OUTPUTS = ("quality", "report")  # sections that change no stage's output: a run may resume across them
 
 
 def _pointer(cfg: Config, run_date: date) -> Path:
@@ -223,6 +243,7 @@ def stage_train(ctx: RunContext, st: StageTimer) -> None:
     """Train the ranker on the shards through Petastorm."""
     n_users, n_items = ctx.table("user_index").count(), ctx.table("item_index").count()
     result = train.train(ctx.shards("train"), ctx.shards("val"), ctx.cfg.train, ctx.model_path, n_users, n_items)
+    report.save_train_history(ctx.work / "train_history.json", result.train_loss, result.val_loss)
     st.rows = shard_schema(ctx.shards("train"))[1]
     st.detail = (f"{ctx.cfg.train.model} on {result.device}, {len(result.train_loss)} epochs, loss "
                  f"{result.train_loss[0]:.4f} → {result.train_loss[-1]:.4f}, {result.samples_per_s:,.0f} samples/s")
@@ -284,9 +305,46 @@ def stage_evaluate(ctx: RunContext, st: StageTimer) -> None:
 
 
 def stage_publish(ctx: RunContext, st: StageTimer) -> None:
-    """Swap every staged table's run_date partition to this run's directory."""
+    """Check tonight's output against the last published run, then swap every staged partition in."""
+    cfg = ctx.cfg
+    rows = ctx.table("recommendations").count()
+    tonight = {
+        f"{r['metric']}@{r['k']}": r["value"]
+        for r in ctx.table("metrics").filter(F.col(C.MODEL) == cfg.train.model).collect()
+    }
+    problems = quality.check(ctx.spark, ctx.db, cfg.quality, rows, tonight, cfg.train.model)
+    if problems:
+        raise quality.QualityGateFailed("quality gate: " + "; ".join(problems))
     published = ctx.outputs.publish()
     st.rows, st.detail = len(published), f"{len(published)} tables at run_date={ctx.record.run_date}"
+
+
+def write_run_report(ctx: RunContext) -> Path | None:
+    """The run's HTML report next to its outputs; a plotting failure is logged, never fails a published run."""
+    cfg, db = ctx.cfg, ctx.db
+    try:
+        metrics = (
+            ctx.spark.table(f"{db}.metrics").select(C.RUN_DATE, C.MODEL, "metric", "k", "value")
+            .orderBy(F.col(C.RUN_DATE).desc()).limit(cfg.report.history_runs * 64).toPandas()
+        )
+        hist_file = ctx.work / "train_history.json"
+        path = report.write_report(
+            report.report_dir(cfg.data_dir, ctx.record.run_date, ctx.record.run_id),
+            title=f"reelrank run {ctx.record.run_id} ({ctx.record.run_date})",
+            summary={
+                "run": ctx.record.run_id, "run date": str(ctx.record.run_date), "model": ctx.model_name,
+                "source": ctx.record.source, "config": cfg.origin, "warehouse": str(cfg.data_dir / "warehouse"),
+                **{s.name: f"{s.rows:,} rows, {s.seconds:.1f} s" for s in ctx.record.stages},
+            },
+            metrics_history=metrics, metric=cfg.quality.metric, k=cfg.quality.k,
+            recommendations=ctx.table("recommendations"), item_stats=ctx.table("item_stats"),
+            train_history=json.loads(hist_file.read_text()) if hist_file.exists() else None,
+        )
+        log.info("report     %s", path)
+        return path
+    except Exception as e:  # the run is already published; the report is a convenience
+        log.warning("could not write the run report: %s", e)
+        return None
 
 
 STAGES: dict[str, Callable[[RunContext, StageTimer], None]] = {
@@ -302,10 +360,42 @@ STAGES: dict[str, Callable[[RunContext, StageTimer], None]] = {
 }
 
 
-def _run_stages(ctx: RunContext, names: list[str]) -> RunContext:
+# What each stage leaves behind: warehouse tables staged for this run, frames, shards, the model.
+STAGE_OUTPUTS: dict[str, dict[str, list[str]]] = {
+    "ingest": {"tables": ["rejected_interactions"], "frames": ["accepted"]},
+    "matrix": {"tables": ["user_index", "item_index", "interactions", "items", "user_stats", "item_stats"],
+               "frames": ["history", "holdout"]},
+    "neighbours": {"tables": ["item_neighbours", "user_neighbours"], "frames": ["item_nb_history"]},
+    "factorize": {"tables": ["user_factors", "item_factors"], "frames": ["als_recs_full", "als_recs_history"]},
+    "features": {"frames": ["list_als", "list_item_neighbours", "list_popular", "learn"], "shards": ["train", "val", "score"]},
+    "train": {"model": ["model"]},
+    "score": {"tables": ["recommendations"]},
+    "evaluate": {"tables": ["metrics"]},
+}
+
+
+def outputs_complete(ctx: RunContext, name: str) -> bool:
+    """Whether every output of stage ``name`` exists for this run and was written to the end."""
+    outputs = STAGE_OUTPUTS.get(name)
+    if outputs is None:
+        return False
+    dirs = [Path(ctx.outputs.location(t).removeprefix("file:")) for t in outputs.get("tables", [])]
+    dirs += [ctx.work / "frames" / f for f in outputs.get("frames", [])]
+    dirs += [Path(ctx.shards(s)) for s in outputs.get("shards", [])]
+    if outputs.get("model") and not (ctx.model_path.exists() and ctx.model_path.with_suffix(".json").exists()):
+        return False
+    return all((d / "_SUCCESS").exists() for d in dirs)
+
+
+def _run_stages(ctx: RunContext, names: list[str], resume: bool = False) -> RunContext:
+    done = {s.name for s in ctx.record.stages}
     current = names[0]
     try:
         for current in names:
+            if resume and current in done and outputs_complete(ctx, current):
+                log.info("%-11s skipped: outputs of run %s complete", current, ctx.record.run_id)
+                continue
+            ctx.record.stages = [s for s in ctx.record.stages if s.name != current]
             with ctx.record.stage(current) as st:
                 STAGES[current](ctx, st)
             ctx.save_state()
@@ -320,14 +410,22 @@ def _run_stages(ctx: RunContext, names: list[str]) -> RunContext:
     if "publish" in names:
         ctx.record.finish("published")
         ctx.record.save(ctx.spark, ctx.db)
+        ctx.save_state(published=True)
+        ctx.report = write_run_report(ctx)
     return ctx
 
 
-def run_nightly(spark: SparkSession, cfg: Config, run_date: date) -> RunContext:
-    """Run every stage for ``run_date`` and publish; raise :class:`RunFailed` (nothing published) on error."""
-    ctx = RunContext.start(spark, cfg, run_date)
+def run_nightly(spark: SparkSession, cfg: Config, run_date: date, resume: bool = False) -> RunContext:
+    """Run every stage for ``run_date`` and publish; raise :class:`RunFailed` (nothing published) on error.
+
+    With ``resume``, an unpublished attempt of the same date and config continues: stages whose outputs
+    are complete are skipped.
+    """
+    ctx = RunContext.resume(spark, cfg, run_date) if resume and RunContext.resumable(cfg, run_date) else None
+    if ctx is None:
+        ctx = RunContext.start(spark, cfg, run_date)
     log.info("run %s for %s: source %s, config %s", ctx.record.run_id, run_date, cfg.source.kind, cfg.origin)
-    return _run_stages(ctx, list(STAGES))
+    return _run_stages(ctx, list(STAGES), resume=resume)
 
 
 def run_stage(spark: SparkSession, cfg: Config, run_date: date, name: str) -> RunContext:
@@ -361,5 +459,6 @@ def summary(ctx: RunContext) -> str:
             f"  reelrank query \"SELECT user_id, item_id, rank, score FROM {db}.recommendations "
             f"WHERE run_date = DATE'{run_date}' ORDER BY user_id, rank LIMIT 20\"",
             f"  reelrank query \"SELECT model, metric, k, value FROM {db}.metrics WHERE run_date = DATE'{run_date}' ORDER BY metric, model\"",
+            f"report: {ctx.report}" if ctx.report else "report: not written (see the log)",
         ]
     )

@@ -1,0 +1,146 @@
+"""Each run's HTML report with PNG plots: metrics over runs, scores, popularity coverage, training loss."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+
+from reelrank import columns as C
+
+log = logging.getLogger(__name__)
+
+
+def report_dir(data_dir: Path, run_date: date, run_id: str) -> Path:
+    return data_dir / "reports" / run_date.isoformat() / run_id
+
+
+def latest_report(data_dir: Path) -> Path | None:
+    """The most recently written report, or None."""
+    reports = sorted((data_dir / "reports").glob("*/*/report.html"), key=lambda p: p.stat().st_mtime)
+    return reports[-1] if reports else None
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    return plt, fig, ax
+
+
+def plot_metric_history(metrics: pd.DataFrame, metric: str, k: int, path: Path) -> Path:
+    """One line per model: ``metric@k`` by run date."""
+    plt, fig, ax = _figure()
+    sel = metrics[(metrics["metric"] == metric) & (metrics["k"] == k)]
+    for model, part in sel.groupby(C.MODEL):
+        part = part.sort_values(C.RUN_DATE)
+        ax.plot(pd.to_datetime(part[C.RUN_DATE]), part["value"], marker="o", label=model)
+    ax.set_title(f"{metric}@{k} by run date")
+    ax.set_ylabel(f"{metric}@{k}")
+    ax.legend(loc="best", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_hist(values: np.ndarray, title: str, xlabel: str, path: Path, bins: int = 50) -> Path:
+    plt, fig, ax = _figure()
+    ax.hist(values, bins=bins, color="#4c72b0")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rows")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_coverage(popularity: pd.DataFrame, path: Path) -> Path:
+    """Items ordered by popularity (most rated first) against how often tonight's lists recommend them."""
+    plt, fig, ax = _figure()
+    pop = popularity.sort_values("n_ratings", ascending=False).reset_index(drop=True)
+    ax.bar(np.arange(len(pop)), pop["times_recommended"], width=1.0, color="#dd8452")
+    covered = (pop["times_recommended"] > 0).mean() if len(pop) else 0.0
+    ax.set_title(f"recommendations by item popularity rank (coverage {covered:.1%})")
+    ax.set_xlabel("item popularity rank (most rated first)")
+    ax.set_ylabel("times recommended")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_loss(history: dict, path: Path) -> Path:
+    plt, fig, ax = _figure()
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    ax.plot(epochs, history["train_loss"], marker="o", label="train")
+    val = [v for v in history.get("val_loss", []) if v is not None]
+    if len(val) == len(epochs):
+        ax.plot(epochs, val, marker="o", label="validation")
+    ax.set_title("training loss by epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    out: Path,
+    *,
+    title: str,
+    summary: dict[str, str],
+    metrics_history: pd.DataFrame,
+    metric: str,
+    k: int,
+    recommendations: DataFrame,
+    item_stats: DataFrame,
+    train_history: dict | None,
+) -> Path:
+    """Write ``report.html`` and its PNGs into ``out``; return the HTML path."""
+    out.mkdir(parents=True, exist_ok=True)
+    scores = recommendations.select(C.SCORE).toPandas()[C.SCORE].to_numpy()
+    times = recommendations.groupBy(C.ITEM).count().withColumnRenamed("count", "times_recommended")
+    popularity = (
+        item_stats.select(C.ITEM, "n_ratings").join(times, C.ITEM, "left").fillna({"times_recommended": 0}).toPandas()
+    )
+    plots = [
+        (f"{metric}@{k} over the last runs", plot_metric_history(metrics_history, metric, k, out / "metrics.png")),
+        ("score distribution of the published lists", plot_hist(scores, "published scores", "score", out / "scores.png")),
+        ("item-popularity coverage", plot_coverage(popularity, out / "coverage.png")),
+    ]
+    if train_history:
+        plots.append(("training loss", plot_loss(train_history, out / "loss.png")))
+    latest = metrics_history[metrics_history[C.RUN_DATE] == metrics_history[C.RUN_DATE].max()]
+    table = latest.pivot_table(index=C.MODEL, columns=["metric", "k"], values="value", dropna=False)
+    rows = "".join(f"<tr><th>{html.escape(k_)}</th><td>{html.escape(v)}</td></tr>" for k_, v in summary.items())
+    figures = "".join(
+        f'<figure><img src="{p.name}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
+        for cap, p in plots
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}figure{{margin:1em 0}}</style></head>
+<body><h1>{html.escape(title)}</h1><table>{rows}</table>
+<h2>Metrics of this run</h2>{table.round(4).to_html(na_rep="")}
+<h2>Plots</h2>{figures}</body></html>"""
+    path = out / "report.html"
+    path.write_text(page)
+    return path
+
+
+def save_train_history(path: Path, train_loss: list[float], val_loss: list[float | None]) -> None:
+    path.write_text(json.dumps({"train_loss": train_loss, "val_loss": val_loss}))
