@@ -135,3 +135,18 @@ def test_report_command_and_notebook(published, tmp_path):
     assert "catalogue coverage" in outputs and "rows for" in outputs
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.slow
+def test_where_and_duckdb_read_the_published_parquet(published):
+    import duckdb
+
+    conf, data, first = published
+    assert first.returncode == 0, first.stderr[-3000:]
+    r = _reelrank("where", "recommendations", "--date", "2026-01-02", "--config", str(conf), "--data-dir", data)
+    assert r.returncode == 0, r.stderr[-2000:]
+    folder = r.stdout.strip()
+    (n,) = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/*.parquet')").fetchone()
+    (expected,), = [list(map(int, row)) for row in _query_csv(
+        conf, data, "SELECT count(*) FROM reelrank.recommendations WHERE run_date = DATE'2026-01-02'")]
+    assert n == expected > 0

@@ -157,6 +157,37 @@ def _runs(argv: list[str]) -> int:
     return _query(([f"--config={args.config}"] if args.config else []) + (["--data-dir", args.data_dir] if args.data_dir else []) + [sql])
 
 
+def _where(argv: list[str]) -> int:
+    """Print the directory a table's published partition points at (for reading the Parquet directly)."""
+    from pyspark.sql import functions as F
+
+    from reelrank.session import build_spark
+    from reelrank.warehouse import partition_location
+
+    p = argparse.ArgumentParser(prog="reelrank where", description="Print where a published partition's Parquet files are.")
+    add_common(p)
+    p.add_argument("table")
+    p.add_argument("--date", type=_date, default=None, help="run date (default: the latest published)")
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    cfg = config_from_args(args)
+    spark = build_spark(cfg)
+    try:
+        db = cfg.warehouse.database
+        if not spark.catalog.tableExists(f"{db}.{args.table}"):
+            print(f"reelrank: no table {db}.{args.table}", file=sys.stderr)
+            return 1
+        day = args.date or spark.table(f"{db}.{args.table}").agg(F.max("run_date")).first()[0]
+        location = partition_location(spark, db, args.table, day) if day else None
+        if location is None:
+            print(f"reelrank: {db}.{args.table} has no published partition{f' for {day}' if day else ''}", file=sys.stderr)
+            return 1
+        print(location.removeprefix("file:"))
+        return 0
+    finally:
+        spark.stop()
+
+
 def _report(argv: list[str]) -> int:
     from reelrank.report import latest_report
 
@@ -190,6 +221,7 @@ COMMANDS = {
     "query": "run SQL against the warehouse",
     "runs": "list recent runs",
     "stage": "run one stage (ingest, matrix, ...) of today's run",
+    "where": "print the directory of a table's published partition",
     "report": "print the path of the latest run's HTML report",
     "spark-conf": "print the config's Spark settings as spark-submit options",
 }
@@ -212,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         return _runs(rest)
     if cmd == "report":
         return _report(rest)
+    if cmd == "where":
+        return _where(rest)
     if cmd == "spark-conf":
         return _spark_conf(rest)
     if not rest:

@@ -1,0 +1,362 @@
+"""Matrix factorisation with Spark ML ALS: fit, predict, blocked top-N, popularity fallback.
+
+Explicit mode fits ratings (optionally a global mean plus regularised user/item biases first, ALS on
+the residual); implicit mode fits confidences ``1 + alpha * r``. Users or items unseen in training
+never produce NaN: missing factors count as zero, missing biases as zero, and ``recommend_top_n``
+serves users without factors from the most popular items.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.ml.recommendation import ALS
+from pyspark.ml.recommendation import ALSModel as SparkALSModel
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from reelrank.columns import ITEM_IDX, PREDICTION, RANK, RATING, SCORE, USER_IDX
+from reelrank.config import ALSConfig
+
+log = logging.getLogger(__name__)
+
+FEATURES = "features"
+_RESIDUAL = "_residual"
+_SEEN = "_seen"
+
+RECS_SCHEMA = T.StructType(
+    [
+        T.StructField(USER_IDX, T.IntegerType(), False),
+        T.StructField(ITEM_IDX, T.IntegerType(), False),
+        T.StructField(SCORE, T.FloatType(), False),
+        T.StructField(RANK, T.IntegerType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FactorModel:
+    """A fitted ALS model plus what is needed to predict and recommend without NaN.
+
+    ``user_factors`` / ``item_factors`` are the vectors whose dot product is the model's score: the ALS
+    factors, or in explicit mode with biases ``[a*u_res, b*u_plain, 1, (1-w)(mu+b_u)]`` and
+    ``[a*v_res, b*v_plain, (1-w)b_i, 1]`` (``a = sqrt(1-w)``, ``b = sqrt(w)``, ``w = plain_weight``), so that the
+    dot product is the full blended rating prediction and top-N ranks by it.
+    """
+
+    als: SparkALSModel
+    """The (first) Spark model, for Spark's own ``recommendForAllUsers`` in benchmarks."""
+    user_factors: DataFrame
+    """``(user_idx, features array<float>)``, cached."""
+    item_factors: DataFrame
+    implicit: bool
+    global_mean: float
+    """0 in implicit mode and when biases are off."""
+    user_bias: DataFrame | None
+    """``(user_idx, user_bias)``; None without biases. Used for pairs that lack a factor."""
+    item_bias: DataFrame | None
+    rating_bounds: tuple[float, float] | None
+    """Predictions are clipped to this range (explicit mode with ``clip_predictions``)."""
+    popularity: DataFrame
+    """``(item_idx, score)``: distinct users per item in training, for the cold-start fallback."""
+    block_users: int
+
+
+def _require_checkpoint_dir(ratings: DataFrame, cfg: ALSConfig) -> None:
+    if cfg.checkpoint_interval > 0 and ratings.sparkSession.sparkContext.getCheckpointDir() is None:
+        raise ValueError(
+            f"als.checkpoint_interval = {cfg.checkpoint_interval} needs a checkpoint dir: build the session with "
+            "reelrank.session.build_spark (it calls sparkContext.setCheckpointDir) or set als.checkpoint_interval = 0"
+        )
+
+
+def fit_biases(
+    ratings: DataFrame, reg_user: float, reg_item: float, n_iter: int
+) -> tuple[float, DataFrame, DataFrame]:
+    """Global mean and ridge-regularised user/item biases by alternating least squares.
+
+    ``b_i = sum(r - mu - b_u) / (reg_item + n_i)``, then ``b_u = sum(r - mu - b_i) / (reg_user + n_u)``
+    (the baseline of Koren 2010 / surprise's ``baseline_options``). Returns cached bias frames.
+    """
+    mu = float(ratings.agg(F.avg(RATING)).first()[0])
+    r = ratings.select(USER_IDX, ITEM_IDX, (F.col(RATING) - F.lit(mu)).alias("_r")).cache()
+    users = r.select(USER_IDX).distinct()
+    bu = users.withColumn("user_bias", F.lit(0.0)).cache()
+    bi = None
+    for _ in range(max(n_iter, 1)):
+        new_bi = (
+            r.join(bu, USER_IDX)
+            .groupBy(ITEM_IDX)
+            .agg((F.sum(F.col("_r") - F.col("user_bias")) / (F.lit(reg_item) + F.count(F.lit(1)))).alias("item_bias"))
+            .localCheckpoint()
+        )
+        new_bu = (
+            r.join(new_bi, ITEM_IDX)
+            .groupBy(USER_IDX)
+            .agg((F.sum(F.col("_r") - F.col("item_bias")) / (F.lit(reg_user) + F.count(F.lit(1)))).alias("user_bias"))
+            .localCheckpoint()
+        )
+        bu.unpersist()
+        bi, bu = new_bi, new_bu
+    r.unpersist()
+    return mu, bu, bi
+
+
+def _spark_als(cfg: ALSConfig, rating_col: str) -> ALS:
+    return ALS(
+        rank=cfg.rank,
+        maxIter=cfg.max_iter,
+        regParam=cfg.reg_param,
+        implicitPrefs=cfg.implicit,
+        alpha=cfg.alpha,
+        nonnegative=cfg.nonnegative,
+        numUserBlocks=cfg.blocks,
+        numItemBlocks=cfg.blocks,
+        checkpointInterval=cfg.checkpoint_interval if cfg.checkpoint_interval > 0 else -1,
+        seed=cfg.seed,
+        userCol=USER_IDX,
+        itemCol=ITEM_IDX,
+        ratingCol=rating_col,
+        coldStartStrategy="nan",
+    )
+
+
+def _frames(model: SparkALSModel, scale: float = 1.0) -> tuple[DataFrame, DataFrame]:
+    def one(df: DataFrame, col: str) -> DataFrame:
+        feats = F.col(FEATURES) if scale == 1.0 else F.transform(FEATURES, lambda x: x * F.lit(scale))
+        return df.select(F.col("id").alias(col), feats.cast("array<float>").alias(FEATURES))
+
+    return one(model.userFactors, USER_IDX), one(model.itemFactors, ITEM_IDX)
+
+
+def _concat(left: DataFrame, right: DataFrame, key: str) -> DataFrame:
+    return left.join(right.withColumnRenamed(FEATURES, "_r"), key).select(
+        key, F.concat(FEATURES, "_r").alias(FEATURES)
+    )
+
+
+def fit_als(ratings: DataFrame, cfg: ALSConfig) -> FactorModel:
+    """Fit Spark ALS on ``(user_idx, item_idx, rating)``; explicit or implicit per ``cfg.implicit``.
+
+    Explicit with ``biases``: global mean + ridge biases, ALS on the residual, optionally blended with a second
+    ALS on the raw ratings (``plain_weight``; the two models' errors differ, which lowers RMSE on ml-100k).
+    """
+    _require_checkpoint_dir(ratings, cfg)
+    data = ratings.select(
+        F.col(USER_IDX).cast("int").alias(USER_IDX),
+        F.col(ITEM_IDX).cast("int").alias(ITEM_IDX),
+        F.col(RATING).cast("double").alias(RATING),
+    )
+    use_biases = cfg.biases and not cfg.implicit
+    mu, bu, bi, bounds = 0.0, None, None, None
+    if cfg.clip_predictions and not cfg.implicit:
+        lo, hi = data.agg(F.min(RATING), F.max(RATING)).first()
+        bounds = (float(lo), float(hi))
+    if not use_biases:
+        first = _spark_als(cfg, RATING).fit(data)
+        user_f, item_f = _frames(first)
+    else:
+        w = cfg.plain_weight
+        if not 0.0 <= w < 1.0:
+            raise ValueError(f"als.plain_weight must be in [0, 1), got {w}")
+        mu, bu, bi = fit_biases(data, cfg.bias_reg_user, cfg.bias_reg_item, cfg.bias_iter)
+        residual = (
+            data.join(bu, USER_IDX)
+            .join(bi, ITEM_IDX)
+            .withColumn(_RESIDUAL, F.col(RATING) - F.lit(mu) - F.col("user_bias") - F.col("item_bias"))
+        )
+        first = _spark_als(cfg, _RESIDUAL).fit(residual)
+        user_f, item_f = _frames(first, (1.0 - w) ** 0.5)
+        if w > 0:
+            plain_u, plain_i = _frames(_spark_als(cfg, RATING).fit(data), w**0.5)
+            user_f, item_f = _concat(user_f, plain_u, USER_IDX), _concat(item_f, plain_i, ITEM_IDX)
+        base_u = F.array(F.lit(1.0), (1.0 - w) * (F.lit(mu) + F.col("user_bias"))).cast("array<float>")
+        base_i = F.array((1.0 - w) * F.col("item_bias"), F.lit(1.0)).cast("array<float>")
+        user_f = user_f.join(bu, USER_IDX).select(USER_IDX, F.concat(FEATURES, base_u).alias(FEATURES))
+        item_f = item_f.join(bi, ITEM_IDX).select(ITEM_IDX, F.concat(FEATURES, base_i).alias(FEATURES))
+    user_f, item_f = user_f.cache(), item_f.cache()
+    popularity = data.groupBy(ITEM_IDX).agg(F.countDistinct(USER_IDX).cast("double").alias(SCORE)).cache()
+    log.info(
+        "ALS %s rank=%d reg=%g iter=%d alpha=%g biases=%s plain_weight=%g: %d users, %d items",
+        "implicit" if cfg.implicit else "explicit", cfg.rank, cfg.reg_param, cfg.max_iter, cfg.alpha, use_biases,
+        cfg.plain_weight if use_biases else 0.0, user_f.count(), item_f.count(),
+    )
+    return FactorModel(first, user_f, item_f, cfg.implicit, mu, bu, bi, bounds, popularity, cfg.topn_block_users)
+
+
+def factor_frames(model: FactorModel) -> tuple[DataFrame, DataFrame]:
+    """``user_factors(user_idx, features array<float>)`` and ``item_factors(item_idx, features array<float>)``.
+
+    Their dot product is the model's score (the predicted rating in explicit mode with biases).
+    """
+    return model.user_factors, model.item_factors
+
+
+def _dot(a: Column, b: Column) -> Column:
+    """Dot product of two array columns in SQL (no Python UDF); 0 when either side is null."""
+    prod = F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+    return F.coalesce(prod, F.lit(0.0))
+
+
+def predict_ratings(model: FactorModel, pairs: DataFrame) -> DataFrame:
+    """``pairs`` with a ``prediction`` column; never NaN.
+
+    A pair with both factors gets their dot product (plus nothing else: biases live inside the vectors); a pair
+    missing either falls back to ``mean + user bias + item bias`` (each 0 when unknown or when biases are off).
+    """
+    users, items = factor_frames(model)
+    out = pairs.join(users.withColumnRenamed(FEATURES, "_uf"), USER_IDX, "left").join(
+        items.withColumnRenamed(FEATURES, "_if"), ITEM_IDX, "left"
+    )
+    fallback = F.lit(model.global_mean)
+    drop = ["_uf", "_if"]
+    if model.user_bias is not None and model.item_bias is not None:
+        out = out.join(model.user_bias.withColumnRenamed("user_bias", "_bu"), USER_IDX, "left").join(
+            model.item_bias.withColumnRenamed("item_bias", "_bi"), ITEM_IDX, "left"
+        )
+        fallback = fallback + F.coalesce(F.col("_bu"), F.lit(0.0)) + F.coalesce(F.col("_bi"), F.lit(0.0))
+        drop += ["_bu", "_bi"]
+    warm = F.col("_uf").isNotNull() & F.col("_if").isNotNull()
+    pred = F.when(warm, _dot(F.col("_uf"), F.col("_if"))).otherwise(fallback)
+    if model.rating_bounds is not None:
+        lo, hi = model.rating_bounds
+        pred = F.least(F.greatest(pred, F.lit(lo)), F.lit(hi))
+    return out.withColumn(PREDICTION, pred.cast("double")).drop(*drop)
+
+
+def popular_items(ratings: DataFrame, n: int) -> DataFrame:
+    """The ``n`` items rated by most distinct users: ``(item_idx, score, rank)``, ties broken by item_idx."""
+    counts = ratings.groupBy(ITEM_IDX).agg(F.countDistinct(USER_IDX).cast("double").alias(SCORE))
+    return _rank_popularity(counts, n)
+
+
+def recommend_popular(ratings: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """The popularity baseline: each user's ``n`` most popular unseen items, ``(user_idx, item_idx, score, rank)``."""
+    counts = ratings.groupBy(ITEM_IDX).agg(F.countDistinct(USER_IDX).cast("double").alias(SCORE))
+    return _popular_unseen(counts, users.select(USER_IDX).distinct(), seen, n)
+
+
+def _popular_unseen(counts: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """Cross join ``users`` with the top ``n + max seen`` items (small), drop seen ones, keep ``n``."""
+    seen = seen.select(F.col(USER_IDX).cast("int").alias(USER_IDX), F.col(ITEM_IDX).cast("int").alias(ITEM_IDX))
+    max_seen = seen.join(users, USER_IDX).groupBy(USER_IDX).count().agg(F.max("count")).first()[0] or 0
+    popular = _rank_popularity(counts, n + int(max_seen)).select(ITEM_IDX, SCORE, F.col(RANK).alias("_pr"))
+    w = Window.partitionBy(USER_IDX).orderBy("_pr")
+    return (
+        users.crossJoin(F.broadcast(popular))
+        .join(seen, [USER_IDX, ITEM_IDX], "left_anti")
+        .withColumn(RANK, F.row_number().over(w))
+        .where(F.col(RANK) <= n)
+        .select(*(F.col(c).cast(f.dataType) for c, f in zip(RECS_SCHEMA.names, RECS_SCHEMA.fields)))
+    )
+
+
+def _rank_popularity(counts: DataFrame, n: int) -> DataFrame:
+    w = Window.orderBy(F.col(SCORE).desc(), F.col(ITEM_IDX).asc())
+    return counts.withColumn(RANK, F.row_number().over(w)).where(F.col(RANK) <= n)
+
+
+def top_n_block(
+    user_ids: np.ndarray,
+    user_factors: np.ndarray,
+    seen: list[np.ndarray],
+    item_ids: np.ndarray,
+    item_factors: np.ndarray,
+    n: int,
+) -> pd.DataFrame:
+    """Top-``n`` unseen items for a block of users: one matmul, mask seen, argpartition, sort the ``n``.
+
+    ``item_ids`` must be sorted ascending (seen items are located with ``searchsorted``).
+    """
+    scores = user_factors @ item_factors.T
+    n_items = item_ids.shape[0]
+    for row, s in enumerate(seen):
+        if s is None or len(s) == 0:
+            continue
+        s = np.asarray(s)
+        pos = np.searchsorted(item_ids, s)
+        inside = pos < n_items
+        pos, s = pos[inside], s[inside]
+        scores[row, pos[item_ids[pos] == s]] = -np.inf
+    k = min(n, n_items)
+    if k == 0:
+        return pd.DataFrame({USER_IDX: [], ITEM_IDX: [], SCORE: [], RANK: []})
+    if k < n_items:
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        top = np.tile(np.arange(n_items), (len(scores), 1))
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), (len(scores), 1))
+    keep = np.isfinite(top_scores)
+    return pd.DataFrame(
+        {
+            USER_IDX: np.repeat(user_ids.astype(np.int32), k)[keep.ravel()],
+            ITEM_IDX: item_ids[top].astype(np.int32)[keep],
+            SCORE: top_scores[keep].astype(np.float32),
+            RANK: ranks[keep],
+        }
+    )
+
+
+def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """Top-``n`` unseen items for every user in ``users``: ``(user_idx, item_idx, score, rank)``.
+
+    Users with factors are scored in blocks: item factors go out once as a broadcast numpy matrix, each
+    Arrow batch of users is split into blocks of ``block_users``, scored with one matmul, seen items
+    masked and the top ``n`` picked with ``argpartition`` (no users x items cross join). Users without
+    factors get the most popular unseen items (score = number of training users of the item).
+    """
+    spark = users.sparkSession
+    user_f, item_f = factor_frames(model)
+    item_pdf = item_f.toPandas().sort_values(ITEM_IDX)
+    item_ids = item_pdf[ITEM_IDX].to_numpy(np.int64)
+    item_mat = (
+        np.stack(item_pdf[FEATURES].to_numpy()).astype(np.float32) if len(item_pdf) else np.zeros((0, 1), np.float32)
+    )
+    bc = spark.sparkContext.broadcast((item_ids, item_mat))
+    block = model.block_users
+
+    wanted = users.select(F.col(USER_IDX).cast("int").alias(USER_IDX)).distinct()
+    seen_lists = seen.groupBy(F.col(USER_IDX).cast("int").alias(USER_IDX)).agg(
+        F.collect_list(F.col(ITEM_IDX).cast("long")).alias(_SEEN)
+    )
+    warm = wanted.join(user_f, USER_IDX).join(seen_lists, USER_IDX, "left")
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ids, mat = bc.value
+        for pdf in batches:
+            for start in range(0, len(pdf), block):
+                part = pdf.iloc[start : start + block]
+                uf = np.stack(part[FEATURES].to_numpy()).astype(np.float32)
+                seen_b = [np.asarray(s, dtype=np.int64) if s is not None else None for s in part[_SEEN]]
+                yield top_n_block(part[USER_IDX].to_numpy(), uf, seen_b, ids, mat, n)
+
+    warm_recs = warm.mapInPandas(score, RECS_SCHEMA)
+
+    cold = wanted.join(user_f, USER_IDX, "left_anti")
+    cold_recs = _popular_unseen(model.popularity, cold, seen, n)
+    return warm_recs.unionByName(cold_recs)
+
+
+def recommend_all_users_spark(model: FactorModel, seen: DataFrame, n: int, block_size: int = 4096) -> DataFrame:
+    """Reference top-N: Spark's ``recommendForAllUsers(n + max seen)`` then anti-join seen (for benchmarks/tests)."""
+    max_seen = seen.groupBy(USER_IDX).count().agg(F.max("count")).first()[0] or 0
+    als = model.als.copy()
+    als.setBlockSize(block_size)
+    recs = als.recommendForAllUsers(n + int(max_seen))
+    w = Window.partitionBy(USER_IDX).orderBy(F.col(SCORE).desc(), F.col(ITEM_IDX).asc())
+    return (
+        recs.select(F.col(USER_IDX), F.explode("recommendations").alias("r"))
+        .select(USER_IDX, F.col(f"r.{ITEM_IDX}").alias(ITEM_IDX), F.col("r.rating").alias(SCORE))
+        .join(seen.select(USER_IDX, ITEM_IDX), [USER_IDX, ITEM_IDX], "left_anti")
+        .withColumn(RANK, F.row_number().over(w))
+        .where(F.col(RANK) <= n)
+    )

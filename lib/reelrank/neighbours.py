@@ -1,0 +1,425 @@
+"""Pearson neighbours, user-user and item-item, with KNNWithMeans-style predictions and item-based top-N.
+
+Similarity is scikit-surprise's ``pearson``: for a pair of entities, over the n others both rated,
+``(n Σxy - Σx Σy) / sqrt((n Σx² - (Σx)²)(n Σy² - (Σy)²))``, optionally shrunk by ``n / (n + λ)``.
+Pairs below ``min_support`` or with zero variance on either side get no row (never NaN).
+
+How pairs are found at scale (chosen by measurement, see ``bench/neighbours.py`` and
+``bench/results/neighbours.md``): entities are split into B blocks by ``idx mod B``; each block pair is one
+``applyInPandas`` task that receives the ratings of its two blocks and computes the six sufficient statistics of
+all its pairs with three complex-valued scipy sparse products (real and imaginary parts carry two statistics
+each). Work is ∝ Σ over the other side of (ratings)², never n²; no pair is materialised before it has passed
+``min_support``, and :func:`neighbour_lists` keeps only each task's local top-k per entity before the global
+top-k, so the full pair list is never shuffled. Heavy users (popular items for user-user) are down-sampled,
+seeded, before pairs are counted, as Mahout's ``maxPrefsPerUser`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from reelrank import columns as C
+from reelrank.config import NeighboursConfig
+
+log = logging.getLogger(__name__)
+
+ENTITY = "entity_idx"
+NEIGHBOUR = "neighbour_idx"
+SIMILARITY = "similarity"
+SUPPORT = "support"
+FALLBACK = "fallback"
+
+SIM_SCHEMA = T.StructType(
+    [
+        T.StructField(ENTITY, T.IntegerType(), False),
+        T.StructField(NEIGHBOUR, T.IntegerType(), False),
+        T.StructField(SIMILARITY, T.DoubleType(), False),
+        T.StructField(SUPPORT, T.IntegerType(), False),
+    ]
+)
+
+_VARIANCE_RTOL = 64 * np.finfo(np.float64).eps
+"""A side's ``n Σx² - (Σx)²`` at or below this fraction of ``n Σx²`` is zero variance (rounding, not signal)."""
+
+_BY = {"user": (C.USER_IDX, C.ITEM_IDX), "item": (C.ITEM_IDX, C.USER_IDX)}
+
+
+def _roles(by: str) -> tuple[str, str]:
+    """(entity column, other column) for ``by``: user-user pairs are users co-rating items, and vice versa."""
+    if by not in _BY:
+        raise ValueError(f"by must be 'user' or 'item', got {by!r}")
+    return _BY[by]
+
+
+def _require(df: DataFrame, cols: list[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {', '.join(missing)} (has {', '.join(df.columns)})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The kernel: sufficient statistics of every pair between two blocks, pure numpy/scipy (also the bench's floor).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def pair_similarities(
+    entity: np.ndarray,
+    other: np.ndarray,
+    rating: np.ndarray,
+    in_a: np.ndarray | None = None,
+    min_support: int = 1,
+    shrinkage: float = 0.0,
+    local_k: int | None = None,
+    rank_shrinkage: float = 0.0,
+) -> pd.DataFrame:
+    """Pearson similarity of every entity pair with ``support >= min_support``, both directions.
+
+    ``in_a`` marks the ratings of block A (the rest are block B); then only A×B pairs are computed. Without it,
+    all pairs among the given entities are. With ``local_k`` only each entity's best ``local_k`` neighbours
+    (by ``similarity * n / (n + rank_shrinkage)`` desc, neighbour asc) among these pairs are returned.
+    """
+    if len(entity) == 0:
+        return _empty_pairs()
+    rating = np.asarray(rating, dtype=np.float64)
+    # Pearson is shift-invariant; shifting so every value is >= 1 keeps every stored entry nonzero, so the three
+    # products below share one sparsity pattern. Ratings on a 1.. scale are not changed at all (shift 0).
+    x = rating - (rating.min() - 1.0)
+    ents, e_inv = np.unique(entity, return_inverse=True)
+    _, o_inv = np.unique(other, return_inverse=True)
+    n_o = int(o_inv.max()) + 1
+    X = sp.csc_matrix((x, (o_inv, e_inv)), shape=(n_o, len(ents)))
+    X.sum_duplicates()
+    if in_a is None:
+        ea = eb = ents
+        sxy, sx, sy, sxx, syy, n, rows, cols = _stats_square(X)
+        keep = rows != cols
+    else:
+        a_cols = np.unique(e_inv[np.asarray(in_a, dtype=bool)])
+        b_cols = np.setdiff1d(np.arange(len(ents)), a_cols, assume_unique=True)
+        if len(a_cols) == 0 or len(b_cols) == 0:
+            return _empty_pairs()
+        ea, eb = ents[a_cols], ents[b_cols]
+        sxy, sx, sy, sxx, syy, n, rows, cols = _stats_rect(X[:, a_cols], X[:, b_cols])
+        keep = np.ones(len(n), dtype=bool)
+    keep &= n >= max(min_support, 1)
+    sxy, sx, sy, sxx, syy, n, rows, cols = (v[keep] for v in (sxy, sx, sy, sxx, syy, n, rows, cols))
+    # surprise's exact expression, term for term, so integer ratings give bit-identical similarities
+    num = n * sxy - sx * sy
+    vx = n * sxx - sx**2
+    vy = n * syy - sy**2
+    ok = (vx > _VARIANCE_RTOL * n * sxx) & (vy > _VARIANCE_RTOL * n * syy)
+    sim = num[ok] / np.sqrt(vx[ok] * vy[ok])
+    n, rows, cols = n[ok], rows[ok], cols[ok]
+    if shrinkage > 0:
+        sim = sim * n / (n + shrinkage)
+    ei, ej = ea[rows], eb[cols]
+    if in_a is None:  # the square product already holds both directions
+        e, nb, s, sup = ei, ej, sim, n
+    else:
+        e, nb = np.concatenate([ei, ej]), np.concatenate([ej, ei])
+        s, sup = np.concatenate([sim, sim]), np.concatenate([n, n])
+    out = pd.DataFrame(
+        {ENTITY: e.astype(np.int32), NEIGHBOUR: nb.astype(np.int32), SIMILARITY: s, SUPPORT: sup.astype(np.int32)}
+    )
+    return _local_top_k(out, local_k, rank_shrinkage) if local_k else out
+
+
+def _stats_rect(A: sp.csc_matrix, B: sp.csc_matrix) -> tuple[np.ndarray, ...]:
+    """Σxy, Σx, Σy, Σx², Σy², n over the common rows of every column pair (i of A, j of B), as aligned arrays.
+
+    Three complex products carry the six statistics: (A + iMa)ᵀB = Σxy + iΣy, (A² + iA)ᵀMb = Σx² + iΣx,
+    Maᵀ(B² + iMb) = Σy² + i·n, where M is the 0/1 pattern. All three share the pattern of MaᵀMb.
+    """
+    Ma, Mb = _with_data(A, 1.0), _with_data(B, 1.0)
+    p1 = _with_data(A, A.data + 1j).T.tocsr() @ B
+    p2 = _with_data(A, A.data**2 + 1j * A.data).T.tocsr() @ Mb
+    p3 = Ma.T.tocsr() @ _with_data(B, B.data**2 + 1j)
+    for p in (p1, p2, p3):
+        p.sort_indices()
+    _same_pattern(p1, p2, p3)
+    rows = np.repeat(np.arange(p1.shape[0]), np.diff(p1.indptr))
+    return (p1.data.real, p2.data.imag, p1.data.imag, p2.data.real, p3.data.real, p3.data.imag, rows, p1.indices)
+
+
+def _stats_square(X: sp.csc_matrix) -> tuple[np.ndarray, ...]:
+    """Like :func:`_stats_rect` for all pairs within one block: two products, the other two statistics are the
+    transposes (Σx[i,j] = Σy[j,i], Σx²[i,j] = Σy²[j,i])."""
+    M = _with_data(X, 1.0)
+    p1 = _with_data(X, X.data + 1j).T.tocsr() @ X  # Σxy + iΣy
+    p2 = _with_data(X, X.data**2 + 1j).T.tocsr() @ M  # Σx² + i·n
+    for p in (p1, p2):
+        p.sort_indices()
+    t1, t2 = p1.T.tocsr(), p2.T.tocsr()  # tocsr of a transpose yields sorted indices
+    t1.sort_indices()
+    t2.sort_indices()
+    _same_pattern(p1, p2, t1, t2)
+    rows = np.repeat(np.arange(p1.shape[0]), np.diff(p1.indptr))
+    return (p1.data.real, t1.data.imag, p1.data.imag, p2.data.real, t2.data.real, p2.data.imag, rows, p1.indices)
+
+
+def _with_data(m: sp.csc_matrix, data: np.ndarray | float) -> sp.csc_matrix:
+    d = np.full(m.nnz, data) if np.isscalar(data) else data
+    return sp.csc_matrix((d, m.indices, m.indptr), shape=m.shape)
+
+
+def _same_pattern(*ms: sp.csr_matrix) -> None:
+    first = ms[0]
+    for m in ms[1:]:
+        if not (np.array_equal(first.indptr, m.indptr) and np.array_equal(first.indices, m.indices)):
+            raise AssertionError("sparse products disagree on their sparsity pattern")
+
+
+def _rank_key(sim: np.ndarray, support: np.ndarray, rank_shrinkage: float) -> np.ndarray:
+    return sim * support / (support + rank_shrinkage) if rank_shrinkage > 0 else sim
+
+
+def _local_top_k(pdf: pd.DataFrame, k: int, rank_shrinkage: float = 0.0) -> pd.DataFrame:
+    """The best ``k`` rows per entity by (rank key desc, neighbour asc); see :func:`top_k`."""
+    if pdf.empty:
+        return pdf
+    key = _rank_key(pdf[SIMILARITY].to_numpy(), pdf[SUPPORT].to_numpy().astype(np.float64), rank_shrinkage)
+    order = np.lexsort((pdf[NEIGHBOUR].to_numpy(), -key, pdf[ENTITY].to_numpy()))
+    s = pdf.iloc[order]
+    ent = s[ENTITY].to_numpy()
+    starts = np.r_[0, np.flatnonzero(ent[1:] != ent[:-1]) + 1]
+    pos = np.arange(len(ent)) - np.repeat(starts, np.diff(np.r_[starts, len(ent)]))
+    return s[pos < k].reset_index(drop=True)
+
+
+def _empty_pairs() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            ENTITY: np.array([], np.int32),
+            NEIGHBOUR: np.array([], np.int32),
+            SIMILARITY: np.array([], np.float64),
+            SUPPORT: np.array([], np.int32),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spark: capping, blocking, similarities and top-k lists.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cap_ratings(ratings: DataFrame, group_col: str, cap: int, seed: int) -> DataFrame:
+    """Keep at most ``cap`` ratings per ``group_col`` value, a seeded pseudo-random choice; 0 keeps everything.
+
+    The choice is by ``xxhash64(seed, user, item)``, so it does not depend on partitioning or on the run.
+    """
+    if cap <= 0:
+        return ratings
+    counts = ratings.groupBy(group_col).count()
+    heavy = counts.where(F.col("count") > cap).agg(F.count(F.lit(1)), F.sum(F.col("count") - cap)).first()
+    n_heavy, dropped = heavy[0], heavy[1] or 0
+    if n_heavy == 0:
+        return ratings
+    log.info("capping %d %s value(s) at %d ratings: %d ratings left out of the pairs", n_heavy, group_col, cap, dropped)
+    w = Window.partitionBy(group_col).orderBy(F.xxhash64(F.lit(seed), C.USER_IDX, C.ITEM_IDX), C.USER_IDX, C.ITEM_IDX)
+    return ratings.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= cap).drop("_rn")
+
+
+def _capped(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> DataFrame:
+    _require(ratings, [C.USER_IDX, C.ITEM_IDX, C.RATING], "ratings")
+    r = ratings.select(C.USER_IDX, C.ITEM_IDX, F.col(C.RATING).cast("double").alias(C.RATING))
+    if by == "item":
+        return cap_ratings(r, C.USER_IDX, cfg.max_ratings_per_user, cfg.seed)
+    return cap_ratings(r, C.ITEM_IDX, cfg.max_ratings_per_item, cfg.seed)
+
+
+def _blocked_pairs(
+    ratings: DataFrame, by: str, cfg: NeighboursConfig, local_k: int | None, rank_shrinkage: float = 0.0
+) -> DataFrame:
+    """Run :func:`pair_similarities` on every block pair; each rating travels to the B tasks of its block."""
+    ent_col, oth_col = _roles(by)
+    nb = max(cfg.blocks, 1)
+    r = _capped(ratings, by, cfg).select(
+        F.col(ent_col).alias("_e"), F.col(oth_col).alias("_o"), F.col(C.RATING).alias("_r")
+    )
+    blk = F.pmod(F.col("_e"), F.lit(nb))
+    other = F.explode(F.sequence(F.lit(0), F.lit(nb - 1)))
+    keyed = r.select("*", blk.alias("_b"), other.alias("_t")).select(
+        "_e", "_o", "_r", (F.least("_b", "_t") * nb + F.greatest("_b", "_t")).alias("_key")
+    )
+    min_support, shrinkage = cfg.min_support, cfg.shrinkage
+
+    def task(pdf: pd.DataFrame) -> pd.DataFrame:
+        key = int(pdf["_key"].iat[0])
+        a, b = divmod(key, nb)
+        e = pdf["_e"].to_numpy()
+        in_a = None if a == b else (e % nb == a)
+        o, r = pdf["_o"].to_numpy(), pdf["_r"].to_numpy()
+        return pair_similarities(e, o, r, in_a, min_support, shrinkage, local_k, rank_shrinkage)
+
+    return keyed.groupBy("_key").applyInPandas(task, SIM_SCHEMA)
+
+
+def similarities(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> DataFrame:
+    """Every pair with ``support >= min_support`` and nonzero variance on both sides, both directions.
+
+    Columns ``entity_idx, neighbour_idx, similarity, support``; ``by`` is ``"user"`` or ``"item"``.
+    The full list can be large (quadratic in the entities that co-occur): prefer :func:`neighbour_lists`.
+    """
+    _roles(by)
+    return _blocked_pairs(ratings, by, cfg, local_k=None)
+
+
+def top_k(sims: DataFrame, k: int, rank_shrinkage: float = 0.0) -> DataFrame:
+    """Each entity's ``k`` most similar neighbours with ``rank`` 1..k (similarity desc, ties by neighbour_idx).
+
+    With ``rank_shrinkage`` λ > 0 the order is by ``similarity * support / (support + λ)`` instead (significance
+    weighting, ``cfg.list_shrinkage``); the similarity column is left as it is.
+    """
+    _require(sims, [ENTITY, NEIGHBOUR, SIMILARITY, SUPPORT], "similarities")
+    key = F.col(SIMILARITY)
+    if rank_shrinkage > 0:
+        key = key * F.col(SUPPORT) / (F.col(SUPPORT) + F.lit(float(rank_shrinkage)))
+    w = Window.partitionBy(ENTITY).orderBy(key.desc(), F.col(NEIGHBOUR).asc())
+    return (
+        sims.withColumn(C.RANK, F.row_number().over(w))
+        .where(F.col(C.RANK) <= k)
+        .select(ENTITY, NEIGHBOUR, SIMILARITY, SUPPORT, C.RANK)
+    )
+
+
+def neighbour_lists(ratings: DataFrame, by: str, cfg: NeighboursConfig, k: int | None = None) -> DataFrame:
+    """``top_k(similarities(ratings, by, cfg), k or cfg.top_k, cfg.list_shrinkage)`` without shuffling all pairs.
+
+    Each block-pair task keeps its local top-k per entity; the global top-k picks among at most B·k candidates
+    per entity, with the same order, so the result equals the two-step version exactly.
+    """
+    k = k or cfg.top_k
+    return top_k(_blocked_pairs(ratings, by, cfg, k, cfg.list_shrinkage), k, cfg.list_shrinkage)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Predictions (KNNWithMeans) and item-based top-N recommendations.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def predict(
+    train: DataFrame,
+    pairs: DataFrame,
+    by: str,
+    cfg: NeighboursConfig,
+    mode: str = "topk",
+    neighbours: DataFrame | None = None,
+    rating_range: tuple[float, float] | None = None,
+) -> DataFrame:
+    """``pairs`` with ``prediction`` and ``fallback`` added, as scikit-surprise's KNNWithMeans predicts.
+
+    r̂ = mean_x + Σ sim·(r − mean_nb) / Σ sim over the ``cfg.k`` most similar neighbours (ties by index) that
+    rated the target, keeping only sim > 0; x is the user (``by="user"``) or the item. ``mode="exact"`` looks
+    among all similarities (``neighbours``: a :func:`similarities` frame, computed when None); ``mode="topk"``
+    only among each entity's stored list (``neighbours``: a :func:`top_k` frame, :func:`neighbour_lists` when
+    None). ``fallback`` is true when fewer than ``max(cfg.min_k, 1)`` neighbours were usable (the entity mean is
+    returned) or the user or item is not in ``train`` (the global mean, as surprise). Predictions are clipped
+    to ``rating_range``, by default the range of the training ratings.
+    """
+    x_col, y_col = _roles(by)
+    _require(pairs, [C.USER_IDX, C.ITEM_IDX], "pairs")
+    _require(train, [C.USER_IDX, C.ITEM_IDX, C.RATING], "train")
+    if mode not in ("exact", "topk"):
+        raise ValueError(f"mode must be 'exact' or 'topk', got {mode!r}")
+    if neighbours is None:
+        neighbours = similarities(train, by, cfg) if mode == "exact" else neighbour_lists(train, by, cfg)
+    tr = train.select(C.USER_IDX, C.ITEM_IDX, F.col(C.RATING).cast("double").alias(C.RATING))
+    if rating_range is None:
+        row = tr.agg(F.min(C.RATING), F.max(C.RATING), F.avg(C.RATING)).first()
+        lo, hi, global_mean = float(row[0]), float(row[1]), float(row[2])
+    else:
+        lo, hi = rating_range
+        global_mean = float(tr.agg(F.avg(C.RATING)).first()[0])
+
+    x_means = tr.groupBy(x_col).agg(F.avg(C.RATING).alias("_mean_x"))
+    y_known = tr.select(F.col(y_col)).distinct().withColumn("_y_known", F.lit(True))
+    todo = pairs.select(C.USER_IDX, C.ITEM_IDX).distinct()
+    # the neighbours' ratings of the target, centred on each neighbour's mean: train rows (nb, y, r - mean_nb)
+    rated = tr.join(F.broadcast(x_means), x_col).select(
+        F.col(x_col).alias("_nb"), F.col(y_col), (F.col(C.RATING) - F.col("_mean_x")).alias("_dev")
+    )
+    sims = neighbours.where(F.col(SIMILARITY) > 0).select(
+        F.col(ENTITY).alias(x_col), F.col(NEIGHBOUR).alias("_nb"), F.col(SIMILARITY).alias("_sim")
+    )
+    # Exact mode broadcasts its full similarity table: it is the verification path, for data whose pair list fits
+    # in memory. Top-k lists are broadcast when Spark finds them small enough.
+    if mode == "exact":
+        sims = F.broadcast(sims)
+    cand = todo.join(rated, y_col).join(sims, [x_col, "_nb"])
+    # the k largest similarities per target (ties: smaller neighbour index first, as surprise's rating order),
+    # picked by sorting each group's small candidate list rather than a global sort of all candidates
+    cands = F.collect_list(F.struct(-F.col("_sim"), F.col("_nb"), F.col("_sim"), F.col("_dev")))
+    best = F.slice(F.sort_array(cands), 1, cfg.k)
+    agg = (
+        cand.groupBy(y_col, x_col)
+        .agg(best.alias("_top"))
+        .select(
+            y_col,
+            x_col,
+            F.aggregate("_top", F.lit(0.0), lambda acc, t: acc + t["_sim"] * t["_dev"]).alias("_num"),
+            F.aggregate("_top", F.lit(0.0), lambda acc, t: acc + t["_sim"]).alias("_den"),
+            F.size("_top").alias("_k"),
+        )
+    )
+    k_needed = max(cfg.min_k, 1)
+    used = F.coalesce(F.col("_k"), F.lit(0)) >= k_needed
+    known = F.col("_mean_x").isNotNull() & F.col("_y_known").isNotNull()
+    est = F.when(~known, F.lit(global_mean)).when(used, F.col("_mean_x") + F.col("_num") / F.col("_den"))
+    est = est.otherwise(F.col("_mean_x"))
+    # per-entity tables are O(entities): broadcast, like the id indexes in reelrank.matrix
+    preds = (
+        todo.join(F.broadcast(x_means), x_col, "left")
+        .join(F.broadcast(y_known), y_col, "left")
+        .join(agg, [C.USER_IDX, C.ITEM_IDX], "left")
+        .select(
+            C.USER_IDX,
+            C.ITEM_IDX,
+            _clip(est, lo, hi).alias(C.PREDICTION),
+            (~(known & used)).alias(FALLBACK),
+        )
+    )
+    return pairs.join(preds, [C.USER_IDX, C.ITEM_IDX], "left")
+
+
+def _clip(c: Column, lo: float, hi: float) -> Column:
+    return F.least(F.greatest(c, F.lit(lo)), F.lit(hi))
+
+
+def fallback_rate(predictions: DataFrame) -> float:
+    """Share of predictions that fell back to a mean (logged by callers, recorded in run metrics)."""
+    row = predictions.agg(F.avg(F.col(FALLBACK).cast("double"))).first()
+    return float(row[0] or 0.0)
+
+
+def recommend(train: DataFrame, item_neighbours: DataFrame, n: int) -> DataFrame:
+    """Top ``n`` unseen items per user from the item-item lists, as ``user_idx, item_idx, score, rank``.
+
+    Score of candidate i for user u: Σ sim(j, i) over the items j that u rated and whose stored list holds i
+    with sim > 0 (the item-based top-N of Deshpande & Karypis, 2004): it rewards items close to many of the
+    user's items. Ties go to the smaller item_idx. Items the user already rated are removed.
+    """
+    _require(train, [C.USER_IDX, C.ITEM_IDX], "train")
+    _require(item_neighbours, [ENTITY, NEIGHBOUR, SIMILARITY], "item_neighbours")
+    seen = train.select(C.USER_IDX, C.ITEM_IDX).distinct()
+    lists = item_neighbours.where(F.col(SIMILARITY) > 0).select(
+        F.col(ENTITY).alias(C.ITEM_IDX), F.col(NEIGHBOUR).alias("_cand"), F.col(SIMILARITY).alias("_sim")
+    )
+    scores = (
+        seen.join(lists, C.ITEM_IDX)
+        .groupBy(C.USER_IDX, F.col("_cand").alias(C.ITEM_IDX))
+        .agg(F.sum("_sim").alias(C.SCORE))
+        .join(seen, [C.USER_IDX, C.ITEM_IDX], "left_anti")
+    )
+    w = Window.partitionBy(C.USER_IDX).orderBy(F.col(C.SCORE).desc(), F.col(C.ITEM_IDX).asc())
+    return (
+        scores.withColumn(C.RANK, F.row_number().over(w))
+        .where(F.col(C.RANK) <= n)
+        .select(C.USER_IDX, C.ITEM_IDX, C.SCORE, C.RANK)
+    )

@@ -1,0 +1,106 @@
+"""Train/test splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from reelrank.columns import ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX
+
+log = logging.getLogger(__name__)
+
+_ML100K_SCHEMA = T.StructType(
+    [
+        T.StructField(USER, T.IntegerType(), False),
+        T.StructField(ITEM, T.IntegerType(), False),
+        T.StructField(RATING, T.DoubleType(), False),
+        T.StructField(TS, T.LongType(), False),
+    ]
+)
+
+
+def _with_indices(df: DataFrame) -> DataFrame:
+    """ml-100k ids are already dense integers, so they double as ``user_idx`` / ``item_idx``."""
+    return df.withColumn(USER_IDX, F.col(USER).cast("int")).withColumn(ITEM_IDX, F.col(ITEM).cast("int"))
+
+
+def read_ml100k_fold(spark: SparkSession, folder: str | Path, fold: str) -> tuple[DataFrame, DataFrame]:
+    """The official fold ``fold`` (``u1`` .. ``u5``, ``ua``, ``ub``) of ml-100k: ``(train, test)``.
+
+    Columns: user_id, item_id, rating, ts, user_idx, item_idx (indices equal the ml-100k ids).
+    """
+    folder = Path(folder)
+    out = []
+    for part in ("base", "test"):
+        path = folder / f"{fold}.{part}"
+        if not path.is_file():
+            raise FileNotFoundError(f"ml-100k fold file not found: {path}")
+        out.append(_with_indices(spark.read.csv(str(path), sep="\t", schema=_ML100K_SCHEMA)))
+    return out[0], out[1]
+
+
+def read_stratified_split(spark: SparkSession, folder: str | Path) -> tuple[DataFrame, DataFrame]:
+    """The fixed ``train.csv`` / ``test.csv`` split (columns user,item,rating,timestamp) with reelrank's columns."""
+    folder = Path(folder)
+    out = []
+    for name in ("train.csv", "test.csv"):
+        schema = "user INT, item INT, rating DOUBLE, timestamp LONG"
+        raw = spark.read.csv(str(folder / name), header=True, schema=schema)
+        out.append(
+            _with_indices(
+                raw.select(
+                    F.col("user").alias(USER), F.col("item").alias(ITEM), F.col(RATING), F.col("timestamp").alias(TS)
+                )
+            )
+        )
+    return out[0], out[1]
+
+
+def stratified_split(
+    df: DataFrame, ratio: float, seed: int, user_col: str = USER_IDX
+) -> tuple[DataFrame, DataFrame]:
+    """Per-user random split: a row goes to train when its position in the user's shuffled rows / count <= ratio.
+
+    (The rule of the recommenders project's ``python_stratified_split``.) Every user keeps at least one row in
+    train. Reproducible for a given input partitioning.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+    w = Window.partitionBy(user_col).orderBy("_rand")
+    marked = (
+        df.withColumn("_rand", F.rand(seed))
+        .withColumn("_pos", F.row_number().over(w))
+        .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(user_col)))
+        .withColumn("_train", ((F.col("_pos") / F.col("_n")) <= F.lit(ratio)) | (F.col("_pos") == 1))
+        .drop("_rand", "_pos", "_n")
+    )
+    return _partition(marked)
+
+
+def leave_last_by_time(
+    df: DataFrame, n: int, user_col: str = USER_IDX, ts_col: str = TS, item_col: str = ITEM_IDX
+) -> tuple[DataFrame, DataFrame]:
+    """Hold out each user's ``n`` most recent interactions; users with ``<= n`` interactions keep all in train.
+
+    Ties in time are broken by ``item_col`` (descending) so the split is deterministic.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    recent_first = Window.partitionBy(user_col).orderBy(F.col(ts_col).desc(), F.col(item_col).desc())
+    marked = (
+        df.withColumn("_pos", F.row_number().over(recent_first))
+        .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(user_col)))
+        .withColumn("_train", (F.col("_n") <= n) | (F.col("_pos") > n))
+        .drop("_pos", "_n")
+    )
+    return _partition(marked)
+
+
+def _partition(marked: DataFrame) -> tuple[DataFrame, DataFrame]:
+    train = marked.where(F.col("_train")).drop("_train")
+    test = marked.where(~F.col("_train")).drop("_train")
+    return train, test

@@ -1,0 +1,91 @@
+"""Small grid search for ALS (rank x regParam x alpha) on a leave-last-by-time validation split."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from reelrank.columns import RATING, RUN_DATE, USER_IDX
+from reelrank.config import Config
+from reelrank.evaluate import ranking_metrics, rating_metrics
+from reelrank.factorize import fit_als, predict_ratings, recommend_top_n
+from reelrank.splits import leave_last_by_time
+
+log = logging.getLogger(__name__)
+
+TUNING_SCHEMA = T.StructType(
+    [
+        T.StructField("tuned_at", T.TimestampType(), False),
+        T.StructField("implicit", T.BooleanType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("reg_param", T.DoubleType(), False),
+        T.StructField("alpha", T.DoubleType(), False),
+        T.StructField("max_iter", T.IntegerType(), False),
+        T.StructField("metric", T.StringType(), False),
+        T.StructField("value", T.DoubleType(), False),
+        T.StructField("chosen", T.BooleanType(), False),
+    ]
+)
+
+_LOWER_IS_BETTER = {"rmse", "mae"}
+
+
+def _score(train: DataFrame, valid: DataFrame, cfg: Config, als_cfg) -> float:
+    metric = cfg.evaluate.tune_metric
+    model = fit_als(train, als_cfg)
+    if metric in _LOWER_IS_BETTER:
+        return rating_metrics(predict_ratings(model, valid))[metric]
+    name, _, k = metric.partition("@")
+    if not k.isdigit():
+        raise ValueError(f"evaluate.tune_metric must be rmse, mae or NAME@K, got {metric!r}")
+    truth = valid.where(valid[RATING] >= cfg.evaluate.relevance_threshold)
+    recs = recommend_top_n(model, truth.select(USER_IDX).distinct(), train, int(k))
+    return ranking_metrics(recs, truth, [int(k)])[metric]
+
+
+def tune_als(interactions: DataFrame, cfg: Config) -> tuple[DataFrame, dict[str, float]]:
+    """Fit every grid point on the training part, score on the held-out part; returns (results, chosen values).
+
+    The grid is ``als.tune_ranks x als.tune_reg_params x als.tune_alphas`` (alpha only in implicit mode); the
+    hold-out is each user's ``evaluate.holdout_per_user`` most recent interactions; the metric is
+    ``evaluate.tune_metric``.
+    """
+    train, valid = leave_last_by_time(interactions, cfg.evaluate.holdout_per_user)
+    train, valid = train.cache(), valid.cache()
+    alphas = cfg.als.tune_alphas if cfg.als.implicit else [cfg.als.alpha]
+    lower = cfg.evaluate.tune_metric in _LOWER_IS_BETTER
+    rows = []
+    for rank, reg, alpha in itertools.product(cfg.als.tune_ranks, cfg.als.tune_reg_params, alphas):
+        als_cfg = dataclasses.replace(cfg.als, rank=rank, reg_param=reg, alpha=alpha)
+        value = _score(train, valid, cfg, als_cfg)
+        log.info("tune rank=%d reg=%g alpha=%g: %s=%.4f", rank, reg, alpha, cfg.evaluate.tune_metric, value)
+        rows.append((rank, float(reg), float(alpha), value))
+    train.unpersist()
+    valid.unpersist()
+    best = (min if lower else max)(rows, key=lambda r: r[3])
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    out = [
+        (now, cfg.als.implicit, r[0], r[1], r[2], cfg.als.max_iter, cfg.evaluate.tune_metric, float(r[3]), r is best)
+        for r in rows
+    ]
+    chosen = {"rank": best[0], "reg_param": best[1], "alpha": best[2], cfg.evaluate.tune_metric: best[3]}
+    log.info("chosen ALS hyper-parameters: %s", chosen)
+    return interactions.sparkSession.createDataFrame(out, TUNING_SCHEMA), chosen
+
+
+def run_tuning(spark: SparkSession, cfg: Config) -> dict[str, float]:
+    """Read ``{database}.interactions``, tune, append the grid to ``{database}.tuning``; returns the chosen values."""
+    db = cfg.warehouse.database
+    interactions = spark.table(f"{db}.interactions")
+    if RUN_DATE in interactions.columns:  # a partitioned table: tune on the latest run only
+        latest = interactions.agg(F.max(RUN_DATE)).first()[0]
+        interactions = interactions.where(F.col(RUN_DATE) == F.lit(latest))
+    results, chosen = tune_als(interactions, cfg)
+    results.write.mode("append").saveAsTable(f"{db}.tuning")
+    return chosen

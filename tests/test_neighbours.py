@@ -1,0 +1,235 @@
+"""Pearson neighbours against a numpy reference on a small hand-built matrix."""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+from reelrank import columns as C
+from reelrank import neighbours as nbr
+
+pytestmark = pytest.mark.spark
+
+# user -> {item: rating}. u4 rates everything 4 (zero variance as a user); i5 is rated 3 by all (zero variance
+# as an item); i6 is co-rated with any other item by u3 only (single-overlap pairs); u5 shares one item with most.
+MATRIX = {
+    0: {0: 5, 1: 3, 2: 4, 3: 1, 5: 3},
+    1: {0: 3, 1: 1, 2: 2, 4: 5, 5: 3},
+    2: {0: 4, 1: 3, 2: 4, 3: 2, 4: 1, 5: 3},
+    3: {0: 2, 2: 5, 3: 3, 6: 1},
+    4: {1: 4, 3: 4, 4: 4},
+    5: {4: 2, 0: 1},
+    6: {0: 4, 1: 2, 2: 5, 3: 2, 4: 3},
+}
+RATINGS_SCHEMA = T.StructType(
+    [
+        T.StructField(C.USER_IDX, T.IntegerType(), False),
+        T.StructField(C.ITEM_IDX, T.IntegerType(), False),
+        T.StructField(C.RATING, T.DoubleType(), False),
+    ]
+)
+PAIRS_SCHEMA = T.StructType(
+    [
+        T.StructField(C.USER_IDX, T.IntegerType(), False),
+        T.StructField(C.ITEM_IDX, T.IntegerType(), False),
+        T.StructField("tag", T.StringType(), False),
+    ]
+)
+ROWS = [(u, i, float(r)) for u, items in MATRIX.items() for i, r in items.items()]
+N_USERS, N_ITEMS = 7, 7
+
+
+def dense() -> np.ndarray:
+    """users × items with NaN where unrated."""
+    R = np.full((N_USERS, N_ITEMS), np.nan)
+    for u, i, r in ROWS:
+        R[u, i] = r
+    return R
+
+
+def ref_sims(by: str, min_support: int, shrinkage: float = 0.0) -> dict[tuple[int, int], tuple[float, int]]:
+    """Pearson over the common support, pair by pair with numpy (means over the common support)."""
+    R = dense() if by == "user" else dense().T
+    out = {}
+    for a in range(R.shape[0]):
+        for b in range(R.shape[0]):
+            common = ~np.isnan(R[a]) & ~np.isnan(R[b])
+            n = int(common.sum())
+            if a == b or n < min_support or n < 1:
+                continue
+            x, y = R[a, common], R[b, common]
+            dx, dy = x - x.mean(), y - y.mean()
+            den = math.sqrt((dx**2).sum() * (dy**2).sum())
+            if den == 0:
+                continue
+            sim = (dx * dy).sum() / den
+            out[(a, b)] = (sim * n / (n + shrinkage) if shrinkage else sim, n)
+    return out
+
+
+def ref_top_k(sims: dict, k: int, rank_shrinkage: float = 0.0) -> dict[int, list[int]]:
+    lists: dict[int, list[tuple[float, int]]] = {}
+    for (a, b), (s, n) in sims.items():
+        lists.setdefault(a, []).append((-(s * n / (n + rank_shrinkage)) if rank_shrinkage else -s, b))
+    return {a: [b for _, b in sorted(v)[:k]] for a, v in lists.items()}
+
+
+def ref_predict(by: str, pairs: list[tuple[int, int]], sims: dict, k: int, min_k: int, allowed=None):
+    """KNNWithMeans.estimate + AlgoBase.predict, transcribed: nlargest k among raters, sim > 0, min_k, clip."""
+    R = dense()
+    gmean = np.nanmean(R)
+    X = R if by == "user" else R.T
+    means = np.nanmean(X, axis=1)
+    out = {}
+    for u, i in pairs:
+        if u >= N_USERS or i >= N_ITEMS or np.isnan(R[u]).all() or np.isnan(R[:, i]).all():
+            out[(u, i)] = (gmean, True)
+            continue
+        x, y = (u, i) if by == "user" else (i, u)
+        raters = [v for v in range(X.shape[0]) if not np.isnan(X[v, y]) and v != x]
+        neigh = [(v, sims.get((x, v), (0.0, 0))[0], X[v, y]) for v in raters]
+        if allowed is not None:
+            neigh = [t for t in neigh if t[0] in allowed.get(x, [])]
+        chosen = heapq.nlargest(k, neigh, key=lambda t: t[1])
+        num = den = 0.0
+        actual = 0
+        for v, s, r in chosen:
+            if s > 0:
+                num += s * (r - means[v])
+                den += s
+                actual += 1
+        est = means[x] + (num / den if actual >= max(min_k, 1) else 0.0)
+        out[(u, i)] = (min(max(est, 1.0), 5.0), actual < max(min_k, 1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ratings(spark):
+    return spark.createDataFrame(ROWS, RATINGS_SCHEMA)
+
+
+def ncfg(cfg, **over):
+    base = dict(min_support=2, shrinkage=0.0, max_ratings_per_user=0, max_ratings_per_item=0, blocks=2,
+                list_shrinkage=0.0)
+    base.update(over)
+    return dataclasses.replace(cfg.neighbours, **base)
+
+
+def as_dict(df) -> dict[tuple[int, int], tuple[float, int]]:
+    pdf = df.toPandas()
+    cols = [nbr.ENTITY, nbr.NEIGHBOUR, nbr.SIMILARITY, nbr.SUPPORT]
+    return {(int(e), int(n)): (float(s), int(c)) for e, n, s, c in pdf[cols].itertuples(index=False)}
+
+
+def assert_same_sims(got: dict, want: dict) -> None:
+    assert set(got) == set(want), f"extra {sorted(set(got) - set(want))}, missing {sorted(set(want) - set(got))}"
+    for key, (s, n) in want.items():
+        assert got[key][1] == n, key
+        assert got[key][0] == pytest.approx(s, abs=1e-12), key
+
+
+@pytest.mark.parametrize("by", ["user", "item"])
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_similarities_match_numpy(ratings, cfg, by, blocks):
+    got = as_dict(nbr.similarities(ratings, by, ncfg(cfg, blocks=blocks)))
+    want = ref_sims(by, 2)
+    assert_same_sims(got, want)
+    assert all(not math.isnan(s) for s, _ in got.values())
+    if by == "user":  # u4 rates everything 4: no similarity row in either direction
+        assert not any(4 in key for key in got)
+    else:  # i5 always 3, i6 only ever co-rated once
+        assert not any(5 in key or 6 in key for key in got)
+    assert all((b, a) in got for a, b in got)
+
+
+def test_support_one_and_shrinkage(ratings, cfg):
+    # min_support 1 adds nothing: a single co-rating has zero variance on both sides
+    assert_same_sims(as_dict(nbr.similarities(ratings, "item", ncfg(cfg, min_support=1))), ref_sims("item", 1))
+    want = ref_sims("user", 3, shrinkage=2.5)
+    assert want and all(n >= 3 for _, n in want.values())
+    assert_same_sims(as_dict(nbr.similarities(ratings, "user", ncfg(cfg, min_support=3, shrinkage=2.5))), want)
+
+
+def test_top_k_ranks_and_ties(spark):
+    rows = [(0, 3, 0.5, 2), (0, 1, 0.9, 2), (0, 2, 0.5, 30), (0, 4, -0.2, 2), (1, 0, 0.9, 2), (1, 2, 0.9, 4)]
+    sims = spark.createDataFrame(rows, nbr.SIM_SCHEMA)
+    got = nbr.top_k(sims, 2)
+    want = spark.createDataFrame(
+        [(0, 1, 0.9, 2, 1), (0, 2, 0.5, 30, 2), (1, 0, 0.9, 2, 1), (1, 2, 0.9, 4, 2)],
+        T.StructType([*nbr.SIM_SCHEMA.fields, T.StructField(C.RANK, T.IntegerType(), False)]),
+    )
+    assertDataFrameEqual(got, want)
+    # significance weighting: 0.9 at support 2 ranks below 0.5 at support 30 once shrunk by n / (n + 10)
+    shrunk = nbr.top_k(sims, 1, rank_shrinkage=10.0).toPandas().set_index(nbr.ENTITY)[nbr.NEIGHBOUR].to_dict()
+    assert shrunk == {0: 2, 1: 2}
+
+
+@pytest.mark.parametrize(("by", "list_shrinkage"), [("user", 0.0), ("item", 1.5)])
+def test_neighbour_lists_equal_two_step_top_k(ratings, cfg, by, list_shrinkage):
+    c = ncfg(cfg, blocks=3, list_shrinkage=list_shrinkage)
+    fused = nbr.neighbour_lists(ratings, by, c, k=2)
+    assertDataFrameEqual(fused, nbr.top_k(nbr.similarities(ratings, by, c), 2, list_shrinkage))
+    want = ref_top_k(ref_sims(by, 2), 2, list_shrinkage)
+    got = fused.toPandas().sort_values([nbr.ENTITY, C.RANK]).groupby(nbr.ENTITY)[nbr.NEIGHBOUR].apply(list).to_dict()
+    assert got == want
+
+
+@pytest.mark.parametrize("by", ["user", "item"])
+@pytest.mark.parametrize("mode", ["exact", "topk"])
+def test_predict_matches_reference(spark, ratings, cfg, by, mode):
+    # every unrated cell, plus an unknown user (9) and an unknown item (8)
+    cells = [(u, i) for u in range(N_USERS) for i in range(N_ITEMS) if i not in MATRIX[u]] + [(9, 0), (0, 8)]
+    pairs = spark.createDataFrame([(u, i, f"{u}-{i}") for u, i in cells], PAIRS_SCHEMA)
+    c = ncfg(cfg, k=2, min_k=2, top_k=2)
+    sims = ref_sims(by, 2)
+    allowed = ref_top_k(sims, 2) if mode == "topk" else None
+    want = ref_predict(by, cells, sims, k=2, min_k=2, allowed=allowed)
+    out = nbr.predict(ratings, pairs, by, c, mode=mode).toPandas()
+    assert len(out) == len(cells) and set(out["tag"]) == {f"{u}-{i}" for u, i in cells}
+    cols = [C.USER_IDX, C.ITEM_IDX, C.PREDICTION, nbr.FALLBACK]
+    got = {(int(u), int(i)): (p, f) for u, i, p, f in out[cols].itertuples(index=False)}
+    for key, (p, f) in want.items():
+        assert got[key][0] == pytest.approx(p, abs=1e-12), key
+        assert bool(got[key][1]) == f, key
+    flags = [f for _, f in want.values()]
+    assert any(flags) and not all(flags), "the fixture must exercise both fallback and neighbour predictions"
+    assert nbr.fallback_rate(spark.createDataFrame(out)) == pytest.approx(np.mean(flags))
+
+
+def test_cap_ratings_is_seeded_and_exact(ratings, cfg):
+    capped = nbr.cap_ratings(ratings, C.USER_IDX, 2, seed=7).toPandas()
+    counts = capped.groupby(C.USER_IDX).size()
+    want = {u: min(len(items), 2) for u, items in MATRIX.items()}
+    assert counts.to_dict() == want
+    all_rows = {(u, i) for u, i, _ in ROWS}
+    assert set(zip(capped[C.USER_IDX], capped[C.ITEM_IDX])) <= all_rows
+    again = nbr.cap_ratings(ratings, C.USER_IDX, 2, seed=7).toPandas()
+    key = [C.USER_IDX, C.ITEM_IDX]
+    pd.testing.assert_frame_equal(capped.sort_values(key, ignore_index=True), again.sort_values(key, ignore_index=True))
+    assert nbr.cap_ratings(ratings, C.USER_IDX, 0, seed=7) is ratings
+
+
+def test_recommend_sums_similarities_of_rated_items(ratings, cfg):
+    lists = nbr.neighbour_lists(ratings, "item", ncfg(cfg), k=3)
+    got = nbr.recommend(ratings, lists, 2).toPandas()
+    ref = ref_top_k(ref_sims("item", 2), 3)
+    sims = ref_sims("item", 2)
+    for u, items in MATRIX.items():
+        score: dict[int, float] = {}
+        for j in items:
+            for i in ref.get(j, []):
+                if i not in items and sims[(j, i)][0] > 0:
+                    score[i] = score.get(i, 0.0) + sims[(j, i)][0]
+        want = sorted(score.items(), key=lambda t: (-t[1], t[0]))[:2]
+        mine = got[got[C.USER_IDX] == u].sort_values(C.RANK)
+        assert list(mine[C.ITEM_IDX]) == [i for i, _ in want], u
+        assert np.allclose(mine[C.SCORE], [s for _, s in want])
+        assert list(mine[C.RANK]) == list(range(1, len(want) + 1))
+    assert len(got) > 0

@@ -1,0 +1,79 @@
+"""Splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reelrank.splits import leave_last_by_time, read_ml100k_fold, read_stratified_split, stratified_split
+from conftest import dataset
+
+pytestmark = pytest.mark.spark
+
+SCHEMA = "user_idx INT, item_idx INT, rating DOUBLE, ts LONG"
+
+
+@pytest.fixture(scope="module")
+def interactions(spark):
+    rng = np.random.default_rng(11)
+    rows, counts = [], {0: 1, 1: 2, 2: 3, 3: 10, 4: 25}
+    for user, n in counts.items():
+        for item in rng.choice(100, size=n, replace=False):
+            rows.append((user, int(item), float(rng.integers(1, 6)), int(rng.integers(0, 50))))
+    return spark.createDataFrame(pd.DataFrame(rows, columns=["user_idx", "item_idx", "rating", "ts"]), SCHEMA)
+
+
+def test_leave_last_by_time_matches_pandas(interactions):
+    train, test = leave_last_by_time(interactions, 2)
+    pdf = interactions.toPandas()
+    expect_test = []
+    for _, g in pdf.groupby("user_idx"):
+        if len(g) > 2:
+            expect_test.append(g.sort_values(["ts", "item_idx"], ascending=False).head(2))
+    expect_test = pd.concat(expect_test)
+    key = ["user_idx", "item_idx"]
+    got_test = test.toPandas().sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got_test, expect_test.sort_values(key).reset_index(drop=True), check_dtype=False)
+    got_train = train.toPandas()
+    assert len(got_train) + len(got_test) == len(pdf)
+    assert got_train.merge(got_test, on=key).empty
+    assert sorted(got_test.user_idx.unique()) == [2, 3, 4]  # users 0 and 1 have <= 2 interactions: all in train
+    # Everything held out is at least as recent as everything the user keeps.
+    last_train = got_train.groupby("user_idx").ts.max()
+    first_test = got_test.groupby("user_idx").ts.min()
+    assert (first_test >= last_train[first_test.index]).all()
+    with pytest.raises(ValueError):
+        leave_last_by_time(interactions, 0)
+
+
+def test_stratified_split_per_user_ratio(interactions):
+    train, test = stratified_split(interactions, 0.75, seed=42)
+    tr, te = train.toPandas(), test.toPandas()
+    sizes = interactions.toPandas().groupby("user_idx").size()
+    n_train = tr.groupby("user_idx").size().reindex(sizes.index, fill_value=0)
+    np.testing.assert_array_equal(n_train.to_numpy(), np.floor(sizes.to_numpy() * 0.75 + 1e-9).clip(min=1))
+    assert len(tr) + len(te) == sizes.sum() and tr.merge(te, on=["user_idx", "item_idx"]).empty
+    again = stratified_split(interactions, 0.75, seed=42)[1].toPandas()
+    assert sorted(map(tuple, again[["user_idx", "item_idx"]].to_numpy())) == sorted(
+        map(tuple, te[["user_idx", "item_idx"]].to_numpy())
+    )
+
+
+def test_ml100k_folds(spark):
+    path = dataset("ml-100k")
+    train, test = read_ml100k_fold(spark, path, "u1")
+    assert train.columns == ["user_id", "item_id", "rating", "ts", "user_idx", "item_idx"]
+    assert (train.count(), test.count()) == (80000, 20000)
+    raw = pd.read_csv(path / "u1.test", sep="\t", names=["u", "i", "r", "t"])
+    first = test.orderBy("user_idx", "item_idx").first()
+    assert (first.user_idx, first.item_idx, first.rating, first.ts) == tuple(raw.sort_values(["u", "i"]).iloc[0])
+    with pytest.raises(FileNotFoundError):
+        read_ml100k_fold(spark, path, "u9")
+
+
+def test_stratified_files(spark):
+    train, test = read_stratified_split(spark, dataset("ml-100k-stratified"))
+    n_train, n_test = train.count(), test.count()
+    assert n_train + n_test == 100000 and 0.74 < n_train / 1e5 < 0.76
+    assert test.where("user_idx IS NULL OR ts IS NULL").count() == 0
