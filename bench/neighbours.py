@@ -140,7 +140,8 @@ def _floor_child(path: str, by: str, blocks: int, min_support: int, k: int, q: m
             del out
     top = nbr._local_top_k(pd.concat(lists, ignore_index=True), k)
     secs = time.perf_counter() - t0
-    q.put({"secs": secs, "pairs": pairs // 2, "rows_top": len(top), "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    q.put({"secs": secs, "pairs": pairs // 2, "rows_top": len(top), "peak": peak})
 
 
 def _surprise_child(path: str, by: str, q: mp.Queue) -> None:
@@ -152,7 +153,8 @@ def _surprise_child(path: str, by: str, q: mp.Queue) -> None:
     df = pd.DataFrame({"u": d["u"], "i": d["i"], "r": d["r"]})
     ts = surprise.Dataset.load_from_df(df, surprise.Reader(rating_scale=(1, 5))).build_full_trainset()
     t0 = time.perf_counter()
-    algo = surprise.KNNBasic(sim_options={"name": "pearson", "user_based": by == "user", "min_support": 2}, verbose=False)
+    sim_options = {"name": "pearson", "user_based": by == "user", "min_support": 2}
+    algo = surprise.KNNBasic(sim_options=sim_options, verbose=False)
     algo.fit(ts)
     secs = time.perf_counter() - t0
     pairs = int((np.count_nonzero(algo.sim) - algo.sim.shape[0]) // 2)
@@ -187,7 +189,8 @@ def selfjoin_similarities(ratings, by: str, min_support: int):
     )
     vx = F.col("n") * F.col("sxx") - F.col("sx") ** 2
     vy = F.col("n") * F.col("syy") - F.col("sy") ** 2
-    return g.where((vx > 0) & (vy > 0)).select("i", "j", ((F.col("n") * F.col("sxy") - F.col("sx") * F.col("sy")) / F.sqrt(vx * vy)).alias("sim"))
+    num = F.col("n") * F.col("sxy") - F.col("sx") * F.col("sy")
+    return g.where((vx > 0) & (vy > 0)).select("i", "j", (num / F.sqrt(vx * vy)).alias("sim"))
 
 
 def timed(fn) -> tuple[float, dict]:
@@ -196,6 +199,12 @@ def timed(fn) -> tuple[float, dict]:
         out = fn()
         secs = time.perf_counter() - t0
     return secs, {**pm.peak, "out": out}
+
+
+def row(base: dict, method: str, secs: float, pairs: int, driver: int = 0, jvm: int = 0, workers: int = 0,
+        out: object = None) -> dict:
+    """One result row: the data set's fields plus this method's time, pair count and peak memory (bytes)."""
+    return {**base, "method": method, "secs": secs, "pairs": pairs, "driver": driver, "jvm": jvm, "workers": workers}
 
 
 def gib(b: float) -> str:
@@ -234,33 +243,35 @@ def main() -> None:
             d = capped.groupby(oth).size().to_numpy().astype(np.int64)
             work = int((d * d).sum())
             path = str(tmp / f"r-{size}-{by}.npz")
-            np.savez(path, u=capped[C.USER_IDX].to_numpy(np.int32), i=capped[C.ITEM_IDX].to_numpy(np.int32), r=capped[C.RATING].to_numpy())
+            u, i = capped[C.USER_IDX].to_numpy(np.int32), capped[C.ITEM_IDX].to_numpy(np.int32)
+            np.savez(path, u=u, i=i, r=capped[C.RATING].to_numpy())
             n_ent = capped[C.USER_IDX if by == "user" else C.ITEM_IDX].nunique()
             label = f"{size} {by}-{by}"
             base = {"data": label, "ratings": n, "kept": len(capped), "entities": n_ent, "work": work}
 
             fl = in_child(_floor_child, path, by, ncfg.blocks, ncfg.min_support, ncfg.top_k)
-            rows.append({**base, "method": f"scipy floor (1 process, {ncfg.blocks} blocks)", "secs": fl["secs"], "pairs": fl["pairs"], "driver": fl["peak"], "jvm": 0, "workers": 0})
+            method = f"scipy floor (1 process, {ncfg.blocks} blocks)"
+            rows.append(row(base, method, fl["secs"], fl["pairs"], fl["peak"]))
             print(rows[-1], flush=True)
 
             secs, m = timed(lambda: nbr.neighbour_lists(df, by, ncfg).count())
-            rows.append({**base, "method": f"spark neighbour_lists (top {ncfg.top_k}, B={ncfg.blocks})", "secs": secs, "pairs": fl["pairs"], "driver": m["driver"], "jvm": m["jvm"], "workers": m["workers"]})
+            rows.append(row(base, f"spark neighbour_lists (top {ncfg.top_k}, B={ncfg.blocks})", secs, fl["pairs"], **m))
             assert m["out"] == fl["rows_top"], (m["out"], fl["rows_top"])
             print(rows[-1], flush=True)
 
             if n <= args.skip_all_pairs_above:
                 secs, m = timed(lambda: nbr.similarities(df, by, ncfg).count())
                 assert m["out"] == 2 * fl["pairs"], (m["out"], fl["pairs"])
-                rows.append({**base, "method": "spark similarities (all pairs)", "secs": secs, "pairs": m["out"] // 2, "driver": m["driver"], "jvm": m["jvm"], "workers": m["workers"]})
+                rows.append(row(base, "spark similarities (all pairs)", secs, m["out"] // 2, **m))
                 print(rows[-1], flush=True)
             if n <= args.selfjoin_max:
                 cdf = spark.createDataFrame(capped, SCHEMA)
                 secs, m = timed(lambda: selfjoin_similarities(cdf, by, ncfg.min_support).count())
-                rows.append({**base, "method": "spark self-join (row level)", "secs": secs, "pairs": m["out"], "driver": m["driver"], "jvm": m["jvm"], "workers": m["workers"]})
+                rows.append(row(base, "spark self-join (row level)", secs, m["out"], **m))
                 print(rows[-1], flush=True)
             if 6 * 8 * n_ent**2 <= SURPRISE_MAX_BYTES:
                 sr = in_child(_surprise_child, path, by)
-                rows.append({**base, "method": "scikit-surprise pearson", "secs": sr["secs"], "pairs": sr["pairs"], "driver": sr["peak"], "jvm": 0, "workers": 0})
+                rows.append(row(base, "scikit-surprise pearson", sr["secs"], sr["pairs"], sr["peak"]))
                 print(rows[-1], flush=True)
         df.unpersist()
     spark.stop()
@@ -277,14 +288,16 @@ def report(rows: list[dict], args, ncfg) -> None:
         f"blocks {ncfg.blocks}, Spark local[2], driver {args.driver_memory}. work = Σ over the co-rated side of "
         "(ratings kept)², the number of co-rating products; pairs = distinct pairs with a similarity.",
         "",
-        "| data | ratings (kept) | entities | work | method | wall s | × scipy | pairs | peak driver GiB | peak JVM GiB | peak py workers GiB |",
+        "| data | ratings (kept) | entities | work | method | wall s | × scipy | pairs | peak driver GiB "
+        "| peak JVM GiB | peak py workers GiB |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = r["secs"] / floors[r["data"]] if r["data"] in floors else float("nan")
         lines.append(
             f"| {r['data']} | {r['ratings']:,} ({r['kept']:,}) | {r['entities']:,} | {r['work']:,} | {r['method']} | "
-            f"{r['secs']:.1f} | {ratio:.2f} | {r['pairs']:,} | {gib(r['driver'])} | {gib(r['jvm'])} | {gib(r['workers'])} |"
+            f"{r['secs']:.1f} | {ratio:.2f} | {r['pairs']:,} | {gib(r['driver'])} | {gib(r['jvm'])} "
+            f"| {gib(r['workers'])} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

@@ -62,7 +62,7 @@ def published(tmp_path_factory):
     conf.mkdir()
     (conf / "base.toml").write_text((REPO / "conf" / "base.toml").read_text())
     (conf / "tiny.toml").write_text(
-        "[synthetic]\nusers = 120\nitems = 80\nratings = 3000\n"
+        "[synthetic]\nusers = 120\nitems = 400\nratings = 3000\n"
         "[spark]\nshuffle_partitions = 2\n[train]\nepochs = 1\nbatch_size = 512\n"
     )
     data = str(tmp / "data")

@@ -221,6 +221,7 @@ COMMANDS = {
     "query": "run SQL against the warehouse",
     "runs": "list recent runs",
     "stage": "run one stage (ingest, matrix, ...) of today's run",
+    "serve-sql": "start/stop the SQL (JDBC/Thrift) server over the warehouse",
     "where": "print the directory of a table's published partition",
     "report": "print the path of the latest run's HTML report",
     "spark-conf": "print the config's Spark settings as spark-submit options",
@@ -246,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         return _report(rest)
     if cmd == "where":
         return _where(rest)
+    if cmd == "serve-sql":
+        from reelrank.sqlserver import main as serve_sql
+
+        return serve_sql(rest)
     if cmd == "spark-conf":
         return _spark_conf(rest)
     if not rest:

@@ -145,7 +145,7 @@ class ALSConfig:
     """Alternating passes (items, then users) fitting the biases."""
     plain_weight: float
     """Explicit mode with biases: weight of a second ALS fitted on the raw ratings, averaged with the
-    bias + residual model (0 disables it; 0.5 gives mean RMSE ~0.912 on the ml-100k folds)."""
+    bias + residual model (0 disables it; 0.5 at rank 100 gives mean RMSE 0.908 on the ml-100k folds vs 0.922 without)."""
     clip_predictions: bool
     """Explicit mode: clip predicted ratings to the lowest/highest rating seen in training."""
     topn_block_users: int
