@@ -146,7 +146,7 @@ def test_where_and_duckdb_read_the_published_parquet(published):
     r = _reelrank("where", "recommendations", "--date", "2026-01-02", "--config", str(conf), "--data-dir", data)
     assert r.returncode == 0, r.stderr[-2000:]
     folder = r.stdout.strip()
-    (n,) = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/*.parquet')").fetchone()
+    ((n,),) = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/*.parquet')").fetchall()
     (expected,), = [list(map(int, row)) for row in _query_csv(
         conf, data, "SELECT count(*) FROM reelrank.recommendations WHERE run_date = DATE'2026-01-02'")]
     assert n == expected > 0

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -62,6 +63,8 @@ def spark_settings(cfg: Config) -> dict[str, str]:
 def build_spark(cfg: Config) -> SparkSession:
     """Build (or return the running) SparkSession for this config and make sure the database exists."""
     check_java()
+    # Python workers must run the driver's interpreter (its venv has reelrank), not whatever python3 is on PATH
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     (cfg.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.master(cfg.spark.master).appName(cfg.spark.app_name)
     for k, v in spark_settings(cfg).items():
