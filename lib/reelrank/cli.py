@@ -152,8 +152,8 @@ def _runs(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, default=10)
     args = p.parse_args(argv)
     db = config_from_args(args).warehouse.database
-    sql = (f"SELECT run_id, run_date, status, round(seconds, 1) AS seconds, stage_rows['recommendations'] AS recs, "
-           f"error FROM {db}.runs ORDER BY started_at DESC LIMIT {args.limit}")
+    sql = (f"SELECT run_id, run_date, status, round(seconds, 1) AS seconds, stage_rows['score'] AS recommendations, "
+           f"substring_index(error, '\\n', 1) AS error FROM {db}.runs ORDER BY started_at DESC LIMIT {args.limit}")
     return _query(([f"--config={args.config}"] if args.config else []) + (["--data-dir", args.data_dir] if args.data_dir else []) + [sql])
 
 
