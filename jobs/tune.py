@@ -3,9 +3,7 @@
 import argparse
 import sys
 
-from reelrank.cli import add_common, config_from_args, setup_logging
-from reelrank.config import ConfigError
-from reelrank.session import JavaMissingError, build_spark
+from reelrank.cli import add_common, setup_logging, start_session
 from reelrank.tune import run_tuning
 
 
@@ -14,12 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     add_common(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        cfg = config_from_args(args)
-        spark = build_spark(cfg)
-    except (ConfigError, JavaMissingError) as e:
-        print(f"reelrank: {e}", file=sys.stderr)
+    if (started := start_session(args)) is None:
         return 2
+    cfg, spark = started
     try:
         chosen = run_tuning(spark, cfg)
         print(" ".join(f"{k}={v:g}" for k, v in chosen.items()))

@@ -63,21 +63,29 @@ def run_date(args: argparse.Namespace) -> date:
     return args.date or datetime.now(timezone.utc).date()
 
 
+def start_session(args: argparse.Namespace):
+    """Load the config and build the SparkSession: ``(cfg, spark)``, or None after one clear line on stderr."""
+    from reelrank.session import JavaMissingError, build_spark
+
+    try:
+        cfg = config_from_args(args)
+        return cfg, build_spark(cfg)
+    except (ConfigError, JavaMissingError) as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return None
+
+
 def run_job(stage: str, argv: list[str] | None = None) -> int:
     """Entry of ``jobs/<stage>.py`` and ``reelrank nightly``: parse, configure, build the session, run."""
     from reelrank import pipeline
-    from reelrank.session import JavaMissingError, build_spark
 
     p = argparse.ArgumentParser(prog=f"reelrank {stage}", description=f"Run the {stage} stage of the nightly pipeline.")
     add_run_args(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        cfg = config_from_args(args)
-        spark = build_spark(cfg)
-    except (ConfigError, JavaMissingError) as e:
-        print(f"reelrank: {e}", file=sys.stderr)
+    if (started := start_session(args)) is None:
         return 2
+    cfg, spark = started
     try:
         if stage == "nightly":
             ctx = pipeline.run_nightly(spark, cfg, run_date(args), resume=args.resume)
@@ -93,8 +101,6 @@ def run_job(stage: str, argv: list[str] | None = None) -> int:
 
 
 def _query(argv: list[str]) -> int:
-    from reelrank.session import build_spark
-
     p = argparse.ArgumentParser(prog="reelrank query", description="Run SQL against the warehouse and print the result.")
     add_common(p)
     p.add_argument("--format", choices=["table", "csv"], default="table")
@@ -102,12 +108,9 @@ def _query(argv: list[str]) -> int:
     p.add_argument("sql")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as e:
-        print(f"reelrank: {e}", file=sys.stderr)
+    if (started := start_session(args)) is None:
         return 2
-    spark = build_spark(cfg)
+    _, spark = started
     try:
         df = spark.sql(args.sql)
         if args.format == "csv":
@@ -161,7 +164,6 @@ def _where(argv: list[str]) -> int:
     """Print the directory a table's published partition points at (for reading the Parquet directly)."""
     from pyspark.sql import functions as F
 
-    from reelrank.session import build_spark
     from reelrank.warehouse import partition_location
 
     p = argparse.ArgumentParser(prog="reelrank where", description="Print where a published partition's Parquet files are.")
@@ -170,8 +172,9 @@ def _where(argv: list[str]) -> int:
     p.add_argument("--date", type=_date, default=None, help="run date (default: the latest published)")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
-    cfg = config_from_args(args)
-    spark = build_spark(cfg)
+    if (started := start_session(args)) is None:
+        return 2
+    cfg, spark = started
     try:
         db = cfg.warehouse.database
         if not spark.catalog.tableExists(f"{db}.{args.table}"):
