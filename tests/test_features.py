@@ -55,17 +55,21 @@ def test_build_features_union_labels_and_values(spark, frames, cfg):
     assert dict(out.dtypes)[C.LABEL] == "float" and all(t == "float" for c, t in out.dtypes if c.startswith("f_"))
     assert rows[(0, 2)][C.LABEL] == 1.0 and rows[(0, 4)][C.LABEL] == 0.0 and rows[(1, 1)][C.LABEL] == 0.0
     r = rows[(0, 2)]
-    assert r["f_als_score"] == pytest.approx(0.9) and r["f_nb_score"] == pytest.approx(0.3)
+    # scores are z-scores within each user's list: ALS 0.9 and 0.5 -> +1 and -1; a one-item list (sd 0) -> 0
+    assert r["f_als_score"] == pytest.approx(1.0) and rows[(0, 4)]["f_als_score"] == pytest.approx(-1.0)
+    assert r["f_nb_score"] == pytest.approx(0.0) and rows[(1, 1)]["f_nb_score"] == pytest.approx(0.0)
     assert r["f_als_rank"] == pytest.approx(math.log1p(1)) and r["f_in_popular"] == 0.0
     # user 0 rated one Drama and one Comedy item: item 2 (Drama, Comedy) has affinity (1/2 + 1/2) / 2
     assert r["f_genre_affinity"] == pytest.approx(0.5)
-    assert r["f_user_mean"] == pytest.approx(4.0) and r["f_user_count"] == pytest.approx(math.log1p(2))
-    assert r["f_item_pop"] == pytest.approx(math.log1p(1)) and r["f_item_mean"] == pytest.approx(2.0)
+    # counts as log ratios to the mean count (7 ratings, 3 users, 4 rated items), so that a longer history
+    # at scoring time does not shift them
+    assert r["f_user_mean"] == pytest.approx(4.0) and r["f_user_count"] == pytest.approx(math.log(2 / (7 / 3)))
+    assert r["f_item_pop"] == pytest.approx(math.log(1 / (7 / 4))) and r["f_item_mean"] == pytest.approx(2.0)
     assert r["f_item_age"] == pytest.approx(math.log1p(10 - 3), rel=1e-6)
     # item 4 was never rated: neutral fills, no NaN anywhere
     r4 = rows[(0, 4)]
-    assert r4["f_item_pop"] == 0.0 and r4["f_item_mean"] == pytest.approx(sum(h[2] for h in HISTORY) / len(HISTORY))
-    assert r4["f_nb_score"] == 0.0 and r4["f_genre_affinity"] == 0.0
+    assert r4["f_item_pop"] == pytest.approx(math.log(1 / (7 / 4))) and r4["f_item_mean"] == pytest.approx(sum(h[2] for h in HISTORY) / len(HISTORY))
+    assert r4["f_nb_score"] == features.MISSING_Z and r4["f_genre_affinity"] == 0.0
     assert all(v == v for row in rows.values() for k, v in row.items() if k.startswith("f_"))
 
 

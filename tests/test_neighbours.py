@@ -216,9 +216,10 @@ def test_cap_ratings_is_seeded_and_exact(ratings, cfg):
     assert nbr.cap_ratings(ratings, C.USER_IDX, 0, seed=7) is ratings
 
 
-def test_recommend_sums_similarities_of_rated_items(ratings, cfg):
+@pytest.mark.parametrize("shrinkage", [0.0, 2.0])
+def test_recommend_sums_similarities_of_rated_items(ratings, cfg, shrinkage):
     lists = nbr.neighbour_lists(ratings, "item", ncfg(cfg), k=3)
-    got = nbr.recommend(ratings, lists, 2).toPandas()
+    got = nbr.recommend(ratings, lists, 2, shrinkage).toPandas()
     ref = ref_top_k(ref_sims("item", 2), 3)
     sims = ref_sims("item", 2)
     for u, items in MATRIX.items():
@@ -226,7 +227,8 @@ def test_recommend_sums_similarities_of_rated_items(ratings, cfg):
         for j in items:
             for i in ref.get(j, []):
                 if i not in items and sims[(j, i)][0] > 0:
-                    score[i] = score.get(i, 0.0) + sims[(j, i)][0]
+                    sim, n = sims[(j, i)]
+                    score[i] = score.get(i, 0.0) + sim * n / (n + shrinkage)
         want = sorted(score.items(), key=lambda t: (-t[1], t[0]))[:2]
         mine = got[got[C.USER_IDX] == u].sort_values(C.RANK)
         assert list(mine[C.ITEM_IDX]) == [i for i, _ in want], u

@@ -109,6 +109,8 @@ class NeighboursConfig:
     """The stored top-k lists are ranked by ``sim * n / (n + list_shrinkage)`` (significance weighting), so pairs
     with tiny support (Pearson is ±1 at n = 2) do not crowd out well-supported neighbours; the stored similarity
     itself is not shrunk. 0 ranks by similarity alone."""
+    recommend_shrinkage: float
+    """Item-neighbour candidates score Σ sim · n / (n + recommend_shrinkage) over the user's items."""
     max_ratings_per_user: int
     """Heavy users are down-sampled (seeded) to this many ratings for item-item pairs; 0 disables the cap."""
     max_ratings_per_item: int
@@ -179,6 +181,10 @@ class TrainConfig:
     hidden: list[int]
     """Sizes of the MLP's hidden layers."""
     embedding_dim: int
+    dropout: float
+    """Dropout after each hidden layer of the MLP ranker (0 disables it)."""
+    weight_decay: float
+    """Decoupled weight decay (AdamW); 0 is plain Adam."""
     device: str
     """``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``."""
     num_processes: int

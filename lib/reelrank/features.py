@@ -20,6 +20,8 @@ from reelrank.config import FeaturesConfig
 log = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86400.0
+MISSING_Z = -3.0
+"""The list z-score of a candidate that a source did not propose (below almost all of its own list)."""
 
 
 def popular_candidates(history: DataFrame, n: int) -> DataFrame:
@@ -74,7 +76,12 @@ def build_features(
     ``als``, ``neighbours`` and ``popular`` are (user_idx, item_idx, score, rank) lists with seen items removed.
     """
     def source(df: DataFrame, name: str) -> DataFrame:
-        return df.select(C.USER_IDX, C.ITEM_IDX, F.col(C.SCORE).alias(f"f_{name}_score"), F.col(C.RANK).alias(f"_{name}_rank"))
+        # Scores as z-scores within the user's list: raw ALS/neighbour scores grow with the amount of history, so
+        # a model trained on the history fit would see a different scale on the full fit it scores.
+        w = Window.partitionBy(C.USER_IDX)
+        sd = F.stddev_pop(C.SCORE).over(w)
+        z = (F.col(C.SCORE) - F.avg(C.SCORE).over(w)) / F.when(sd > 0, sd).otherwise(F.lit(1.0))
+        return df.select(C.USER_IDX, C.ITEM_IDX, z.alias(f"f_{name}_score"), F.col(C.RANK).alias(f"_{name}_rank"))
 
     cands = (
         source(als, "als")
@@ -82,14 +89,19 @@ def build_features(
         .join(source(popular, "pop").drop("f_pop_score"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
     )
     ref_ts = history.agg(F.max(C.TS)).first()[0]
+    # Counts relative to the mean count (log ratio): the model learns on a shorter history than it scores on,
+    # and absolute counts would look larger at scoring time than they did in training.
+    n_rows, n_users, n_items = history.agg(
+        F.count(F.lit(1)), F.countDistinct(C.USER_IDX), F.countDistinct(C.ITEM_IDX)
+    ).first()
     item_stats = history.groupBy(C.ITEM_IDX).agg(
-        F.log1p(F.count(F.lit(1))).alias("f_item_pop"),
+        (F.log(F.count(F.lit(1))) - F.lit(math.log(n_rows / max(n_items, 1)))).alias("f_item_pop"),
         F.avg(C.RATING).alias("f_item_mean"),
         F.log1p((F.lit(ref_ts) - F.min(C.TS)) / SECONDS_PER_DAY).alias("f_item_age"),
         F.log1p((F.lit(ref_ts) - F.max(C.TS)) / SECONDS_PER_DAY).alias("f_item_recency"),
     )
     user_stats = history.groupBy(C.USER_IDX).agg(
-        F.log1p(F.count(F.lit(1))).alias("f_user_count"),
+        (F.log(F.count(F.lit(1))) - F.lit(math.log(n_rows / max(n_users, 1)))).alias("f_user_count"),
         F.avg(C.RATING).alias("f_user_mean"),
         F.coalesce(F.stddev_pop(C.RATING), F.lit(0.0)).alias("f_user_std"),
     )
@@ -102,9 +114,9 @@ def build_features(
         .withColumn("f_als_rank", F.log1p(F.coalesce(F.col("_als_rank").cast("double"), F.lit(missing_rank))))
         .withColumn("f_nb_rank", F.log1p(F.coalesce(F.col("_nb_rank").cast("double"), F.lit(missing_rank))))
         .withColumn("f_in_popular", F.col("_pop_rank").isNotNull().cast("double"))
-        .fillna({"f_als_score": 0.0, "f_nb_score": 0.0, "f_item_pop": 0.0, "f_item_mean": global_mean,
+        .fillna({"f_als_score": MISSING_Z, "f_nb_score": MISSING_Z, "f_item_pop": math.log(1.0 / max(n_rows / max(n_items, 1), 1.0)), "f_item_mean": global_mean,
                  "f_item_age": 0.0, "f_item_recency": math.log1p(1e4), "f_genre_affinity": 0.0,
-                 "f_user_count": 0.0, "f_user_mean": global_mean, "f_user_std": 0.0})
+                 "f_user_count": math.log(1.0 / max(n_rows / max(n_users, 1), 1.0)), "f_user_mean": global_mean, "f_user_std": 0.0})
     )
     if labels is None:
         out = out.withColumn(C.LABEL, F.lit(0.0))

@@ -181,10 +181,10 @@ def _known(idx: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where((idx >= 0) & (idx < n), idx, torch.full_like(idx, n))
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def _mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in itertools.pairwise(sizes):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(a, b), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
     return nn.Sequential(*layers)
 
 
@@ -259,7 +259,7 @@ class TorchRanker(Ranker):
         if distributed:
             ids = [device.index] if device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         ckpt = Path(checkpoint_path) if checkpoint_path else None
         fingerprint = self._fingerprint(cfg, n_rows)
         hist = History()
@@ -455,9 +455,11 @@ class TorchRanker(Ranker):
 
 
 class _MLPNet(nn.Module):
-    """Standardised features ++ user embedding ++ item embedding -> ReLU MLP -> 1 logit."""
+    """Standardised features ++ user embedding ++ item embedding -> ReLU MLP -> 1 logit, plus a linear (wide)
+    path from the standardised features (Wide & Deep, Cheng et al. 2016)."""
 
-    def __init__(self, n_users: int, n_items: int, n_features: int, dim: int, hidden: list[int]) -> None:
+    def __init__(self, n_users: int, n_items: int, n_features: int, dim: int, hidden: list[int],
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.n_users, self.n_items = n_users, n_items
         self.user = nn.Embedding(n_users + 1, dim)  # last row: unknown user
@@ -466,13 +468,14 @@ class _MLPNet(nn.Module):
         nn.init.normal_(self.item.weight, std=0.05)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
-        self.mlp = _mlp([2 * dim + n_features, *hidden])
+        self.mlp = _mlp([2 * dim + n_features, *hidden], dropout)
         self.out = nn.Linear(([2 * dim + n_features, *hidden])[-1], 1)
+        self.wide = nn.Linear(n_features, 1, bias=False)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         z = torch.nan_to_num((x - self.mean) / self.std, nan=0.0, posinf=0.0, neginf=0.0)
         h = torch.cat([self.user(_known(user, self.n_users)), self.item(_known(item, self.n_items)), z], dim=1)
-        return self.out(self.mlp(h)).squeeze(1)
+        return (self.out(self.mlp(h)) + self.wide(z)).squeeze(1)
 
 
 class MLPRanker(TorchRanker):
@@ -483,7 +486,7 @@ class MLPRanker(TorchRanker):
     def _make_module(self, cfg: TrainConfig, n_features: int) -> nn.Module:
         if cfg.loss != "bce":
             raise ModelError(f"model 'mlp' trains with loss 'bce' only, got train.loss = {cfg.loss!r}")
-        return _MLPNet(self.n_users, self.n_items, n_features, cfg.embedding_dim, list(cfg.hidden))
+        return _MLPNet(self.n_users, self.n_items, n_features, cfg.embedding_dim, list(cfg.hidden), cfg.dropout)
 
     def _prepare(self, train_dir: str | os.PathLike, module: nn.Module) -> None:
         mean, std = feature_moments(train_dir, self.features)

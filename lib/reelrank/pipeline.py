@@ -179,11 +179,11 @@ def stage_neighbours(ctx: RunContext, st: StageTimer) -> None:
     """Top-k Pearson neighbours, item-item and user-user on all ratings, item-item on the history."""
     nb = ctx.cfg.neighbours
     ratings = ctx.table("interactions")
-    item_nb = neighbours.top_k(neighbours.similarities(ratings, "item", nb), nb.top_k)
-    user_nb = neighbours.top_k(neighbours.similarities(ratings, "user", nb), nb.top_k)
+    item_nb = neighbours.neighbour_lists(ratings, "item", nb)
+    user_nb = neighbours.neighbour_lists(ratings, "user", nb)
     item_nb = ctx.outputs.stage("item_neighbours", _neighbour_ids(item_nb, ctx.table("item_index"), C.ITEM, C.ITEM_IDX))
     user_nb = ctx.outputs.stage("user_neighbours", _neighbour_ids(user_nb, ctx.table("user_index"), C.USER, C.USER_IDX))
-    hist_nb = ctx.put("item_nb_history", neighbours.top_k(neighbours.similarities(ctx.get("history"), "item", nb), nb.top_k))
+    hist_nb = ctx.put("item_nb_history", neighbours.neighbour_lists(ctx.get("history"), "item", nb))
     st.rows = item_nb.count() + user_nb.count()
     st.detail = f"top-{nb.top_k} Pearson item-item and user-user; history item-item {hist_nb.count():,}"
 
@@ -234,7 +234,7 @@ def _candidate_lists(history: DataFrame, item_nb: DataFrame, als_recs: DataFrame
     f = cfg.features
     return {
         "als": als_recs,
-        "item_neighbours": neighbours.recommend(history, item_nb, f.neighbour_candidates),
+        "item_neighbours": neighbours.recommend(history, item_nb, f.neighbour_candidates, cfg.neighbours.recommend_shrinkage),
         "popular": features.popular_candidates(history, f.popular_candidates),
     }
 
