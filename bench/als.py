@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import platform
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +69,24 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def _timed_or_cancel(spark, fn, limit_s: float) -> float | None:
+    """Seconds ``fn`` took, or ``None`` when it ran past ``limit_s`` and its Spark jobs were cancelled."""
+    done = threading.Event()
+    timer = threading.Timer(limit_s, lambda: done.is_set() or spark.sparkContext.cancelAllJobs())
+    timer.start()
+    t = time.perf_counter()
+    try:
+        fn()
+        return time.perf_counter() - t
+    except Exception as exc:  # noqa: BLE001 - a cancelled job surfaces as a Py4J/Spark error
+        if time.perf_counter() - t >= limit_s:
+            return None
+        raise exc
+    finally:
+        done.set()
+        timer.cancel()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
@@ -77,6 +96,8 @@ def main() -> None:
     p.add_argument("--ratings-per-user", type=int, default=100)
     p.add_argument("--items-per-rating", type=float, default=0.002, help="catalogue size as a share of ratings")
     p.add_argument("--no-save", action="store_true", help="print only, do not append to bench/results/als.md")
+    p.add_argument("--rfau-max-s", type=float, default=1800.0,
+                   help="cancel a recommendForAllUsers run after this many seconds (recorded as '> N')")
     args = p.parse_args()
     setup_logging(args.verbose)
     tmp = Path(tempfile.mkdtemp(prefix="bench-als-"))
@@ -98,12 +119,15 @@ def main() -> None:
         users_df = ratings.select(USER_IDX).distinct()
         _drain(recommend_top_n(model, users_df.limit(10), seen, n_top))  # warm-up: start the Python workers
         blocked_s = _timed(lambda: _drain(recommend_top_n(model, users_df, seen, n_top)))
-        spark_s = {bs: _timed(lambda: _drain(recommend_all_users_spark(model, seen, n_top, bs))) for bs in block_sizes}
+        print(f"{size:,} ratings: fit {fit_s:.1f} s, blocked top-{n_top} {blocked_s:.1f} s", flush=True)
         row = {"ratings": size, "users": users, "items": items, "rank": cfg.als.rank, "iter": cfg.als.max_iter,
                "top_n": n_top, "fit_s": round(fit_s, 1), "blocked_topn_s": round(blocked_s, 1)}
-        for bs, s in spark_s.items():
-            row[f"rfau_bs{bs}_s"] = round(s, 1)
-            row[f"ratio_bs{bs}"] = round(blocked_s / s, 2)
+        for bs in block_sizes:
+            s = _timed_or_cancel(spark, lambda: _drain(recommend_all_users_spark(model, seen, n_top, bs)),
+                                 args.rfau_max_s)
+            row[f"rfau_bs{bs}_s"] = round(s, 1) if s is not None else f"> {args.rfau_max_s:.0f} (cancelled)"
+            row[f"ratio_bs{bs}"] = round(blocked_s / s, 2) if s is not None else f"< {blocked_s / args.rfau_max_s:.2f}"
+            print(f"  recommendForAllUsers blockSize {bs}: {row[f'rfau_bs{bs}_s']}", flush=True)
         rows.append(row)
         print(pd.DataFrame([row]).to_string(index=False), flush=True)
         ratings.unpersist()
