@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchlib import markdown
+
 from reelrank.cli import add_common, config_from_args, setup_logging
 from reelrank.columns import ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX
 from reelrank.factorize import fit_als, recommend_all_users_spark, recommend_top_n
@@ -49,13 +51,6 @@ def _ratings(spark, cfg, n: int, ratings_per_user: int, items_per_rating: float,
     path = tmp / f"ratings_{n}.parquet"
     out.to_parquet(path, index=False)
     return spark.read.parquet(str(path)), users, items
-
-
-def _markdown(rows: list[dict]) -> str:
-    cols = list(rows[0]) if rows else []
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _drain(df) -> None:
@@ -131,7 +126,7 @@ def main() -> None:
         rows.append(row)
         print(pd.DataFrame([row]).to_string(index=False), flush=True)
         ratings.unpersist()
-    table = _markdown(rows)
+    table = markdown(rows)
     print(table)
     if not args.no_save:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

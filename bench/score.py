@@ -10,26 +10,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader import make_data  # noqa: E402  (the loader bench's synthetic rows)
+from benchlib import append_result
+from loader import make_data  # the loader bench's synthetic rows
 
-from reelrank.cli import add_common, config_from_args, setup_logging  # noqa: E402
-from reelrank.loader import write_shards  # noqa: E402
-from reelrank.models import load  # noqa: E402
-from reelrank.score import score_candidates  # noqa: E402
-from reelrank.session import build_spark  # noqa: E402
-from reelrank.train import train  # noqa: E402
+from reelrank.cli import add_common, config_from_args, setup_logging
+from reelrank.loader import write_shards
+from reelrank.models import load
+from reelrank.score import score_candidates
+from reelrank.session import build_spark
+from reelrank.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "score.md"
 
@@ -87,15 +84,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if not args.no_save:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        head = (f"\n## {stamp} · {args.rows:,} rows, {args.features} features, {args.model}, batch "
-                f"{cfg.train.batch_size} · {platform.machine()}, {os.cpu_count()} CPUs, load "
-                f"{os.getloadavg()[0]:.1f} · best of {args.repeats} interleaved repeats "
-                f"(spark {', '.join(f'{t:.1f}' for t in timings['spark'])}; "
-                f"local {', '.join(f'{t:.1f}' for t in timings['local'])})\n\n")
-        RESULTS.parent.mkdir(exist_ok=True)
-        with RESULTS.open("a") as fh:
-            fh.write(head + table + "\n")
+        append_result(RESULTS, f"{args.rows:,} rows, {args.features} features, {args.model}, batch "
+                      f"{cfg.train.batch_size} · best of {args.repeats} interleaved repeats (spark "
+                      f"{', '.join(f'{t:.1f}' for t in timings['spark'])}; local "
+                      f"{', '.join(f'{t:.1f}' for t in timings['local'])})", table)
 
 
 if __name__ == "__main__":

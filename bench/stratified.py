@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pyspark.sql import functions as F
+
+from benchlib import append_result, markdown
 
 from reelrank import columns as C
 from reelrank.cli import add_common, config_from_args, setup_logging
@@ -118,23 +118,12 @@ def main() -> None:
     table = markdown(rows)
     print(table)
     if not args.no_save:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        load_avg = os.getloadavg()[0]
-        head = (f"\n## {stamp} · {platform.machine()}, {os.cpu_count()} CPUs, load {load_avg:.1f} · ALS {ALS['rank']}/"
-                f"{ALS['reg_param']}/{ALS['alpha']}/{ALS['max_iter']} it · candidates {cfg.features.als_candidates} ALS + "
-                f"{cfg.features.neighbour_candidates} neighbours + {cfg.features.popular_candidates} popular · "
-                f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, dropout {cfg.train.dropout}, weight decay "
-                f"{cfg.train.weight_decay} · inner split {args.inner_ratio} seed {args.inner_seed}\n\n")
-        RESULTS.parent.mkdir(exist_ok=True)
-        with RESULTS.open("a") as fh:
-            fh.write(head + table + "\n")
+        append_result(RESULTS, f"ALS {ALS['rank']}/{ALS['reg_param']}/{ALS['alpha']}/{ALS['max_iter']} it · candidates "
+                      f"{cfg.features.als_candidates} ALS + {cfg.features.neighbour_candidates} neighbours + "
+                      f"{cfg.features.popular_candidates} popular · {cfg.train.epochs} epochs, batch "
+                      f"{cfg.train.batch_size}, dropout {cfg.train.dropout}, weight decay {cfg.train.weight_decay} · "
+                      f"inner split {args.inner_ratio} seed {args.inner_seed}", table)
     spark.stop()
-
-
-def markdown(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+"""Shared by the benchmark scripts: a Markdown table and appending a dated section to a results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def markdown(rows: list[dict]) -> str:
+    """``rows`` (dicts with the same keys) as a Markdown table."""
+    cols = list(rows[0]) if rows else []
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows])
+
+
+def append_result(path: Path, title: str, body: str) -> None:
+    """Append ``## <UTC time> · <machine, CPUs, load> · title`` and ``body`` to the results file ``path``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(f"\n## {stamp} · {machine} · {title}\n\n{body}\n")
