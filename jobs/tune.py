@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from reelrank.cli import add_common, setup_logging, start_session
+from reelrank.cli import add_common, run_in_session
 from reelrank.tune import run_tuning
 
 
@@ -11,19 +11,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="reelrank tune", description="Tune ALS rank / regParam / alpha on a holdout.")
     add_common(p)
     args = p.parse_args(argv)
-    setup_logging(args.verbose)
-    if (started := start_session(args)) is None:
-        return 2
-    cfg, spark = started
-    try:
+
+    def body(cfg, spark) -> int:
         chosen = run_tuning(spark, cfg)
         print(" ".join(f"{k}={v:g}" for k, v in chosen.items()))
         return 0
-    except ValueError as e:
-        print(f"reelrank: {e}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
+
+    return run_in_session(args, body, (ValueError,))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,22 @@ def start_session(args: argparse.Namespace):
         return None
 
 
+def run_in_session(args: argparse.Namespace, body, errors: tuple[type[BaseException], ...] = ()) -> int:
+    """A command's life: logging, config and SparkSession (exit 2 when they fail), ``body(cfg, spark)``'s exit
+    code (1, with one line on stderr, for one of ``errors``), and the session stopped in every case."""
+    setup_logging(args.verbose)
+    if (started := start_session(args)) is None:
+        return 2
+    cfg, spark = started
+    try:
+        return body(cfg, spark)
+    except errors as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+
+
 def run_job(stage: str, argv: list[str] | None = None) -> int:
     """Entry of ``jobs/<stage>.py`` and ``reelrank nightly``: parse, configure, build the session, run."""
     from reelrank import pipeline
@@ -82,22 +98,16 @@ def run_job(stage: str, argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=f"reelrank {stage}", description=f"Run the {stage} stage of the nightly pipeline.")
     add_run_args(p)
     args = p.parse_args(argv)
-    setup_logging(args.verbose)
-    if (started := start_session(args)) is None:
-        return 2
-    cfg, spark = started
-    try:
+
+    def body(cfg: Config, spark) -> int:
         if stage == "nightly":
             ctx = pipeline.run_nightly(spark, cfg, run_date(args), resume=args.resume)
             print(pipeline.summary(ctx))
         else:
             pipeline.run_stage(spark, cfg, run_date(args), stage)
         return 0
-    except (pipeline.RunFailed, ValueError) as e:
-        print(f"reelrank: {e}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
+
+    return run_in_session(args, body, (pipeline.RunFailed, ValueError))
 
 
 def _query(argv: list[str]) -> int:
@@ -107,26 +117,24 @@ def _query(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, default=1000, help="most rows printed (table format)")
     p.add_argument("sql")
     args = p.parse_args(argv)
-    setup_logging(args.verbose)
-    if (started := start_session(args)) is None:
-        return 2
-    _, spark = started
-    try:
-        df = spark.sql(args.sql)
-        if args.format == "csv":
-            pdf = df.toPandas()
-            pdf.to_csv(sys.stdout, index=False)
-        else:
-            rows = df.limit(args.limit + 1).collect()
-            print(format_table(df.columns, [tuple(r) for r in rows[: args.limit]]))
-            if len(rows) > args.limit:
-                print(f"(first {args.limit} rows; use --limit or --format csv for more)")
-        return 0
-    except Exception as e:  # AnalysisException, ParseException: show Spark's message, not a traceback
-        print(f"reelrank: query failed: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
+
+    def body(_cfg: Config, spark) -> int:
+        try:
+            df = spark.sql(args.sql)
+            if args.format == "csv":
+                pdf = df.toPandas()
+                pdf.to_csv(sys.stdout, index=False)
+            else:
+                rows = df.limit(args.limit + 1).collect()
+                print(format_table(df.columns, [tuple(r) for r in rows[: args.limit]]))
+                if len(rows) > args.limit:
+                    print(f"(first {args.limit} rows; use --limit or --format csv for more)")
+            return 0
+        except Exception as e:  # AnalysisException, ParseException: show Spark's message, not a traceback
+            print(f"reelrank: query failed: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 1
+
+    return run_in_session(args, body)
 
 
 def format_table(columns: list[str], rows: list[tuple]) -> str:
@@ -171,11 +179,8 @@ def _where(argv: list[str]) -> int:
     p.add_argument("table")
     p.add_argument("--date", type=_date, default=None, help="run date (default: the latest published)")
     args = p.parse_args(argv)
-    setup_logging(args.verbose)
-    if (started := start_session(args)) is None:
-        return 2
-    cfg, spark = started
-    try:
+
+    def body(cfg: Config, spark) -> int:
         db = cfg.warehouse.database
         if not spark.catalog.tableExists(f"{db}.{args.table}"):
             print(f"reelrank: no table {db}.{args.table}", file=sys.stderr)
@@ -187,8 +192,8 @@ def _where(argv: list[str]) -> int:
             return 1
         print(location.removeprefix("file:"))
         return 0
-    finally:
-        spark.stop()
+
+    return run_in_session(args, body)
 
 
 def _report(argv: list[str]) -> int:
