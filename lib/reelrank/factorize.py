@@ -180,7 +180,7 @@ def fit_als(ratings: DataFrame, cfg: ALSConfig) -> FactorModel:
         user_f = user_f.join(bu, USER_IDX).select(USER_IDX, F.concat(FEATURES, base_u).alias(FEATURES))
         item_f = item_f.join(bi, ITEM_IDX).select(ITEM_IDX, F.concat(FEATURES, base_i).alias(FEATURES))
     user_f, item_f = user_f.cache(), item_f.cache()
-    popularity = data.groupBy(ITEM_IDX).agg(F.countDistinct(USER_IDX).cast("double").alias(SCORE)).cache()
+    popularity = item_users(data).cache()
     log.info(
         "ALS %s rank=%d reg=%g iter=%d alpha=%g biases=%s plain_weight=%g: %d users, %d items",
         "implicit" if cfg.implicit else "explicit", cfg.rank, cfg.reg_param, cfg.max_iter, cfg.alpha, use_biases,
@@ -229,16 +229,19 @@ def predict_ratings(model: FactorModel, pairs: DataFrame) -> DataFrame:
     return out.withColumn(PREDICTION, pred.cast("double")).drop(*drop)
 
 
+def item_users(ratings: DataFrame) -> DataFrame:
+    """``(item_idx, score)``: the number of distinct users of each item, as a double."""
+    return ratings.groupBy(ITEM_IDX).agg(F.countDistinct(USER_IDX).cast("double").alias(SCORE))
+
+
 def popular_items(ratings: DataFrame, n: int) -> DataFrame:
     """The ``n`` items rated by most distinct users: ``(item_idx, score, rank)``, ties broken by item_idx."""
-    counts = ratings.groupBy(ITEM_IDX).agg(F.countDistinct(USER_IDX).cast("double").alias(SCORE))
-    return _rank_popularity(counts, n)
+    return _rank_popularity(item_users(ratings), n)
 
 
 def recommend_popular(ratings: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
     """The popularity baseline: each user's ``n`` most popular unseen items, ``(user_idx, item_idx, score, rank)``."""
-    counts = ratings.groupBy(ITEM_IDX).agg(F.countDistinct(USER_IDX).cast("double").alias(SCORE))
-    return _popular_unseen(counts, users.select(USER_IDX).distinct(), seen, n)
+    return _popular_unseen(item_users(ratings), users.select(USER_IDX).distinct(), seen, n)
 
 
 def _popular_unseen(counts: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:

@@ -176,6 +176,12 @@ def _same_pattern(*ms: sp.csr_matrix) -> None:
             raise AssertionError("sparse products disagree on their sparsity pattern")
 
 
+def _shrunk(shrinkage: float) -> Column:
+    """``similarity * support / (support + shrinkage)`` as a Column; the similarity itself when shrinkage is 0."""
+    sim = F.col(SIMILARITY)
+    return sim * F.col(SUPPORT) / (F.col(SUPPORT) + F.lit(float(shrinkage))) if shrinkage > 0 else sim
+
+
 def _rank_key(sim: np.ndarray, support: np.ndarray, rank_shrinkage: float) -> np.ndarray:
     return sim * support / (support + rank_shrinkage) if rank_shrinkage > 0 else sim
 
@@ -278,10 +284,7 @@ def top_k(sims: DataFrame, k: int, rank_shrinkage: float = 0.0) -> DataFrame:
     weighting, ``cfg.list_shrinkage``); the similarity column is left as it is.
     """
     _require(sims, [ENTITY, NEIGHBOUR, SIMILARITY, SUPPORT], "similarities")
-    key = F.col(SIMILARITY)
-    if rank_shrinkage > 0:
-        key = key * F.col(SUPPORT) / (F.col(SUPPORT) + F.lit(float(rank_shrinkage)))
-    w = Window.partitionBy(ENTITY).orderBy(key.desc(), F.col(NEIGHBOUR).asc())
+    w = Window.partitionBy(ENTITY).orderBy(_shrunk(rank_shrinkage).desc(), F.col(NEIGHBOUR).asc())
     return (
         sims.withColumn(C.RANK, F.row_number().over(w))
         .where(F.col(C.RANK) <= k)
@@ -410,11 +413,8 @@ def recommend(train: DataFrame, item_neighbours: DataFrame, n: int, shrinkage: f
     _require(train, [C.USER_IDX, C.ITEM_IDX], "train")
     _require(item_neighbours, [ENTITY, NEIGHBOUR, SIMILARITY, SUPPORT], "item_neighbours")
     seen = train.select(C.USER_IDX, C.ITEM_IDX).distinct()
-    weight = F.col(SIMILARITY)
-    if shrinkage > 0:
-        weight = weight * F.col(SUPPORT) / (F.col(SUPPORT) + F.lit(float(shrinkage)))
     lists = item_neighbours.where(F.col(SIMILARITY) > 0).select(
-        F.col(ENTITY).alias(C.ITEM_IDX), F.col(NEIGHBOUR).alias("_cand"), weight.alias("_sim")
+        F.col(ENTITY).alias(C.ITEM_IDX), F.col(NEIGHBOUR).alias("_cand"), _shrunk(shrinkage).alias("_sim")
     )
     scores = (
         seen.join(lists, C.ITEM_IDX)
