@@ -88,24 +88,25 @@ def build_features(
         .join(source(neighbours, "nb"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
         .join(source(popular, "pop").drop("f_pop_score"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
     )
-    ref_ts = history.agg(F.max(C.TS)).first()[0]
-    # Counts relative to the mean count (log ratio): the model learns on a shorter history than it scores on,
-    # and absolute counts would look larger at scoring time than they did in training.
-    n_rows, n_users, n_items = history.agg(
-        F.count(F.lit(1)), F.countDistinct(C.USER_IDX), F.countDistinct(C.ITEM_IDX)
+    ref_ts, n_rows, n_users, n_items, global_mean = history.agg(
+        F.max(C.TS), F.count(F.lit(1)), F.countDistinct(C.USER_IDX), F.countDistinct(C.ITEM_IDX), F.avg(C.RATING)
     ).first()
+    # Counts relative to the mean count (log ratio): the model learns on a shorter history than it scores on,
+    # and absolute counts would look larger at scoring time than they did in training. An entity without
+    # history counts as one rating.
+    log_item_mean = math.log(max(n_rows / max(n_items, 1), 1.0))
+    log_user_mean = math.log(max(n_rows / max(n_users, 1), 1.0))
     item_stats = history.groupBy(C.ITEM_IDX).agg(
-        (F.log(F.count(F.lit(1))) - F.lit(math.log(n_rows / max(n_items, 1)))).alias("f_item_pop"),
+        (F.log(F.count(F.lit(1))) - F.lit(log_item_mean)).alias("f_item_pop"),
         F.avg(C.RATING).alias("f_item_mean"),
         F.log1p((F.lit(ref_ts) - F.min(C.TS)) / SECONDS_PER_DAY).alias("f_item_age"),
         F.log1p((F.lit(ref_ts) - F.max(C.TS)) / SECONDS_PER_DAY).alias("f_item_recency"),
     )
     user_stats = history.groupBy(C.USER_IDX).agg(
-        (F.log(F.count(F.lit(1))) - F.lit(math.log(n_rows / max(n_users, 1)))).alias("f_user_count"),
+        (F.log(F.count(F.lit(1))) - F.lit(log_user_mean)).alias("f_user_count"),
         F.avg(C.RATING).alias("f_user_mean"),
         F.coalesce(F.stddev_pop(C.RATING), F.lit(0.0)).alias("f_user_std"),
     )
-    global_mean = history.agg(F.avg(C.RATING)).first()[0]
     missing_rank = float(max(cfg.als_candidates, cfg.neighbour_candidates, cfg.popular_candidates) + 1)
     out = (
         cands.join(item_stats, C.ITEM_IDX, "left")
@@ -114,9 +115,9 @@ def build_features(
         .withColumn("f_als_rank", F.log1p(F.coalesce(F.col("_als_rank").cast("double"), F.lit(missing_rank))))
         .withColumn("f_nb_rank", F.log1p(F.coalesce(F.col("_nb_rank").cast("double"), F.lit(missing_rank))))
         .withColumn("f_in_popular", F.col("_pop_rank").isNotNull().cast("double"))
-        .fillna({"f_als_score": MISSING_Z, "f_nb_score": MISSING_Z, "f_item_pop": math.log(1.0 / max(n_rows / max(n_items, 1), 1.0)), "f_item_mean": global_mean,
+        .fillna({"f_als_score": MISSING_Z, "f_nb_score": MISSING_Z, "f_item_pop": -log_item_mean, "f_item_mean": global_mean,
                  "f_item_age": 0.0, "f_item_recency": math.log1p(1e4), "f_genre_affinity": 0.0,
-                 "f_user_count": math.log(1.0 / max(n_rows / max(n_users, 1), 1.0)), "f_user_mean": global_mean, "f_user_std": 0.0})
+                 "f_user_count": -log_user_mean, "f_user_mean": global_mean, "f_user_std": 0.0})
     )
     if labels is None:
         out = out.withColumn(C.LABEL, F.lit(0.0))
