@@ -236,6 +236,9 @@ class QualityConfig:
     """Tonight's recommendation rows must be at least this share of the last published run's."""
     max_metric_drop: float
     """Largest relative drop of ``metric``@``k`` of the published model against the last published run."""
+    noise_z: float
+    """A drop fails the gate only when tonight's value lies this many standard errors below the allowed floor
+    (0 = any value under the floor fails), so a small validation set cannot stop a run on noise."""
     metric: str
     k: int
 

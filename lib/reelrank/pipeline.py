@@ -308,11 +308,10 @@ def stage_publish(ctx: RunContext, st: StageTimer) -> None:
     """Check tonight's output against the last published run, then swap every staged partition in."""
     cfg = ctx.cfg
     rows = ctx.table("recommendations").count()
-    tonight = {
-        f"{r['metric']}@{r['k']}": r["value"]
-        for r in ctx.table("metrics").filter(F.col(C.MODEL) == cfg.train.model).collect()
-    }
-    problems = quality.check(ctx.spark, ctx.db, cfg.quality, rows, tonight, cfg.train.model)
+    mine = ctx.table("metrics").filter(F.col(C.MODEL) == cfg.train.model).collect()
+    tonight = {f"{r['metric']}@{r['k']}": r["value"] for r in mine}
+    users = max((r["users"] or 0 for r in mine if r["metric"] == cfg.quality.metric), default=0)
+    problems = quality.check(ctx.spark, ctx.db, cfg.quality, rows, tonight, cfg.train.model, users)
     if problems:
         raise quality.QualityGateFailed("quality gate: " + "; ".join(problems))
     published = ctx.outputs.publish()

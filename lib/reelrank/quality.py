@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -30,23 +31,54 @@ def last_published(spark: SparkSession, database: str) -> dict | None:
     return {"run_id": row["run_id"], C.RUN_DATE: row[C.RUN_DATE], "rows": (row["stage_rows"] or {}).get("score")}
 
 
-def _metric(spark: SparkSession, database: str, run_date, model_prefix: str, cfg: QualityConfig) -> float | None:
+def _metric(spark: SparkSession, database: str, run_date, model: str, cfg: QualityConfig) -> tuple[float, int] | None:
+    """``(value, users)`` of ``metric``@``k`` for ``model`` in the run of ``run_date``, or None."""
     if not spark.catalog.tableExists(f"{database}.metrics"):
         return None
     row = (
         spark.table(f"{database}.metrics")
         .filter((F.col(C.RUN_DATE) == F.lit(run_date)) & (F.col("metric") == cfg.metric) & (F.col("k") == cfg.k))
-        .filter(F.col(C.MODEL) == model_prefix)
-        .select("value").first()
+        .filter(F.col(C.MODEL) == model)
+        .select("value", "users").first()
     )
-    return None if row is None else float(row[0])
+    return None if row is None else (float(row["value"]), int(row["users"] or 0))
 
 
-def check(spark: SparkSession, database: str, cfg: QualityConfig, rows: int, metrics: dict[str, float], model: str) -> list[str]:
+def standard_error_bound(value: float, users: int) -> float:
+    """Upper bound on the standard error of a mean of per-user values in [0, 1] with this mean.
+
+    A variable in [0, 1] with mean μ has variance at most μ(1 − μ) (Bhatia–Davis), so the gate needs
+    only the published mean and its user count, not the per-user values. Infinite without users.
+    """
+    if users <= 0:
+        return math.inf
+    mu = min(max(value, 0.0), 1.0)
+    return math.sqrt(mu * (1.0 - mu) / users)
+
+
+def metric_drop(value: float, users: int, before: float, users_before: int, cfg: QualityConfig) -> float | None:
+    """How many standard errors tonight's value lies below the allowed floor, when that is a failure.
+
+    The floor is ``(1 - max_metric_drop) * before``. The standard error of the shortfall combines both
+    runs' bounds (the floor's scaled with it). None when the value is above the floor, or below it by no
+    more than ``noise_z`` standard errors (with ``noise_z`` 0 every value under the floor fails).
+    """
+    floor = (1.0 - cfg.max_metric_drop) * before
+    if value >= floor:
+        return None
+    se = math.hypot(standard_error_bound(value, users), (1.0 - cfg.max_metric_drop) * standard_error_bound(before, users_before))
+    z = (floor - value) / se if se > 0 else math.inf
+    return z if cfg.noise_z <= 0 or z > cfg.noise_z else None
+
+
+def check(
+    spark: SparkSession, database: str, cfg: QualityConfig, rows: int, metrics: dict[str, float], model: str,
+    users: int = 0,
+) -> list[str]:
     """Reasons tonight's output must not be published (empty when it passes).
 
-    ``metrics`` maps "metric@k" to tonight's value for ``model``. Before the first published run only
-    the absolute checks apply.
+    ``metrics`` maps "metric@k" to tonight's value for ``model``, measured on ``users`` validation users.
+    Before the first published run only the absolute checks apply.
     """
     if not cfg.enabled:
         return []
@@ -66,9 +98,17 @@ def check(spark: SparkSession, database: str, cfg: QualityConfig, rows: int, met
             f"(quality.min_rows_ratio {cfg.min_rows_ratio})"
         )
     before = _metric(spark, database, prev[C.RUN_DATE], model, cfg)
-    if before and value is not None and value < (1 - cfg.max_metric_drop) * before:
-        problems.append(
-            f"{model} {key} fell to {value:.4f} from {before:.4f} in run {prev['run_id']} "
-            f"(quality.max_metric_drop {cfg.max_metric_drop})"
-        )
+    if before and before[0] and value is not None and value == value:
+        z = metric_drop(value, users, before[0], before[1], cfg)
+        if z is not None:
+            problems.append(
+                f"{model} {key} fell to {value:.4f} on {users:,} users from {before[0]:.4f} on {before[1]:,} "
+                f"in run {prev['run_id']} (quality.max_metric_drop {cfg.max_metric_drop}, "
+                f"{z:.1f} standard errors below the floor)"
+            )
+        elif value < (1 - cfg.max_metric_drop) * before[0]:
+            log.warning(
+                "quality: %s %s fell to %.4f on %d users from %.4f on %d, within noise (quality.noise_z %s)",
+                model, key, value, users, before[0], before[1], cfg.noise_z,
+            )
     return problems

@@ -1,0 +1,62 @@
+"""The quality gate's noise allowance, checked against simulated runs with a known truth."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from reelrank import quality
+from reelrank.config import load_config
+
+
+@pytest.fixture(scope="module")
+def gate():
+    return load_config().quality
+
+
+def test_bound_covers_the_sample_standard_error():
+    """μ(1−μ)/n bounds the variance of a mean of [0, 1] values, whatever their spread."""
+    rng = np.random.default_rng(3)
+    for draw in (rng.random(500), rng.beta(0.2, 2.0, 500), (rng.random(500) < 0.3).astype(float)):
+        actual = draw.std() / np.sqrt(draw.size)
+        assert actual <= quality.standard_error_bound(draw.mean(), draw.size) + 1e-12
+    assert quality.standard_error_bound(0.4, 0) == float("inf")
+
+
+def test_a_drop_is_noise_on_few_users_and_real_on_many(gate):
+    """Two tiny runs (~25 users) once stopped a nightly at 0.0477 -> 0.0309; such dips are noise there."""
+    assert quality.metric_drop(0.0309, 25, 0.0477, 25, gate) is None
+    assert quality.metric_drop(0.0150, 25, 0.0477, 25, gate) is None
+    assert quality.metric_drop(0.0150, 2000, 0.0477, 2000, gate) > gate.noise_z
+    assert quality.metric_drop(0.40, 25, 0.41, 25, gate) is None  # above the floor
+
+
+def test_noise_z_zero_fails_every_value_under_the_floor(gate):
+    strict = dataclasses.replace(gate, noise_z=0.0)
+    assert quality.metric_drop(0.0309, 25, 0.0477, 25, strict) is not None
+    assert quality.metric_drop(0.10, 0, 0.30, 0, strict) is not None  # no user counts: the floor alone decides
+    assert quality.metric_drop(0.10, 0, 0.30, 0, gate) is None
+
+
+def _per_user_ndcg(rng, users, hit_rate):
+    """Per-user NDCG-like values: zero for a miss, else the discount of a uniform rank in 1..10."""
+    hit = rng.random(users) < hit_rate
+    return np.where(hit, 1.0 / np.log2(rng.integers(1, 11, users) + 1), 0.0)
+
+
+def test_false_alarms_and_misses_on_simulated_runs(gate):
+    """Runs drawn from one model rarely fail the gate (z = 2: at most ~2.3% one-sided); a halved model fails."""
+    rng = np.random.default_rng(11)
+    no_drop = dataclasses.replace(gate, max_metric_drop=0.0)  # the hardest case: any dip is under the floor
+    trials, users = 2000, 60
+    alarms = 0
+    for _ in range(trials):
+        a, b = _per_user_ndcg(rng, users, 0.45), _per_user_ndcg(rng, users, 0.45)
+        alarms += quality.metric_drop(b.mean(), users, a.mean(), users, no_drop) is not None
+    assert alarms / trials < 0.03
+    for share, power in ((0.5, 0.95), (0.25, 1.0)):  # the model's hit rate halved, quartered, on 1,000 users
+        caught = 0
+        for _ in range(200):
+            a, b = _per_user_ndcg(rng, 1000, 0.45), _per_user_ndcg(rng, 1000, 0.45 * share)
+            caught += quality.metric_drop(b.mean(), 1000, a.mean(), 1000, gate) is not None
+        assert caught >= power * 200, (share, caught)
