@@ -113,6 +113,28 @@ def start_nightly(config: Path, data_dir: Path, run_date: str, env: dict[str, st
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 
+def command_lines_showing(text: str) -> list[str]:
+    """The command lines of this machine's processes that contain ``text`` (what ``ps`` shows any user)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended while we looked
+            continue
+        if text in args:
+            found.append(f"{cmdline.parent.name}: {args[:300]}")
+    return found
+
+
+def wait_watching(proc: subprocess.Popen, timeout_s: float, secret: str) -> tuple[int, list[str]]:
+    """Wait for ``proc`` while looking every second for ``secret`` on any command line; (exit code, sightings)."""
+    deadline, seen = time.time() + timeout_s, []
+    while proc.poll() is None and time.time() < deadline:
+        seen += command_lines_showing(secret)
+        time.sleep(1.0)
+    return proc.wait(timeout=max(deadline - time.time(), 1.0)), seen
+
+
 def kill(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.kill()

@@ -211,15 +211,19 @@ def _report(argv: list[str]) -> int:
 
 
 def _spark_conf(argv: list[str]) -> int:
-    """Print the session's settings as spark-submit options (driver settings must be given at submit time)."""
-    from reelrank.session import spark_settings
+    """Print the session's settings as spark-submit options (driver settings must be given at submit time).
+
+    Secrets (the metastore password) are left out: the job sets them from its config when it starts, so they
+    never appear on a command line.
+    """
+    from reelrank.session import spark_settings, split_secrets
 
     p = argparse.ArgumentParser(prog="reelrank spark-conf", description="Print --conf options for spark-submit.")
     add_common(p)
     args = p.parse_args(argv)
     cfg = config_from_args(args)
     print(f"--master {cfg.spark.master}")
-    for key, value in spark_settings(cfg).items():
+    for key, value in split_secrets(spark_settings(cfg))[0].items():
         print(f"--conf {key}={value}")
     return 0
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from reelrank.config import Config
@@ -60,16 +61,37 @@ def spark_settings(cfg: Config) -> dict[str, str]:
     return s
 
 
+_SECRET = re.compile(r"password|secret|credential", re.IGNORECASE)
+_HADOOP = "spark.hadoop."
+
+
+def split_secrets(settings: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(public, secret)``: Hadoop settings named like a password are kept out of process command lines.
+
+    pyspark and spark-submit pass every setting as ``--conf key=value``, which any user sees in ``ps``.
+    The secret ones are set on the running SparkContext's Hadoop configuration instead (see build_spark).
+    """
+    secret = {k: v for k, v in settings.items() if k.startswith(_HADOOP) and _SECRET.search(k)}
+    return {k: v for k, v in settings.items() if k not in secret}, secret
+
+
 def build_spark(cfg: Config) -> SparkSession:
     """Build (or return the running) SparkSession for this config and make sure the database exists."""
     check_java()
     # Python workers must run the driver's interpreter (its venv has reelrank), not whatever python3 is on PATH
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     (cfg.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    builder = SparkSession.builder.master(cfg.spark.master).appName(cfg.spark.app_name)
-    for k, v in spark_settings(cfg).items():
-        builder = builder.config(k, v)
-    spark = builder.enableHiveSupport().getOrCreate()
+    public, secret = split_secrets(spark_settings(cfg))
+    conf = SparkConf().setMaster(cfg.spark.master).setAppName(cfg.spark.app_name).setAll(list(public.items()))
+    if secret and SparkContext._active_spark_context is None:
+        # The JVM starts with the public settings only; the metastore client, created lazily on first catalog
+        # use, copies this Hadoop configuration, secrets included.
+        hadoop = SparkContext(conf=conf)._jsc.hadoopConfiguration()
+        for k, v in secret.items():
+            hadoop.set(k[len(_HADOOP):], v)
+    else:
+        conf.setAll(list(secret.items()))
+    spark = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     spark.sparkContext.setCheckpointDir(str(cfg.data_dir / "checkpoints"))
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.warehouse.database}")
