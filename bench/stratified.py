@@ -26,10 +26,10 @@ from reelrank import columns as C
 from reelrank.cli import add_common, config_from_args, setup_logging
 from reelrank.evaluate import evaluate_top_n
 from reelrank.factorize import fit_als, recommend_top_n
-from reelrank.features import build_features, is_validation_user, popular_candidates, write_shards
+from reelrank.features import build_features, candidate_lists, is_validation_user, write_shards
 from reelrank.matrix import items_frame
 from reelrank.models import load
-from reelrank.neighbours import neighbour_lists, recommend
+from reelrank.neighbours import neighbour_lists
 from reelrank.score import score_candidates, top_n
 from reelrank.session import build_spark
 from reelrank.sources import read_source
@@ -45,14 +45,13 @@ METRICS = ("precision@10", "recall@10", "ndcg@10", "map@10", "hit_rate@10", "cov
 
 def candidates(history, items, cfg, labels=None):
     """Features for ALS ∪ item-neighbour ∪ popular candidates fit on ``history`` (the nightly's recipe)."""
-    f = cfg.features
     seen = history.select(C.USER_IDX, C.ITEM_IDX)
     users = history.select(C.USER_IDX).distinct()
-    als = recommend_top_n(fit_als(history, cfg.als), users, seen, f.als_candidates).cache()
-    nb = recommend(history, neighbour_lists(history, "item", cfg.neighbours), f.neighbour_candidates,
-                   cfg.neighbours.recommend_shrinkage).cache()
-    pop = popular_candidates(history, f.popular_candidates).cache()
-    return {"als": als, "item_neighbours": nb, "popular": pop}, build_features(history, items, als, nb, pop, f, labels)
+    als = recommend_top_n(fit_als(history, cfg.als), users, seen, cfg.features.als_candidates)
+    lists = candidate_lists(history, neighbour_lists(history, "item", cfg.neighbours), als, cfg.features,
+                            cfg.neighbours.recommend_shrinkage)
+    lists = {name: df.cache() for name, df in lists.items()}
+    return lists, build_features(history, items, *lists.values(), cfg.features, labels)
 
 
 def main() -> None:

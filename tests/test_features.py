@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import types as T
 
 from reelrank import columns as C
-from reelrank import features
+from reelrank import factorize, features
 
 pytestmark = pytest.mark.spark
 
@@ -30,35 +30,36 @@ def frames(spark):
     return history, items
 
 
-def test_popular_candidates_skip_seen_items(spark, frames):
+def test_popular_candidates_fill_every_users_list(spark, frames):
+    """Each user gets n unseen items, even one who has seen all of the 2n most popular."""
     history, _ = frames
-    pop = {(r[0], r[1]): (r[2], r[3]) for r in features.popular_candidates(history, 2).collect()}
-    # popularity: item 0 (3 ratings) > item 1 (2) > items 2, 3 (1 each, tie broken by index)
-    assert pop == {
-        (0, 2): (math.log1p(1), 1), (0, 3): (math.log1p(1), 2),
-        (1, 1): (math.log1p(2), 1), (1, 3): (math.log1p(1), 2),
-        (2, 2): (math.log1p(1), 1),
-    }
+    pop = {(r[0], r[1]): (r[2], r[3]) for r in factorize.recommend_popular(history, history, history, 2).collect()}
+    # popularity in users: item 0 (3) > item 1 (2) > items 2, 3 (1 each, tie broken by index); user 2 has seen
+    # items 0, 1 and 3, so only item 2 is left to them in this catalogue
+    assert pop == {(0, 2): (1.0, 1), (0, 3): (1.0, 2), (1, 1): (2.0, 1), (1, 3): (1.0, 2), (2, 2): (1.0, 1)}
+    one = {(r[0], r[1]) for r in factorize.recommend_popular(history, history, history, 1).collect()}
+    assert one == {(0, 2), (1, 1), (2, 2)}  # user 2 has seen both of the top two items: still one candidate
 
 
 def test_build_features_union_labels_and_values(spark, frames, cfg):
     history, items = frames
     als = spark.createDataFrame([(0, 2, 0.9, 1), (0, 4, 0.5, 2)], LIST_SCHEMA)
     nb = spark.createDataFrame([(0, 2, 0.3, 1), (1, 1, 0.7, 1)], LIST_SCHEMA)
-    pop = features.popular_candidates(history, 1)
+    pop = factorize.recommend_popular(history, history, history, 1)
     labels = spark.createDataFrame([(0, 2), (1, 3)], [C.USER_IDX, C.ITEM_IDX])
     out = features.build_features(history, items, als, nb, pop, cfg.features, labels)
     rows = {(r[C.USER_IDX], r[C.ITEM_IDX]): r.asDict() for r in out.collect()}
-    # popular(1) draws from the 2 most-rated items (0 and 1): only user 1 has one of them unseen
-    assert set(rows) == {(0, 2), (0, 4), (1, 1)}
-    assert rows[(1, 1)]["f_in_popular"] == 1.0
+    # popular(1): user 0's most popular unseen item is 2, user 1's is 1, user 2's is 2
+    assert set(rows) == {(0, 2), (0, 4), (1, 1), (2, 2)}
+    assert rows[(1, 1)]["f_in_popular"] == 1.0 and rows[(0, 4)]["f_in_popular"] == 0.0
     assert dict(out.dtypes)[C.LABEL] == "float" and all(t == "float" for c, t in out.dtypes if c.startswith("f_"))
     assert rows[(0, 2)][C.LABEL] == 1.0 and rows[(0, 4)][C.LABEL] == 0.0 and rows[(1, 1)][C.LABEL] == 0.0
+    assert rows[(2, 2)][C.LABEL] == 0.0
     r = rows[(0, 2)]
     # scores are z-scores within each user's list: ALS 0.9 and 0.5 -> +1 and -1; a one-item list (sd 0) -> 0
     assert r["f_als_score"] == pytest.approx(1.0) and rows[(0, 4)]["f_als_score"] == pytest.approx(-1.0)
     assert r["f_nb_score"] == pytest.approx(0.0) and rows[(1, 1)]["f_nb_score"] == pytest.approx(0.0)
-    assert r["f_als_rank"] == pytest.approx(math.log1p(1)) and r["f_in_popular"] == 0.0
+    assert r["f_als_rank"] == pytest.approx(math.log1p(1)) and r["f_in_popular"] == 1.0
     # user 0 rated one Drama and one Comedy item: item 2 (Drama, Comedy) has affinity (1/2 + 1/2) / 2
     assert r["f_genre_affinity"] == pytest.approx(0.5)
     # counts as log ratios to the mean count (7 ratings, 3 users, 4 rated items), so that a longer history

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from reelrank import columns as C
+from reelrank import factorize, neighbours
 from reelrank.config import FeaturesConfig
 
 log = logging.getLogger(__name__)
@@ -24,18 +25,18 @@ MISSING_Z = -3.0
 """The list z-score of a candidate that a source did not propose (below almost all of its own list)."""
 
 
-def popular_candidates(history: DataFrame, n: int) -> DataFrame:
-    """The ``n`` most-rated items each user has not rated, scored by log popularity."""
-    counts = history.groupBy(C.ITEM_IDX).agg(F.count(F.lit(1)).alias("_n"))
-    top = counts.orderBy(F.col("_n").desc(), F.col(C.ITEM_IDX)).limit(2 * n)
-    users = history.select(C.USER_IDX).distinct()
-    pairs = users.crossJoin(F.broadcast(top)).join(history.select(C.USER_IDX, C.ITEM_IDX), [C.USER_IDX, C.ITEM_IDX], "left_anti")
-    w = Window.partitionBy(C.USER_IDX).orderBy(F.col("_n").desc(), F.col(C.ITEM_IDX))
-    return (
-        pairs.withColumn(C.RANK, F.row_number().over(w))
-        .filter(F.col(C.RANK) <= n)
-        .select(C.USER_IDX, C.ITEM_IDX, F.log1p("_n").alias(C.SCORE), C.RANK)
-    )
+def candidate_lists(
+    history: DataFrame, item_nb: DataFrame, als_recs: DataFrame, cfg: FeaturesConfig, recommend_shrinkage: float
+) -> dict[str, DataFrame]:
+    """The three candidate sources, in the order build_features takes them: als, item neighbours, popular.
+
+    ``item_nb`` are the item-item neighbour lists of ``history``; ``als_recs`` its ALS top-N.
+    """
+    return {
+        "als": als_recs,
+        "item_neighbours": neighbours.recommend(history, item_nb, cfg.neighbour_candidates, recommend_shrinkage),
+        "popular": factorize.recommend_popular(history, history, history, cfg.popular_candidates),
+    }
 
 
 def genre_affinity(history: DataFrame, items: DataFrame, pairs: DataFrame) -> DataFrame:

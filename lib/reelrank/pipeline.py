@@ -211,7 +211,8 @@ def stage_features(ctx: RunContext, st: StageTimer) -> None:
     cfg = ctx.cfg
     items = ctx.table("items")
     history, holdout = ctx.get("history"), ctx.get("holdout")
-    lists = _candidate_lists(history, ctx.get("item_nb_history"), ctx.get("als_recs_history"), cfg)
+    lists = features.candidate_lists(history, ctx.get("item_nb_history"), ctx.get("als_recs_history"), cfg.features,
+                                     cfg.neighbours.recommend_shrinkage)
     for name, df in lists.items():
         ctx.put(f"list_{name}", df)
     learn = features.build_features(history, items, *(ctx.get(f"list_{n}") for n in lists), cfg.features, holdout)
@@ -221,22 +222,12 @@ def stage_features(ctx: RunContext, st: StageTimer) -> None:
     features.write_shards(learn.filter(is_val), ctx.shards("val"), cfg.features)
     ratings = ctx.table("interactions").select(C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS)
     item_nb = ctx.table("item_neighbours")
-    serve = _candidate_lists(ratings, item_nb, ctx.get("als_recs_full"), cfg)
+    serve = features.candidate_lists(ratings, item_nb, ctx.get("als_recs_full"), cfg.features, cfg.neighbours.recommend_shrinkage)
     features.write_shards(features.build_features(ratings, items, *serve.values(), cfg.features), ctx.shards("score"), cfg.features)
     n_score = ctx.spark.read.parquet(ctx.shards("score")).count()
     n_learn = learn.count()
     st.rows = n_learn + n_score
     st.detail = f"{n_learn:,} labelled + {n_score:,} to score, shards in {ctx.work / 'shards'}"
-
-
-def _candidate_lists(history: DataFrame, item_nb: DataFrame, als_recs: DataFrame, cfg: Config) -> dict[str, DataFrame]:
-    """The three candidate sources, in the order build_features takes them: als, neighbours, popular."""
-    f = cfg.features
-    return {
-        "als": als_recs,
-        "item_neighbours": neighbours.recommend(history, item_nb, f.neighbour_candidates, cfg.neighbours.recommend_shrinkage),
-        "popular": features.popular_candidates(history, f.popular_candidates),
-    }
 
 
 def stage_train(ctx: RunContext, st: StageTimer) -> None:
