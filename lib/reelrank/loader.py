@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,10 @@ from petastorm.pytorch import BatchedDataLoader
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 
 log = logging.getLogger(__name__)
+
+# petastorm 0.12 reads through pyarrow's legacy ParquetDataset, which pyarrow 14 (pinned for it) flags on every
+# reader with FutureWarnings: 17 two-line warnings per nightly that no user can act on.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
 
 FEATURE_PREFIX = "f_"
 """Every column whose name starts with this is a float32 model feature."""
