@@ -2,9 +2,10 @@
 
 A dense numpy re-implementation of KNNWithMeans(k=40, min_k=1, pearson), independent of reelrank's Spark code,
 run in exact mode (all neighbours who rated the item) and in top-K mode with lists ranked by
-``sim * n / (n + λ)`` for each λ given. Prints one line per side and fold.
+``sim * n / (n + λ)`` for each λ given. Prints one line per side and fold, and appends the table of
+top-K minus exact RMSE to bench/results/topk_shrinkage.md.
 
-    python bench/topk_shrinkage.py --lambdas 0,10,25,50
+    python bench/topk_shrinkage.py --lambdas 0,10,25,50,100
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchlib import append_result, markdown
+
+RESULTS = Path(__file__).resolve().parent / "results" / "topk_shrinkage.md"
 DATASETS = Path(os.environ.get("REELRANK_DATASETS", Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"))
 
 
@@ -65,14 +69,21 @@ def rmse_by_lambda(fold: str, by: str, lambdas: list[float], K: int = 100, k: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lambdas", default="0,10,25,50", type=lambda t: [float(x) for x in t.split(",")])
+    ap.add_argument("--lambdas", default="0,10,25,50,100", type=lambda t: [float(x) for x in t.split(",")])
+    ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
+    rows = []
     for by in ("user", "item"):
         for fold in ("u1", "u2", "u3", "u4", "u5"):
             o = rmse_by_lambda(fold, by, args.lambdas)
             ex = o[None]
             print(by, fold, f"exact {ex:.4f}", " ".join(f"λ{lam:g} {o[lam]:.4f} ({o[lam] - ex:+.4f})" for lam in args.lambdas),
                   flush=True)
+            rows.append({"side": by, "fold": fold, "exact RMSE": f"{ex:.4f}",
+                         **{f"λ {lam:g}": f"{o[lam] - ex:+.4f}" for lam in args.lambdas}})
+    if not args.no_save:
+        append_result(RESULTS, "top-K (K = 100) minus exact KNNWithMeans(k=40, min_k=1) RMSE, lists ranked by "
+                               "sim·n/(n+λ), ml-100k u1..u5 (numpy)", markdown(rows))
 
 
 if __name__ == "__main__":

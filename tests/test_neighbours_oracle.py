@@ -53,7 +53,7 @@ def surprise_fit(train: pd.DataFrame, user_based: bool):
 @pytest.fixture(scope="module")
 def ncfg(cfg):
     return dataclasses.replace(
-        cfg.neighbours, k=40, min_k=1, min_support=2, shrinkage=0.0, top_k=100, list_shrinkage=50.0,
+        cfg.neighbours, k=40, min_k=1, min_support=2, shrinkage=0.0, top_k=100, list_shrinkage=cfg.neighbours.list_shrinkage,
         max_ratings_per_user=0, max_ratings_per_item=0, blocks=2,
     )
 
