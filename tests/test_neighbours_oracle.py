@@ -143,8 +143,9 @@ def test_knn_with_means_rmse_equals_surprise(spark, ncfg, fold):
         assert abs(ours_rmse - their_rmse) <= 1e-4
         assert diff.max() <= 1e-9  # prediction by prediction, not only on average
         # top-k lists ranked with significance weighting (list_shrinkage) must not cost accuracy: at most 0.005
-        # worse than exact. They may be better (u2 item-item: 0.935 vs 0.945), as shrunk neighbourhoods are.
+        # worse than exact. User-based they stay within 0.005 either way; item-based they are better by up to
+        # 0.012 (u2: 0.933 vs 0.945), as shrunk neighbourhoods are.
         assert topk_rmse <= ours_rmse + 0.005
-        assert abs(topk_rmse - ours_rmse) <= 0.02
+        assert abs(topk_rmse - ours_rmse) <= (0.005 if by == "user" else 0.02)
         impossible = np.array([p.details["was_impossible"] or p.details.get("actual_k", 0) < 1 for p in theirs])
         assert both[nbr.FALLBACK].sum() == impossible.sum()
