@@ -51,7 +51,7 @@ def main() -> None:
     run = Path(args.run_dir) if args.run_dir else runs[-1]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ranker-"))
     # A private warehouse: the nightly's embedded Derby metastore admits one process at a time.
-    spark = build_spark(dataclasses.replace(cfg, warehouse=dataclasses.replace(cfg.warehouse, data_dir=str(tmp / "d"))))
+    spark = build_spark(cfg.replace(warehouse={"data_dir": str(tmp / "d")}))
 
     val_rows = spark.read.parquet(str(run / "shards" / "val")).cache()
     val_users = val_rows.select(C.USER_IDX).distinct()

@@ -51,7 +51,7 @@ def main() -> None:
     train(str(tmp / "train"), None, tcfg, tmp / "model.pt", users, items)
     model_bytes = load(tmp / "model.pt").to_bytes()
 
-    spark = build_spark(dataclasses.replace(cfg, warehouse=dataclasses.replace(cfg.warehouse, data_dir=str(tmp / "d"))))
+    spark = build_spark(cfg.replace(warehouse={"data_dir": str(tmp / "d")}))
     rows_df = spark.read.parquet(str(tmp / "rows"))
     score_candidates(rows_df.limit(1000), model_bytes).write.format("noop").mode("overwrite").save()  # warm-up
 

@@ -68,9 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging(args.verbose)
     cfg = config_from_args(args)
-    cfg = dataclasses.replace(cfg, als=dataclasses.replace(cfg.als, **ALS))
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, epochs=args.epochs or cfg.train.epochs, batch_size=args.batch_size))
+    cfg = cfg.replace(als=ALS, train={"epochs": args.epochs or cfg.train.epochs, "batch_size": args.batch_size})
     folder = DATASETS / "ml-100k-stratified"
     if not (folder / "train.csv").is_file():
         raise SystemExit(f"{folder}/train.csv not found: set REELRANK_DATASETS to the folder holding ml-100k-stratified")

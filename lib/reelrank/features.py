@@ -15,8 +15,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from reelrank import columns as C
-from reelrank import factorize, neighbours
 from reelrank.config import FeaturesConfig
+from reelrank.factorize import recommend_popular
+from reelrank.neighbours import recommend as recommend_from_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ def candidate_lists(
     """
     return {
         "als": als_recs,
-        "item_neighbours": neighbours.recommend(history, item_nb, cfg.neighbour_candidates, recommend_shrinkage),
-        "popular": factorize.recommend_popular(history, history, history, cfg.popular_candidates),
+        "item_neighbours": recommend_from_neighbours(history, item_nb, cfg.neighbour_candidates, recommend_shrinkage),
+        "popular": recommend_popular(history, history, history, cfg.popular_candidates),
     }
 
 
