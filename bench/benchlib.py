@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: a Markdown table and appending a dated section to a results file."""
+"""Shared by the benchmark scripts: where the datasets are, a Markdown table, and appending a dated section to a
+results file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
+
+DATASETS = Path(os.environ.get("REELRANK_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+"""The shared datasets (ml-100k, ml-100k-stratified): ``$REELRANK_DATASETS``, else ``../shared/datasets``."""
 
 
 def markdown(rows: list[dict]) -> str:

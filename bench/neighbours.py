@@ -36,13 +36,14 @@ import psutil
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from benchlib import DATASETS
+
 from reelrank import columns as C
 from reelrank import neighbours as nbr
 from reelrank.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "neighbours.md"
-DATASETS = Path(os.environ.get("REELRANK_DATASETS", REPO.parent / "shared" / "datasets"))
 SURPRISE_MAX_BYTES = 4 << 30
 """surprise's pearson holds six dense n×n float64 matrices; skip it above this."""
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from benchlib import append_result, markdown
+from benchlib import DATASETS, append_result, markdown
 
 from reelrank import columns as C
 from reelrank.cli import add_common, config_from_args, setup_logging
@@ -37,7 +36,6 @@ from reelrank.splits import read_stratified_split, stratified_split
 from reelrank.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stratified.md"
-DATASETS = Path(os.environ.get("REELRANK_DATASETS", Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"))
 # The implicit-ALS settings tuned on this split (tests/test_als_oracle.py).
 ALS = dict(implicit=True, rank=64, reg_param=0.25, alpha=0.5, max_iter=15, checkpoint_interval=0)
 METRICS = ("precision@10", "recall@10", "ndcg@10", "map@10", "hit_rate@10", "coverage@10")

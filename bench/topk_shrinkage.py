@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchlib import append_result, markdown
+from benchlib import DATASETS, append_result, markdown
 
 RESULTS = Path(__file__).resolve().parent / "results" / "topk_shrinkage.md"
-DATASETS = Path(os.environ.get("REELRANK_DATASETS", Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"))
 
 
 def pearson(R: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
