@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from benchlib import markdown
+from benchlib import append_result, markdown
 
 from reelrank.cli import add_common, config_from_args, setup_logging
 from reelrank.columns import ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX
@@ -129,13 +127,9 @@ def main() -> None:
     table = markdown(rows)
     print(table)
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        with RESULTS.open("a") as f:
-            mode = "implicit" if cfg.als.implicit else "explicit"
-            f.write(f"\n## {stamp} · {platform.node()} · {cfg.spark.master} · {mode} ALS · blocked top-N vs "
-                    "recommendForAllUsers(n + max seen) + anti-join (ratio < 1: blocked is faster)\n\n")
-            f.write(table + "\n")
+        mode = "implicit" if cfg.als.implicit else "explicit"
+        append_result(RESULTS, f"{cfg.spark.master} · {mode} ALS · blocked top-N vs recommendForAllUsers(n + max seen) "
+                               "+ anti-join (ratio < 1: blocked is faster)", table)
     spark.stop()
 
 
