@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DATASETS = Path(os.environ.get("REELRANK_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
@@ -21,7 +21,7 @@ def markdown(rows: list[dict]) -> str:
 
 def append_result(path: Path, title: str, body: str) -> None:
     """Append ``## <UTC time> · <machine, CPUs, load> · title`` and ``body`` to the results file ``path``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:

@@ -37,7 +37,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from benchlib import DATASETS
-
 from reelrank import columns as C
 from reelrank import neighbours as nbr
 from reelrank.config import Config, load_config
@@ -112,7 +111,7 @@ class PeakMemory:
                 pass
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._t.start()
         return self
 

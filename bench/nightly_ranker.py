@@ -20,9 +20,8 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from benchlib import append_result, markdown
-
 from reelrank import columns as C
-from reelrank.cli import add_common, config_from_args, setup_logging
+from reelrank.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.evaluate import ranking_metrics
 from reelrank.models import load
 from reelrank.score import score_candidates, top_n
@@ -47,7 +46,9 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging(args.verbose)
     cfg = config_from_args(args)
-    runs = sorted((p for p in (cfg.data_dir / "runs").glob("2*") if (p / "shards" / "val").is_dir()), key=lambda p: p.name)
+    runs = sorted(
+        (p for p in (cfg.data_dir / "runs").glob("2*") if (p / "shards" / "val").is_dir()), key=lambda p: p.name
+    )
     run = Path(args.run_dir) if args.run_dir else runs[-1]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ranker-"))
     # A private warehouse: the nightly's embedded Derby metastore admits one process at a time.
@@ -66,7 +67,7 @@ def main() -> None:
     def ndcg(recs) -> float:
         return ranking_metrics(recs.join(val_users, C.USER_IDX).filter(F.col(C.RANK) <= k), truth, [k])[f"ndcg@{k}"]
 
-    als = ndcg(spark.read.parquet(str(run / "frames" / "list_als")))
+    als = ndcg(spark.read.parquet(str(run / "frames" / "candidates_history" / "als")))
     print(f"run {run.name}: {n_users_eval:,} validation users; ALS list NDCG@{k} {als:.4f}", flush=True)
 
     rows = []
@@ -76,7 +77,9 @@ def main() -> None:
             for seed in args.seeds:
                 tcfg = dataclasses.replace(cfg.train, embedding_dim=dim, shuffle_buffer=buffer, seed=seed)
                 t = time.perf_counter()
-                result = train(str(run / "shards" / "train"), str(run / "shards" / "val"), tcfg, tmp / "m.pt", n_users, n_items)
+                result = train(
+                    str(run / "shards" / "train"), str(run / "shards" / "val"), tcfg, tmp / "m.pt", n_users, n_items
+                )
                 secs.append(time.perf_counter() - t)
                 rates.append(result.samples_per_s)
                 scores.append(ndcg(top_n(score_candidates(val_rows, load(tmp / "m.pt").to_bytes()), k)))

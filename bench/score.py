@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
-from benchlib import append_result
 from loader import make_data  # the loader bench's synthetic rows
 
-from reelrank.cli import add_common, config_from_args, setup_logging
+from benchlib import append_result
+from reelrank.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.loader import write_shards
 from reelrank.models import load
 from reelrank.score import score_candidates

@@ -20,15 +20,13 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from benchlib import DATASETS, append_result, markdown
-
 from reelrank import columns as C
-from reelrank.cli import add_common, config_from_args, setup_logging
+from reelrank.bootstrap import add_common, config_from_args, setup_logging
+from reelrank.candidates import list_length, make
 from reelrank.evaluate import evaluate_top_n
-from reelrank.factorize import fit_als, recommend_top_n
-from reelrank.features import build_features, candidate_lists, is_validation_user, write_shards
+from reelrank.features import SOURCES, build_features, is_validation_user, missing_rank, write_shards
 from reelrank.matrix import items_frame
 from reelrank.models import load
-from reelrank.neighbours import neighbour_lists
 from reelrank.score import score_candidates, top_n
 from reelrank.session import build_spark
 from reelrank.sources import read_source
@@ -43,13 +41,9 @@ METRICS = ("precision@10", "recall@10", "ndcg@10", "map@10", "hit_rate@10", "cov
 
 def candidates(history, items, cfg, labels=None):
     """Features for ALS ∪ item-neighbour ∪ popular candidates fit on ``history`` (the nightly's recipe)."""
-    seen = history.select(C.USER_IDX, C.ITEM_IDX)
     users = history.select(C.USER_IDX).distinct()
-    als = recommend_top_n(fit_als(history, cfg.als), users, seen, cfg.features.als_candidates)
-    lists = candidate_lists(history, neighbour_lists(history, "item", cfg.neighbours), als, cfg.features,
-                            cfg.neighbours.recommend_shrinkage)
-    lists = {name: df.cache() for name, df in lists.items()}
-    return lists, build_features(history, items, *lists.values(), cfg.features, labels)
+    lists = {name: make(name, cfg).fit(history).recommend(users, list_length(cfg, name)).cache() for name in SOURCES}
+    return lists, build_features(history, items, lists, missing_rank(cfg), labels)
 
 
 def main() -> None:
@@ -61,7 +55,8 @@ def main() -> None:
     ap.add_argument("--mlp-embedding-dims", default="16,0", type=lambda t: [int(x) for x in t.split(",")],
                     help="one MLP per value; 0 = features only, no id embeddings")
     ap.add_argument("--inner-seed", type=int, default=7)
-    ap.add_argument("--inner-ratio", type=float, default=0.75, help="share of each user's train rows the inner fit keeps")
+    ap.add_argument("--inner-ratio", type=float, default=0.75,
+                    help="share of each user's train rows the inner fit keeps")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
     setup_logging(args.verbose)
@@ -69,7 +64,9 @@ def main() -> None:
     cfg = cfg.replace(als=ALS, train={"epochs": args.epochs or cfg.train.epochs, "batch_size": args.batch_size})
     folder = DATASETS / "ml-100k-stratified"
     if not (folder / "train.csv").is_file():
-        raise SystemExit(f"{folder}/train.csv not found: set REELRANK_DATASETS to the folder holding ml-100k-stratified")
+        raise SystemExit(
+            f"{folder}/train.csv not found: set REELRANK_DATASETS to the folder holding ml-100k-stratified"
+        )
     spark = build_spark(cfg)
     t0 = time.perf_counter()
     train_df, test = (d.cache() for d in read_stratified_split(spark, folder))
@@ -114,8 +111,8 @@ def main() -> None:
     print(table)
     if not args.no_save:
         append_result(RESULTS, f"ALS {ALS['rank']}/{ALS['reg_param']}/{ALS['alpha']}/{ALS['max_iter']} it · candidates "
-                      f"{cfg.features.als_candidates} ALS + {cfg.features.neighbour_candidates} neighbours + "
-                      f"{cfg.features.popular_candidates} popular · {cfg.train.epochs} epochs, batch "
+                      f"{cfg.candidates.als} ALS + {cfg.candidates.item_neighbours} neighbours + "
+                      f"{cfg.candidates.popular} popular · {cfg.train.epochs} epochs, batch "
                       f"{cfg.train.batch_size}, dropout {cfg.train.dropout}, weight decay {cfg.train.weight_decay} · "
                       f"inner split {args.inner_ratio} seed {args.inner_seed}", table)
     spark.stop()

@@ -11,7 +11,6 @@ top-K minus exact RMSE to bench/results/topk_shrinkage.md.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +54,15 @@ def rmse_by_lambda(fold: str, by: str, lambdas: list[float], K: int = 100, k: in
             keep[np.arange(P.shape[0])[:, None], np.argsort(-key, 1)[:, :K]] = True
             allowed &= keep
         preds = np.empty(len(te))
-        for t, (x, y) in enumerate(zip(a, b)):
+        for t, (x, y) in enumerate(zip(a, b, strict=False)):
             cand = np.where(allowed[x] & (M[:, y] > 0))[0]
             s = P[x, cand]
             top = np.argsort(-s, kind="stable")[:k]
             s, c = s[top], cand[top]
             pos = s > 0
-            preds[t] = mean[x] if pos.sum() < 1 else mean[x] + (s[pos] * (R[c[pos], y] - mean[c[pos]])).sum() / s[pos].sum()
+            preds[t] = (
+                mean[x] if pos.sum() < 1 else mean[x] + (s[pos] * (R[c[pos], y] - mean[c[pos]])).sum() / s[pos].sum()
+            )
         out[lam] = float(np.sqrt(np.mean((np.clip(preds, 1, 5) - te.r.to_numpy()) ** 2)))
     return out
 
@@ -76,8 +77,8 @@ def main() -> None:
         for fold in ("u1", "u2", "u3", "u4", "u5"):
             o = rmse_by_lambda(fold, by, args.lambdas)
             ex = o[None]
-            print(by, fold, f"exact {ex:.4f}", " ".join(f"λ{lam:g} {o[lam]:.4f} ({o[lam] - ex:+.4f})" for lam in args.lambdas),
-                  flush=True)
+            print(by, fold, f"exact {ex:.4f}",
+                  " ".join(f"λ{lam:g} {o[lam]:.4f} ({o[lam] - ex:+.4f})" for lam in args.lambdas), flush=True)
             rows.append({"side": by, "fold": fold, "exact RMSE": f"{ex:.4f}",
                          **{f"λ {lam:g}": f"{o[lam] - ex:+.4f}" for lam in args.lambdas}})
     if not args.no_save:

@@ -52,7 +52,8 @@ def to_toml(data: dict) -> str:
 
 
 def write_env(conf_dir: Path, metastore_port: int, overrides: dict) -> Path:
-    """A conf dir holding a copy of base.toml and ``env.toml``: conf/postgres.toml on ``metastore_port`` plus overrides."""
+    """A conf dir holding a copy of base.toml and ``env.toml``: conf/postgres.toml on ``metastore_port``
+    plus overrides."""
     conf_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "conf" / "base.toml", conf_dir / "base.toml")
     with (REPO / "conf" / "postgres.toml").open("rb") as f:
@@ -78,7 +79,7 @@ class Metastore:
     seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def create(cls) -> "Metastore":
+    def create(cls) -> Metastore:
         # Under /tmp, not pytest's tmp_path: the postgres user cannot enter pytest's 0700 /tmp/pytest-of-root.
         return cls(Path(tempfile.mkdtemp(prefix="rr-ms-")), free_port(), secrets.token_urlsafe(16))
 

@@ -14,7 +14,8 @@ import pytest
 from conftest import dataset
 
 from reelrank.evaluate import evaluate_top_n, ranking_metrics_pandas, rating_metrics
-from reelrank.factorize import fit_als, predict_ratings, recommend_popular, recommend_top_n
+from reelrank.factorize import fit_als, predict_ratings, recommend_top_n
+from reelrank.popularity import recommend_popular
 from reelrank.splits import read_ml100k_fold, read_stratified_split
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -22,7 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.spark]
 # Mean + ridge biases, ALS on the residual, averaged 50/50 with ALS on the raw ratings (u1..u5 RMSE 0.908; plain
 # ALS with the same rank/reg 0.922, bias+residual ALS alone is worse than plain on u1: 0.932 vs 0.928).
 EXPLICIT = dict(
-    implicit=False, rank=100, reg_param=0.1, max_iter=15, biases=True, bias_iter=3, plain_weight=0.5, clip_predictions=True
+    implicit=False, rank=100, reg_param=0.1, max_iter=15, biases=True, bias_iter=3, plain_weight=0.5,
+    clip_predictions=True,
 )
 IMPLICIT = dict(implicit=True, rank=64, reg_param=0.25, alpha=0.5, max_iter=15)
 

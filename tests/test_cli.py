@@ -50,8 +50,11 @@ def _query_csv(conf: Path, data: str, sql: str) -> list[list[str]]:
 
 
 def _checksum(conf: Path, data: str, run_date: str) -> list[list[str]]:
-    return _query_csv(conf, data, "SELECT count(*), sum(hash(user_id, item_id, rank, score)) FROM reelrank.recommendations "
-                                  f"WHERE run_date = DATE'{run_date}'")
+    return _query_csv(
+        conf, data,
+        "SELECT count(*), sum(hash(user_id, item_id, rank, score)) FROM reelrank.recommendations "
+        f"WHERE run_date = DATE'{run_date}'",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,10 @@ def test_nightly_then_query(published):
     assert "reelrank query" in r.stdout and "run_date=2026-01-02" in r.stdout
     for stage in ("ingest", "matrix", "train", "publish"):
         assert f"{stage} " in r.stderr  # one log line per stage
-    (n, users), = [list(map(int, row)) for row in _query_csv(conf, data, "SELECT count(*), count(DISTINCT user_id) FROM reelrank.recommendations")]
+    (n, users), = [
+        list(map(int, row))
+        for row in _query_csv(conf, data, "SELECT count(*), count(DISTINCT user_id) FROM reelrank.recommendations")
+    ]
     assert n == users * 10 and users > 0
     bad = _reelrank("query", "--config", str(conf), "--data-dir", data, "SELECT * FROM reelrank.nope")
     assert bad.returncode == 1 and "query failed" in bad.stderr and "Traceback" not in bad.stderr
@@ -89,7 +95,8 @@ def test_sigkill_during_publish_then_rerun(published):
     conf, data, first = published
     assert first.returncode == 0, first.stderr[-3000:]
     before = _checksum(conf, data, "2026-01-02")
-    args = [sys.executable, "-m", "reelrank.cli", "nightly", "--config", str(conf), "--data-dir", data, "--date", "2026-01-03"]
+    args = [sys.executable, "-m", "reelrank.cli", "nightly", "--config", str(conf), "--data-dir", data,
+            "--date", "2026-01-03"]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     killed_in = None
     for line in proc.stderr:  # the evaluate line is logged when that stage ends: publish starts right after
@@ -109,7 +116,9 @@ def test_sigkill_during_publish_then_rerun(published):
     assert "skipped: outputs of run" in rerun.stderr
     assert _checksum(conf, data, "2026-01-02") == before
     assert _checksum(conf, data, "2026-01-03")[0][0] == before[0][0]
-    runs = _query_csv(conf, data, "SELECT run_date, status, count(*) FROM reelrank.runs GROUP BY run_date, status ORDER BY run_date")
+    runs = _query_csv(
+        conf, data, "SELECT run_date, status, count(*) FROM reelrank.runs GROUP BY run_date, status ORDER BY run_date"
+    )
     assert runs == [["2026-01-02", "published", "1"], ["2026-01-03", "published", "1"]]
 
 
@@ -128,7 +137,9 @@ def test_report_command_and_notebook(published, tmp_path):
     nb = nbformat.read(REPO / "notebooks" / "explore_recommendations.ipynb", as_version=4)
     os.environ.update(REELRANK_CONFIG=str(conf), REELRANK_DATA_DIR=data)
     try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
     finally:
         os.environ.pop("REELRANK_CONFIG"), os.environ.pop("REELRANK_DATA_DIR")
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))

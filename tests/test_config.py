@@ -86,3 +86,172 @@ def test_replace_and_fingerprint():
     assert other.score.top_n == cfg.score.top_n + 1
     assert other.fingerprint() != cfg.fingerprint()
     assert cfg.replace().fingerprint() == cfg.fingerprint()
+
+
+# --- choices (Literal fields), ranges and the metric key, checked at load ---
+
+CHOICES = [
+    ("source", "kind", "excel", ["synthetic", "movielens-100k", "movielens-csv", "parquet", "csv"]),
+    ("train", "model", "gbdt", ["mlp", "neumf"]),
+    ("train", "loss", "bcee", ["bce", "bpr"]),
+    ("train", "device", "gpu", ["auto", "cpu", "cuda"]),
+    ("warehouse", "metastore", "mysql", ["derby", "external"]),
+    ("spark", "log_level", "LOUD", ["ERROR", "WARN", "INFO", "DEBUG"]),
+    ("quality", "metric", "auc", ["precision", "recall", "ndcg", "map", "hit_rate"]),
+]
+
+
+def test_candidate_sources_are_choices_and_hold_the_rankers_sources(tmp_path):
+    with pytest.raises(ConfigError, match=r"candidates\.sources\[1\] must be one of 'popular', 'recent_popular', "
+                                          r"'item_neighbours', 'als', got 'ease'"):
+        load_config(_env_file(tmp_path, "[candidates]\nsources = ['als', 'ease']\n"))
+    with pytest.raises(ConfigError, match=r"candidates\.sources must be a list holding als, item_neighbours, popular"):
+        load_config(_env_file(tmp_path, "[candidates]\nsources = ['als', 'popular']\n"))
+
+
+@pytest.mark.parametrize("section, key, bad, allowed", CHOICES, ids=[f"{s}.{k}" for s, k, _, _ in CHOICES])
+def test_wrong_choice_names_key_value_and_allowed(tmp_path, section, key, bad, allowed):
+    with pytest.raises(ConfigError) as e:
+        load_config(_env_file(tmp_path, f"[{section}]\n{key} = '{bad}'\n"))
+    msg = str(e.value)
+    assert "env.toml" in msg and f"{section}.{key} must be one of " in msg and msg.endswith(f"got '{bad}'")
+    assert all(repr(a) in msg for a in allowed), msg
+
+
+def test_wrong_choice_message_is_exact(tmp_path):
+    with pytest.raises(ConfigError, match=r"env\.toml: train\.loss must be one of 'bce', 'bpr', got 'bcee'$"):
+        load_config(_env_file(tmp_path, "[train]\nloss = 'bcee'\n"))
+
+
+def test_choice_must_be_a_string(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.device must be one of .*got 1$"):
+        load_config(_env_file(tmp_path, "[train]\ndevice = 1\n"))
+
+
+def test_replace_checks_choices_too():
+    with pytest.raises(ConfigError, match=r"<replace>: train\.model must be one of 'mlp', 'neumf', got 'nope'"):
+        load_config(CONF / "base.toml").replace(train={"model": "nope"})
+
+
+def test_literals_match_the_implementations():
+    """The config's choices are the names the code knows (these modules import torch / pyspark, not a session)."""
+    import typing
+
+    from reelrank import config, device, evaluate, models, sources
+
+    assert set(typing.get_args(config.ModelName)) == set(models.RANKERS)
+    assert typing.get_args(config.DeviceSetting) == device.DEVICE_SETTINGS
+    assert typing.get_args(config.RankingMetric) == evaluate.RANKING_METRICS
+    assert sources.KINDS == typing.get_args(config.SourceKind)
+    from reelrank import candidates
+
+    assert tuple(candidates.REGISTRY) == typing.get_args(config.CandidateSourceName)
+
+
+RANGES = [
+    ("score", "top_n", "0", "> 0"),
+    ("train", "epochs", "0", "> 0"),
+    ("train", "batch_size", "-1", "> 0"),
+    ("train", "learning_rate", "0.0", "> 0"),
+    ("train", "dropout", "1.0", r"in \[0, 1\)"),
+    ("train", "hidden", "[64, 0]", "> 0"),
+    ("candidates", "als", "0", "> 0"),
+    ("candidates", "item_neighbours", "0", "> 0"),
+    ("candidates", "popular", "-5", "> 0"),
+    ("candidates", "recent_days", "0.0", "> 0"),
+    ("features", "val_fraction", "1.5", r"in \[0, 1\]"),
+    ("features", "val_fraction", "-0.1", r"in \[0, 1\]"),
+    ("neighbours", "top_k", "0", "> 0"),
+    ("neighbours", "shrinkage", "-1.0", ">= 0"),
+    ("als", "rank", "0", "> 0"),
+    ("als", "max_iter", "0", "> 0"),
+    ("als", "tune_ranks", "[32, -64]", "> 0"),
+    ("evaluate", "ks", "[10, 0]", "> 0"),
+    ("quality", "k", "0", "> 0"),
+]
+
+
+@pytest.mark.parametrize("section, key, bad, expect", RANGES, ids=[f"{s}.{k}={v}" for s, k, v, _ in RANGES])
+def test_out_of_range_names_key_value_and_expectation(tmp_path, section, key, bad, expect):
+    key_re = rf"{section}\.{key}(\[\d+\])?"
+    with pytest.raises(ConfigError, match=rf"env\.toml: {key_re} must be {expect}, got -?[\d.]+$"):
+        load_config(_env_file(tmp_path, f"[{section}]\n{key} = {bad}\n"))
+
+
+def test_in_range_edges_load(tmp_path):
+    cfg = load_config(_env_file(tmp_path, "[features]\nval_fraction = 1.0\n[train]\ndropout = 0.0\nthreads = 0\n"
+                                          "[neighbours]\nmax_ratings_per_user = 0\n"))
+    assert cfg.features.val_fraction == 1.0 and cfg.train.dropout == 0.0
+
+
+@pytest.mark.parametrize("metric", ["ndcg@10", "map@5", "hit_rate@1", "precision@20", "recall@3", "rmse", "mae"])
+def test_tune_metric_accepts(tmp_path, metric):
+    assert load_config(_env_file(tmp_path, f"[evaluate]\ntune_metric = '{metric}'\n")).evaluate.tune_metric == metric
+
+
+@pytest.mark.parametrize("metric", ["ndcg", "ndcg@", "ndcg@0", "ndcg@x", "auc@10", "rmse@10", "NDCG@10", ""])
+def test_tune_metric_rejects(tmp_path, metric):
+    with pytest.raises(
+        ConfigError, match=rf"env\.toml: evaluate\.tune_metric must be rmse, mae or NAME@K .*got '{metric}'$"
+    ):
+        load_config(_env_file(tmp_path, f"[evaluate]\ntune_metric = '{metric}'\n"))
+
+
+def test_parse_metric_key():
+    from reelrank.metric_keys import parse_metric_key
+
+    assert parse_metric_key("ndcg@10") == ("ndcg", 10)
+    assert parse_metric_key("hit_rate@1") == ("hit_rate", 1)
+    assert parse_metric_key("rmse") == ("rmse", None)
+    for bad, why in [("ndcg", "needs a cut-off"), ("ndcg@0", "positive integer"), ("ndcg@-1", "positive integer"),
+                     ("mae@3", "unknown metric"), ("auc@10", "unknown metric")]:
+        with pytest.raises(ValueError, match=why):
+            parse_metric_key(bad)
+
+
+# --- the data dir: --data-dir (an explicit override) > $REELRANK_DATA_DIR > the files, resolved once ---
+
+
+def test_data_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("REELRANK_DATA_DIR", raising=False)
+    env_file = _env_file(tmp_path, f"[warehouse]\ndata_dir = '{tmp_path / 'from-file'}'\n")
+    assert load_config(env_file).data_dir == tmp_path / "from-file"
+    monkeypatch.setenv("REELRANK_DATA_DIR", str(tmp_path / "from-env"))
+    assert load_config(env_file).data_dir == tmp_path / "from-env"
+    explicit = load_config(env_file, {"warehouse": {"data_dir": str(tmp_path / "from-flag")}})
+    assert explicit.data_dir == tmp_path / "from-flag"
+
+
+def test_data_dir_is_resolved_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REELRANK_DATA_DIR", raising=False)
+    cfg = load_config(CONF / "base.toml")  # data_dir = "~/.local/share/reelrank"
+    assert cfg.warehouse.data_dir == str(tmp_path / "home" / ".local" / "share" / "reelrank")
+    assert cfg.data_dir == Path(cfg.warehouse.data_dir) and cfg.data_dir.is_absolute()
+    monkeypatch.setenv("REELRANK_DATA_DIR", str(tmp_path / "later"))  # read at load, not on access
+    assert cfg.data_dir == tmp_path / "home" / ".local" / "share" / "reelrank"
+    assert cfg.replace(score={"top_n": 3}).data_dir == cfg.data_dir  # replace does not read the env again
+    moved = cfg.replace(warehouse={"data_dir": "~/elsewhere"})
+    assert moved.data_dir == tmp_path / "home" / "elsewhere"
+
+
+def test_relative_data_dir_is_made_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REELRANK_DATA_DIR", "rel/data")
+    assert load_config(CONF / "base.toml").warehouse.data_dir == str(tmp_path / "rel" / "data")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[evaluate]\nks = []\n", r"evaluate\.ks must be a non-empty list, got \[\]"),
+    ("[ingest]\nrating_min = 5.0\nrating_max = 1.0\n",
+     r"ingest\.rating_max must be greater than ingest\.rating_min, got 1\.0"),
+    ("[quality]\nk = 5\n", r"quality\.k must be one of evaluate\.ks .*got 5"),
+    ("[candidates]\nsources = ['popular']\n", r"candidates\.sources must be a list holding .*got \['popular'\]"),
+])
+def test_inconsistent_fields_are_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=rf"env\.toml: {message}"):
+        load_config(_env_file(tmp_path, text))
+
+
+def test_quality_k_outside_ks_is_fine_when_the_gate_is_off(tmp_path):
+    assert load_config(_env_file(tmp_path, "[quality]\nenabled = false\nk = 5\n")).quality.k == 5

@@ -132,8 +132,9 @@ def test_evaluate_top_n_and_metric_rows(spark):
     # novelty@1: item 12 seen by 1 of 3 users, item 11 by 1 of 3.
     assert got["novelty@1"] == pytest.approx(-math.log2(1 / 3))
     assert got["precision@1"] == pytest.approx(0.5)
-    rows = metric_rows("als", {"rmse": 0.9, "ndcg@10": 0.4})
-    assert rows == [("als", "ndcg", 10, 0.4), ("als", "rmse", None, 0.9)]
+    rows = metric_rows("als", {"rmse": 0.9, "ndcg@10": 0.4}, users=7)
+    assert rows == [("als", "ndcg", 10, 0.4, 7), ("als", "rmse", None, 0.9, 7)]
+    assert metrics_frame(spark, rows).columns == ["model", "metric", "k", "value", "users"]
     assert metrics_frame(spark, rows).count() == 2
     with pytest.raises(ValueError):
         metric_rows("als", {"NDCG 10": 1.0})

@@ -12,12 +12,12 @@ from reelrank.factorize import (
     factor_frames,
     fit_als,
     fit_biases,
-    popular_items,
     predict_ratings,
     recommend_all_users_spark,
     recommend_top_n,
     top_n_block,
 )
+from reelrank.popularity import popular_items
 from reelrank.tune import run_tuning, tune_als
 
 pytestmark = pytest.mark.spark
@@ -80,7 +80,10 @@ def test_explicit_predictions_match_factors_and_cold_start_has_no_nan(spark, cfg
     pred = predict_ratings(model, pairs).toPandas().set_index(["user_idx", "item_idx"]).prediction
     assert pred.notna().all() and np.isfinite(pred).all()
     assert pred.between(1.0, 5.0).all()
-    users, items = (f.toPandas().set_index(c).features for f, c in zip(factor_frames(model), ["user_idx", "item_idx"]))
+    users, items = (
+        f.toPandas().set_index(c).features
+        for f, c in zip(factor_frames(model), ["user_idx", "item_idx"], strict=True)
+    )
     bu = model.user_bias.toPandas().set_index("user_idx").user_bias
     bi = model.item_bias.toPandas().set_index("item_idx").item_bias
     width = als.rank * (2 if plain_weight else 1) + 2

@@ -8,7 +8,8 @@ import pytest
 from pyspark.sql import types as T
 
 from reelrank import columns as C
-from reelrank import factorize, features
+from reelrank import features
+from reelrank.popularity import recommend_popular
 
 pytestmark = pytest.mark.spark
 
@@ -20,24 +21,30 @@ HISTORY = [  # user, item, rating, ts
 ]
 ITEMS = [(0, ["Drama"]), (1, ["Comedy"]), (2, ["Drama", "Comedy"]), (3, ["Horror"]), (4, [])]
 LIST_SCHEMA = T.StructType([T.StructField(c, t) for c, t in
-                            [(C.USER_IDX, T.IntegerType()), (C.ITEM_IDX, T.IntegerType()), (C.SCORE, T.DoubleType()), (C.RANK, T.IntegerType())]])
+                            [(C.USER_IDX, T.IntegerType()), (C.ITEM_IDX, T.IntegerType()), (C.SCORE, T.DoubleType()),
+                             (C.RANK, T.IntegerType())]])
 
 
 @pytest.fixture
 def frames(spark):
     history = spark.createDataFrame(HISTORY, [C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS])
-    items = spark.createDataFrame(ITEMS, T.StructType([T.StructField(C.ITEM_IDX, T.IntegerType()), T.StructField(C.GENRES, T.ArrayType(T.StringType()))]))
+    items = spark.createDataFrame(
+        ITEMS,
+        T.StructType(
+            [T.StructField(C.ITEM_IDX, T.IntegerType()), T.StructField(C.GENRES, T.ArrayType(T.StringType()))]
+        ),
+    )
     return history, items
 
 
 def test_popular_candidates_fill_every_users_list(spark, frames):
     """Each user gets n unseen items, even one who has seen all of the 2n most popular."""
     history, _ = frames
-    pop = {(r[0], r[1]): (r[2], r[3]) for r in factorize.recommend_popular(history, history, history, 2).collect()}
+    pop = {(r[0], r[1]): (r[2], r[3]) for r in recommend_popular(history, history, history, 2).collect()}
     # popularity in users: item 0 (3) > item 1 (2) > items 2, 3 (1 each, tie broken by index); user 2 has seen
     # items 0, 1 and 3, so only item 2 is left to them in this catalogue
     assert pop == {(0, 2): (1.0, 1), (0, 3): (1.0, 2), (1, 1): (2.0, 1), (1, 3): (1.0, 2), (2, 2): (1.0, 1)}
-    one = {(r[0], r[1]) for r in factorize.recommend_popular(history, history, history, 1).collect()}
+    one = {(r[0], r[1]) for r in recommend_popular(history, history, history, 1).collect()}
     assert one == {(0, 2), (1, 1), (2, 2)}  # user 2 has seen both of the top two items: still one candidate
 
 
@@ -45,9 +52,10 @@ def test_build_features_union_labels_and_values(spark, frames, cfg):
     history, items = frames
     als = spark.createDataFrame([(0, 2, 0.9, 1), (0, 4, 0.5, 2)], LIST_SCHEMA)
     nb = spark.createDataFrame([(0, 2, 0.3, 1), (1, 1, 0.7, 1)], LIST_SCHEMA)
-    pop = factorize.recommend_popular(history, history, history, 1)
+    pop = recommend_popular(history, history, history, 1)
     labels = spark.createDataFrame([(0, 2), (1, 3)], [C.USER_IDX, C.ITEM_IDX])
-    out = features.build_features(history, items, als, nb, pop, cfg.features, labels)
+    lists = {"als": als, "item_neighbours": nb, "popular": pop}
+    out = features.build_features(history, items, lists, features.missing_rank(cfg), labels)
     rows = {(r[C.USER_IDX], r[C.ITEM_IDX]): r.asDict() for r in out.collect()}
     # popular(1): user 0's most popular unseen item is 2, user 1's is 1, user 2's is 2
     assert set(rows) == {(0, 2), (0, 4), (1, 1), (2, 2)}
@@ -69,7 +77,8 @@ def test_build_features_union_labels_and_values(spark, frames, cfg):
     assert r["f_item_age"] == pytest.approx(math.log1p(10 - 3), rel=1e-6)
     # item 4 was never rated: neutral fills, no NaN anywhere
     r4 = rows[(0, 4)]
-    assert r4["f_item_pop"] == pytest.approx(math.log(1 / (7 / 4))) and r4["f_item_mean"] == pytest.approx(sum(h[2] for h in HISTORY) / len(HISTORY))
+    assert (r4["f_item_pop"] == pytest.approx(math.log(1 / (7 / 4)))
+            and r4["f_item_mean"] == pytest.approx(sum(h[2] for h in HISTORY) / len(HISTORY)))
     assert r4["f_nb_score"] == features.MISSING_Z and r4["f_genre_affinity"] == 0.0
     assert all(v == v for row in rows.values() for k, v in row.items() if k.startswith("f_"))
 

@@ -61,7 +61,9 @@ def test_every_row_gets_the_expected_outcome(result):
 def test_invariant_accepted_plus_rejected_is_input(result):
     raw, accepted, rejected, _, _ = result
     keys_in = sorted((r.source_file, r.source_row) for r in raw.collect())
-    keys_out = sorted([(r.source_file, r.source_row) for r in accepted] + [(r.source_file, r.source_row) for r in rejected])
+    keys_out = sorted(
+        [(r.source_file, r.source_row) for r in accepted] + [(r.source_file, r.source_row) for r in rejected]
+    )
     assert keys_out == keys_in
 
 
@@ -83,7 +85,9 @@ def test_accepted_values_are_trimmed_and_typed(result):
 
 def test_rejected_keep_raw_values_and_explain(result):
     _, _, rejected, _, rejected_df = result
-    assert rejected_df.columns == ["user_id", "item_id", "rating", "timestamp", "source_file", "source_row", "reason", "detail"]
+    assert rejected_df.columns == [
+        "user_id", "item_id", "rating", "timestamp", "source_file", "source_row", "reason", "detail"
+    ]
     by_row = {(r.source_file, r.source_row): r for r in rejected}
     assert by_row[(F1, 9)].detail == "rating '7' outside [1.0, 5.0]"
     assert by_row[(F1, 9)].rating == "7"
@@ -137,8 +141,8 @@ def test_real_movielens_100k_is_all_accepted(spark, cfg):
     import dataclasses as dc
 
     import pandas as pd
-
     from conftest import dataset
+
     from reelrank.sources import read_source
 
     folder = dataset("ml-100k")

@@ -174,7 +174,7 @@ def test_ndcg_matches_a_direct_computation():
 
 def test_unknown_model_and_bad_payload(cfg):
     with pytest.raises(ModelError, match="train.model"):
-        make_ranker(cfg.replace(train={"model": "nope"}).train, 3, 3)
+        make_ranker(dataclasses.replace(cfg.train, model="nope"), 3, 3)  # past the config's own check
     with pytest.raises(pickle.UnpicklingError):
         models.from_bytes(b"not a model")
     buf = io.BytesIO()

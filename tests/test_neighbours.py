@@ -209,7 +209,7 @@ def test_cap_ratings_is_seeded_and_exact(ratings, cfg):
     want = {u: min(len(items), 2) for u, items in MATRIX.items()}
     assert counts.to_dict() == want
     all_rows = {(u, i) for u, i, _ in ROWS}
-    assert set(zip(capped[C.USER_IDX], capped[C.ITEM_IDX])) <= all_rows
+    assert set(zip(capped[C.USER_IDX], capped[C.ITEM_IDX], strict=True)) <= all_rows
     again = nbr.cap_ratings(ratings, C.USER_IDX, 2, seed=7).toPandas()
     key = [C.USER_IDX, C.ITEM_IDX]
     pd.testing.assert_frame_equal(capped.sort_values(key, ignore_index=True), again.sort_values(key, ignore_index=True))

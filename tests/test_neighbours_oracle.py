@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import dataset
 from pyspark.sql import types as T
 
 from reelrank import columns as C
 from reelrank import neighbours as nbr
-from conftest import dataset
 
 surprise = pytest.importorskip("surprise")
 
@@ -37,7 +37,7 @@ def read_fold(path) -> pd.DataFrame:
 
 
 def to_spark(spark, pdf: pd.DataFrame):
-    rows = list(zip(pdf[C.USER_IDX].tolist(), pdf[C.ITEM_IDX].tolist(), pdf[C.RATING].tolist()))
+    rows = list(zip(pdf[C.USER_IDX].tolist(), pdf[C.ITEM_IDX].tolist(), pdf[C.RATING].tolist(), strict=True))
     return spark.createDataFrame(rows, SCHEMA)
 
 
@@ -53,8 +53,8 @@ def surprise_fit(train: pd.DataFrame, user_based: bool):
 @pytest.fixture(scope="module")
 def ncfg(cfg):
     return dataclasses.replace(
-        cfg.neighbours, k=40, min_k=1, min_support=2, shrinkage=0.0, top_k=100, list_shrinkage=cfg.neighbours.list_shrinkage,
-        max_ratings_per_user=0, max_ratings_per_item=0, blocks=2,
+        cfg.neighbours, k=40, min_k=1, min_support=2, shrinkage=0.0, top_k=100,
+        list_shrinkage=cfg.neighbours.list_shrinkage, max_ratings_per_user=0, max_ratings_per_item=0, blocks=2,
     )
 
 
@@ -122,7 +122,7 @@ def test_knn_with_means_rmse_equals_surprise(spark, ncfg, fold):
         sims.unpersist()
         t1 = time.perf_counter()
         algo = surprise_fit(train, user_based=by == "user")
-        theirs = algo.test(list(zip(test["user"], test["item"], test["rating"])))
+        theirs = algo.test(list(zip(test["user"], test["item"], test["rating"], strict=True)))
         ref = pd.DataFrame(
             {
                 C.USER_IDX: [p.uid - 1 for p in theirs],

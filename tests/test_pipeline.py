@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
+from reelrank import catalog, pipeline
 from reelrank import columns as C
-from reelrank import pipeline
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 DAY = date(2026, 11, 23)
@@ -81,7 +81,7 @@ def test_metrics_and_run_history(spark, cfg, nightly):
     metrics = _table(spark, cfg, "metrics").toPandas()
     k = cfg.evaluate.ks[0]
     ndcg = metrics[(metrics.metric == "ndcg") & (metrics.k == k)].set_index(C.MODEL)["value"]
-    assert {"popular", "item_neighbours", "als", cfg.train.model} <= set(ndcg.index)
+    assert set(cfg.candidates.sources) | {cfg.train.model} == set(ndcg.index)
     assert ((ndcg >= 0) & (ndcg <= 1)).all()
     assert {"rmse", "mae"} <= set(metrics.metric)
     runs = spark.table(f"{cfg.warehouse.database}.runs").toPandas()
@@ -115,7 +115,8 @@ def test_report_is_written(nightly):
 def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, nightly, caplog):
     """A gate failure publishes nothing; --resume then reuses every verified stage and only publishes."""
     before = sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect())
-    strict = cfg.replace(quality={"max_metric_drop": -1.0, "noise_z": 0.0})  # twice the last run's NDCG, no noise allowance
+    # twice the last run's NDCG, no noise allowance
+    strict = cfg.replace(quality={"max_metric_drop": -1.0, "noise_z": 0.0})
     with pytest.raises(pipeline.RunFailed, match=r"quality gate: .* ndcg@10 fell"):
         pipeline.run_nightly(spark, strict, DAY)
     assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
@@ -129,3 +130,36 @@ def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, ni
     models = {r[0] for r in _table(spark, cfg, "recommendations").select(C.MODEL).distinct().collect()}
     assert models == {resumed.model_name}
     assert _table(spark, cfg, "recommendations").count() == len(before)
+
+
+def test_run_directory_holds_exactly_the_declared_outputs(cfg, nightly):
+    """What the stages wrote is what the catalog declares, every output marked complete."""
+    ctx = nightly["second"]
+    declared = {n for n, d in catalog.DATASETS.items() if d.kind in ("frame", "frames")}
+    assert {p.name for p in (ctx.work / "frames").iterdir()} == declared
+    assert {p.name for p in (ctx.work / "shards").iterdir()} == {"train", "val", "score"}
+    assert all(ctx.complete(name) for name in catalog.DATASETS)
+    for split in ("candidates_history", "candidates_full"):
+        assert sorted(p.name for p in ctx.local_dir(split).iterdir() if p.is_dir()) == sorted(cfg.candidates.sources)
+
+
+def test_resume_after_a_stage_died_midway_reruns_from_it(spark, cfg, nightly, caplog, monkeypatch):
+    """A stage that wrote its outputs but never ended is not complete: --resume skips the stages before it only."""
+    day = date(2026, 11, 24)
+    real = pipeline.STAGES["features"]
+
+    def dies_after_writing(ctx, io, st):
+        real(ctx, io, st)
+        raise RuntimeError("killed before the stage ended")
+
+    monkeypatch.setitem(pipeline.STAGES, "features", dies_after_writing)
+    with pytest.raises(pipeline.RunFailed, match="killed before the stage ended"):
+        pipeline.run_nightly(spark, cfg, day)
+    monkeypatch.setitem(pipeline.STAGES, "features", real)
+    caplog.set_level("INFO", logger="reelrank")
+    resumed = pipeline.run_nightly(spark, cfg, day, resume=True)
+    skipped = [r.getMessage().split()[0] for r in caplog.records if "skipped: outputs of run" in r.getMessage()]
+    assert skipped == ["ingest", "matrix", "neighbours", "candidates"]
+    assert [s.name for s in resumed.record.stages] == list(pipeline.STAGES)
+    recs = spark.table(f"{cfg.warehouse.database}.recommendations")
+    assert recs.filter(F.col(C.RUN_DATE) == F.lit(day)).count() == recs.filter(F.col(C.RUN_DATE) == F.lit(DAY)).count()

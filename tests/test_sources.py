@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import dataset
 from pyspark.sql import functions as F
 
-from conftest import dataset
 from reelrank.sources import INTERACTIONS_SCHEMA, KINDS, SourceError, read_source
 
 pytestmark = pytest.mark.spark
@@ -55,7 +55,9 @@ def test_movielens_csv_with_quoted_titles(spark, cfg, tmp_path):
     )
     raw = read_source(spark, _src(cfg, kind="movielens-csv", input=str(tmp_path)), cfg.synthetic)
     f = str(tmp_path / "ratings.csv")
-    assert _rows(raw.interactions) == {(f, 2): ("1", "318", "5.0", "964982703"), (f, 3): ("1", "50", "3.5", "964981247")}
+    assert _rows(raw.interactions) == {
+        (f, 2): ("1", "318", "5.0", "964982703"), (f, 3): ("1", "50", "3.5", "964981247")
+    }
     items = {r.item_id: (r.title, r.genres, r.year) for r in raw.items.collect()}
     assert items == {
         "318": ("Shawshank Redemption, The (1994)", ["Crime", "Drama"], 1994),
@@ -130,7 +132,9 @@ def test_synthetic_kind(spark, cfg):
     assert df.dtypes == DTYPES
     stats = df.agg(F.count("*").alias("n"), F.min("source_row").alias("lo"), F.max("source_row").alias("hi"),
                    F.countDistinct("user_id").alias("users")).first()  # fmt: skip
-    assert (stats.n, stats.lo, stats.hi, stats.users) == (cfg.synthetic.ratings, 1, cfg.synthetic.ratings, cfg.synthetic.users)
+    assert (stats.n, stats.lo, stats.hi, stats.users) == (
+        cfg.synthetic.ratings, 1, cfg.synthetic.ratings, cfg.synthetic.users
+    )
     assert raw.items.count() == cfg.synthetic.items
     assert dict(raw.items.dtypes) == {"item_id": "string", "title": "string", "genres": "array<string>", "year": "int"}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import dataset
 
 from reelrank.splits import leave_last_by_time, read_ml100k_fold, read_stratified_split, stratified_split
-from conftest import dataset
 
 pytestmark = pytest.mark.spark
 

@@ -15,13 +15,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlenv import BeelineSession, Metastore, child_env, free_port, kill, start_nightly, wait_watching, write_env
 
 from reelrank import cli, sqlserver
 from reelrank.config import load_config
 from reelrank.session import spark_settings, split_secrets
 from reelrank.sqlserver import SqlServerError, beeline
-
-from sqlenv import BeelineSession, Metastore, child_env, free_port, kill, start_nightly, wait_watching, write_env
 
 RUN_DATE = "2026-01-02"
 # The brief's tiny catalogue; ALS, neighbour blocks and shard files cut down so a nightly is a few dozen Spark jobs.
@@ -38,7 +37,8 @@ READ = (f"count(*), count(DISTINCT user_id), min(model), max(model) FROM reelran
 NIGHTLY_TIMEOUT_S = 1500.0  # a tiny nightly: 4.4-9.4 min measured here at load 17-24 on 2 cores, far less when idle
 QUERY_TIMEOUT_S = 300.0
 MAX_READS = 1000  # per loop (a long-lived read takes ~1-3 s, a fresh beeline ~5-20 s)
-READ_FROM_STAGE = "train"  # reads start when this stage of the second nightly has ended: score, evaluate, publish follow
+# reads start when this stage of the second nightly has ended: score, evaluate, publish follow
+READ_FROM_STAGE = "train"
 READS_AFTER_PUBLISH = 2  # each loop keeps reading until it has this many reads that started after the nightly ended
 LONG_LIVED_PAUSE_S = 1.0  # between long-lived reads: each is a Spark job in the server, sharing the 2 cores
 
@@ -89,7 +89,9 @@ def metastore():
     try:
         r = ms.run("install", 900)
         if r.returncode != 0:
-            pytest.skip(f"cannot install PostgreSQL and its JDBC driver here (needs root and apt): {r.stderr.strip()[-400:]}")
+            pytest.skip(
+                f"cannot install PostgreSQL and its JDBC driver here (needs root and apt): {r.stderr.strip()[-400:]}"
+            )
         r = ms.run("start", 900)
         assert r.returncode == 0, r.stderr[-3000:]
         status = ms.run("status", 120)
@@ -126,7 +128,9 @@ def _wait_for_stage(log: Path, stage: str, proc: subprocess.Popen) -> None:
     done = re.compile(rf"^\d\d:\d\d:\d\d INFO\s+{stage}\s+[\d,]+ rows", re.M)
     deadline = time.time() + NIGHTLY_TIMEOUT_S
     while not done.search(log.read_text(errors="replace")):
-        assert proc.poll() is None, f"the nightly exited ({proc.returncode}) before its {stage} stage ended:\n{_tail(log)}"
+        assert proc.poll() is None, (
+            f"the nightly exited ({proc.returncode}) before its {stage} stage ended:\n{_tail(log)}"
+        )
         assert time.time() < deadline, f"no {stage} stage within {NIGHTLY_TIMEOUT_S:.0f} s"
         time.sleep(1.0)
 
@@ -234,7 +238,7 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
 
         publish = _publish_window(logs[1], ended)
         during = 0
-        for name, loop in zip(("fresh connections", "long-lived connection"), loops):
+        for name, loop in zip(("fresh connections", "long-lived connection"), loops, strict=True):
             rows = [r[2] for r in loop.results]
             errors = [r for r in rows if isinstance(r, str)]
             assert not errors, f"{name}: {len(errors)} failed reads, first: {errors[0]}"

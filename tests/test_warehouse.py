@@ -31,7 +31,8 @@ def _publish(spark, cfg, run_date, run_id, n, tag):
 
 def _rows(spark, cfg, run_date):
     return spark.sql(
-        f"SELECT tag, count(*) AS n FROM {cfg.warehouse.database}.recs WHERE {C.RUN_DATE} = DATE'{run_date}' GROUP BY tag"
+        f"SELECT tag, count(*) AS n FROM {cfg.warehouse.database}.recs WHERE {C.RUN_DATE} = DATE'{run_date}' "
+        "GROUP BY tag"
     ).collect()
 
 

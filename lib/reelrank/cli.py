@@ -1,123 +1,30 @@
-"""The ``reelrank`` command and the shared argument handling of the spark-submit jobs."""
+"""The ``reelrank`` command: one argparse parser, one sub-command per task.
+
+The shared helpers (logging, arguments, config, SparkSession, the jobs) live in :mod:`reelrank.bootstrap`;
+this module only dispatches, plus the bodies of the commands only a person runs (query, runs, where, report,
+spark-conf). Nothing heavy is imported until a command runs, so ``--help`` never starts Spark.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from datetime import date, datetime, timezone
 
-from reelrank.config import Config, ConfigError, load_config
-
-log = logging.getLogger("reelrank")
-
-SOURCES = ["synthetic", "movielens-100k", "movielens-csv", "parquet", "csv"]
-
-
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-5s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for noisy in ("py4j", "petastorm", "pyarrow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+from reelrank import __version__, sqlserver
+from reelrank.bootstrap import (
+    JOBS,
+    STAGE_NAMES,
+    add_common,
+    add_run_args,
+    config_from_args,
+    parse_date,
+    run_in_session,
+    run_pipeline,
+)
+from reelrank.config import Config
 
 
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
-
-
-def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="environment TOML (extends base.toml beside it); default conf/local.toml")
-    p.add_argument("--data-dir", help="where the warehouse, metastore, shards and models live")
-    p.add_argument("-v", "--verbose", action="store_true")
-
-
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    add_common(p)
-    p.add_argument("--date", type=_date, default=None, help="run date YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--source", choices=SOURCES, help="input kind (default from config)")
-    p.add_argument("--input", help="MovieLens folder, or the Parquet/CSV file(s) or folder")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the date's unpublished run, skipping stages whose outputs are complete")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by ``--config`` and apply the command-line overrides."""
-    overrides: dict = {}
-    if getattr(args, "data_dir", None):
-        overrides.setdefault("warehouse", {})["data_dir"] = args.data_dir
-    if getattr(args, "source", None):
-        overrides.setdefault("source", {})["kind"] = args.source
-    if getattr(args, "input", None):
-        overrides.setdefault("source", {})["input"] = args.input
-    return load_config(args.config, overrides or None)
-
-
-def run_date(args: argparse.Namespace) -> date:
-    return args.date or datetime.now(timezone.utc).date()
-
-
-def start_session(args: argparse.Namespace):
-    """Load the config and build the SparkSession: ``(cfg, spark)``, or None after one clear line on stderr."""
-    from reelrank.session import JavaMissingError, build_spark
-
-    try:
-        cfg = config_from_args(args)
-        return cfg, build_spark(cfg)
-    except (ConfigError, JavaMissingError) as e:
-        print(f"reelrank: {e}", file=sys.stderr)
-        return None
-
-
-def run_in_session(args: argparse.Namespace, body, errors: tuple[type[BaseException], ...] = ()) -> int:
-    """A command's life: logging, config and SparkSession (exit 2 when they fail), ``body(cfg, spark)``'s exit
-    code (1, with one line on stderr, for one of ``errors``), and the session stopped in every case."""
-    setup_logging(args.verbose)
-    if (started := start_session(args)) is None:
-        return 2
-    cfg, spark = started
-    try:
-        return body(cfg, spark)
-    except errors as e:
-        print(f"reelrank: {e}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
-
-
-def run_job(stage: str, argv: list[str] | None = None) -> int:
-    """Entry of ``jobs/<stage>.py`` and ``reelrank nightly``: parse, configure, build the session, run."""
-    from reelrank import pipeline
-
-    p = argparse.ArgumentParser(prog=f"reelrank {stage}", description=f"Run the {stage} stage of the nightly pipeline.")
-    add_run_args(p)
-    args = p.parse_args(argv)
-
-    def body(cfg: Config, spark) -> int:
-        if stage == "nightly":
-            ctx = pipeline.run_nightly(spark, cfg, run_date(args), resume=args.resume)
-            print(pipeline.summary(ctx))
-        else:
-            pipeline.run_stage(spark, cfg, run_date(args), stage)
-        return 0
-
-    return run_in_session(args, body, (pipeline.RunFailed, ValueError))
-
-
-def _query(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="reelrank query", description="Run SQL against the warehouse and print the result.")
-    add_common(p)
-    p.add_argument("--format", choices=["table", "csv"], default="table")
-    p.add_argument("--limit", type=int, default=1000, help="most rows printed (table format)")
-    p.add_argument("sql")
-    args = p.parse_args(argv)
-
+def _query(args: argparse.Namespace) -> int:
     def body(_cfg: Config, spark) -> int:
         try:
             df = spark.sql(args.sql)
@@ -142,8 +49,11 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
     cells = [[("NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)) for v in r] for r in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [line, "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |", line]
-    out += ["| " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(r, widths)) + " |" for r in cells]
+    out = [line, "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |", line]
+    out += [
+        "| " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |"
+        for r in cells
+    ]
     out.append(line)
     out.append(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
     return "\n".join(out)
@@ -157,30 +67,21 @@ def _numeric(v: str) -> bool:
         return False
 
 
-def _runs(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="reelrank runs", description="List recent runs.")
-    add_common(p)
-    p.add_argument("--limit", type=int, default=10)
-    args = p.parse_args(argv)
+def _runs(args: argparse.Namespace) -> int:
     db = config_from_args(args).warehouse.database
     sql = (f"SELECT run_id, run_date, status, round(seconds, 1) AS seconds, stage_rows['score'] AS recommendations, "
            f"substring_index(error, '\\n', 1) AS error FROM {db}.runs ORDER BY started_at DESC LIMIT {args.limit}")
-    return _query(([f"--config={args.config}"] if args.config else []) + (["--data-dir", args.data_dir] if args.data_dir else []) + [sql])
+    return _query(argparse.Namespace(**{**vars(args), "sql": sql, "format": "table"}))
 
 
-def _where(argv: list[str]) -> int:
+def _where(args: argparse.Namespace) -> int:
     """Print the directory a table's published partition points at (for reading the Parquet directly)."""
-    from pyspark.sql import functions as F
-
-    from reelrank.warehouse import partition_location
-
-    p = argparse.ArgumentParser(prog="reelrank where", description="Print where a published partition's Parquet files are.")
-    add_common(p)
-    p.add_argument("table")
-    p.add_argument("--date", type=_date, default=None, help="run date (default: the latest published)")
-    args = p.parse_args(argv)
 
     def body(cfg: Config, spark) -> int:
+        from pyspark.sql import functions as F
+
+        from reelrank.warehouse import partition_location
+
         db = cfg.warehouse.database
         if not spark.catalog.tableExists(f"{db}.{args.table}"):
             print(f"reelrank: no table {db}.{args.table}", file=sys.stderr)
@@ -188,7 +89,9 @@ def _where(argv: list[str]) -> int:
         day = args.date or spark.table(f"{db}.{args.table}").agg(F.max("run_date")).first()[0]
         location = partition_location(spark, db, args.table, day) if day else None
         if location is None:
-            print(f"reelrank: {db}.{args.table} has no published partition{f' for {day}' if day else ''}", file=sys.stderr)
+            print(
+                f"reelrank: {db}.{args.table} has no published partition{f' for {day}' if day else ''}", file=sys.stderr
+            )
             return 1
         print(location.removeprefix("file:"))
         return 0
@@ -196,12 +99,9 @@ def _where(argv: list[str]) -> int:
     return run_in_session(args, body)
 
 
-def _report(argv: list[str]) -> int:
+def _report(args: argparse.Namespace) -> int:
     from reelrank.report import latest_report
 
-    p = argparse.ArgumentParser(prog="reelrank report", description="Print the path of the latest run report.")
-    add_common(p)
-    args = p.parse_args(argv)
     path = latest_report(config_from_args(args).data_dir)
     if path is None:
         print("reelrank: no report yet: run the nightly first", file=sys.stderr)
@@ -210,7 +110,7 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
-def _spark_conf(argv: list[str]) -> int:
+def _spark_conf(args: argparse.Namespace) -> int:
     """Print the session's settings as spark-submit options (driver settings must be given at submit time).
 
     Secrets (the metastore password) are left out: the job sets them from its config when it starts, so they
@@ -218,9 +118,6 @@ def _spark_conf(argv: list[str]) -> int:
     """
     from reelrank.session import spark_settings, split_secrets
 
-    p = argparse.ArgumentParser(prog="reelrank spark-conf", description="Print --conf options for spark-submit.")
-    add_common(p)
-    args = p.parse_args(argv)
     cfg = config_from_args(args)
     print(f"--master {cfg.spark.master}")
     for key, value in split_secrets(spark_settings(cfg))[0].items():
@@ -228,47 +125,74 @@ def _spark_conf(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {
-    "nightly": "run every stage and publish",
-    "query": "run SQL against the warehouse",
-    "runs": "list recent runs",
-    "stage": "run one stage (ingest, matrix, ...) of today's run",
-    "serve-sql": "start/stop the SQL (JDBC/Thrift) server over the warehouse",
-    "where": "print the directory of a table's published partition",
-    "report": "print the path of the latest run's HTML report",
-    "spark-conf": "print the config's Spark settings as spark-submit options",
-}
+def _query_args(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--format", choices=["table", "csv"], default="table")
+    p.add_argument("--limit", type=int, default=1000, help="most rows printed (table format)")
+    p.add_argument("sql")
+
+
+def _stage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stage", choices=STAGE_NAMES, metavar="STAGE", help=f"one of: {', '.join(STAGE_NAMES)}")
+    add_run_args(p)
+
+
+def _runs_args(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--limit", type=int, default=10, help="how many runs, newest first")
+
+
+def _where_args(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("table")
+    p.add_argument("--date", type=parse_date, default=None, help="run date (default: the latest published)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; building it imports nothing heavy."""
+    p = argparse.ArgumentParser(prog="reelrank", description="A nightly batch recommender on Apache Spark.",
+                                epilog="'reelrank COMMAND --help' for a command's options")
+    p.add_argument("--version", action="version", version=f"reelrank {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True)
+
+    def command(name: str, help: str, description: str, add_args, run) -> None:
+        sp = sub.add_parser(name, help=help, description=description)
+        add_args(sp)
+        sp.set_defaults(run=run)
+
+    nightly, tune = JOBS["nightly"], JOBS["tune"]
+    command("nightly", nightly.help, nightly.description, nightly.add_args, nightly.run)
+    command("stage", "run one stage (ingest, matrix, ...) of a date's run",
+            "Run one stage of the nightly pipeline, continuing that date's run.", _stage_args,
+            lambda args: run_pipeline(args.stage, args))
+    command("query", "run SQL against the warehouse", "Run SQL against the warehouse and print the result.",
+            _query_args, _query)
+    command("runs", "list recent runs", "List recent runs.", _runs_args, _runs)
+    command("where", "print the directory of a table's published partition",
+            "Print where a published partition's Parquet files are.", _where_args, _where)
+    command("report", "print the path of the latest run's HTML report", "Print the path of the latest run report.",
+            add_common, _report)
+    command("spark-conf", "print the config's Spark settings as spark-submit options",
+            "Print --conf options for spark-submit.", add_common, _spark_conf)
+    serve = sub.add_parser("serve-sql", help="start/stop the SQL (JDBC/Thrift) server over the warehouse",
+                           description=sqlserver.DESCRIPTION)
+    sqlserver.add_arguments(serve)
+    serve.set_defaults(run=lambda args: sqlserver.run(args, serve))
+    command("tune", tune.help, tune.description, tune.add_args, tune.run)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: reelrank COMMAND [options]\n\ncommands:")
-        for name, text in COMMANDS.items():
-            print(f"  {name:8s} {text}")
-        print("\n'reelrank COMMAND --help' for a command's options")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "nightly":
-        return run_job("nightly", rest)
-    if cmd == "query":
-        return _query(rest)
-    if cmd == "runs":
-        return _runs(rest)
-    if cmd == "report":
-        return _report(rest)
-    if cmd == "where":
-        return _where(rest)
-    if cmd == "serve-sql":
-        from reelrank.sqlserver import main as serve_sql
-
-        return serve_sql(rest)
-    if cmd == "spark-conf":
-        return _spark_conf(rest)
-    if not rest:
-        print("usage: reelrank stage NAME [options]", file=sys.stderr)
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
         return 2
-    return run_job(rest[0], rest[1:])
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) or a usage error (2): argparse has printed why
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 ``conf/base.toml`` holds every setting; an environment file (``local.toml``, ``cluster.toml``)
 overrides a subset of it. Every field must come from TOML: an unknown key, a missing key or a
-wrong type is a :class:`ConfigError` naming the file and the dotted key.
+wrong type is a :class:`ConfigError` naming the file and the dotted key. So is a value outside a field's
+choices (a ``Literal``) or its range (``Annotated`` with a :class:`Check`), checked at load.
 """
 
 from __future__ import annotations
@@ -14,13 +15,62 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from reelrank.metric_keys import RankingMetric, parse_metric_key
 
 
 class ConfigError(ValueError):
-    """A configuration file is missing, malformed, or holds an unknown key or a wrong type."""
+    """A configuration file is missing, malformed, or holds an unknown key, a wrong type or a value out of range."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """A constraint on a field's value, attached as ``Annotated[int, POSITIVE]``; checked by :func:`load_config`."""
+
+    test: Callable[[Any], bool]
+    expect: str
+    """What a valid value is, completing "KEY must be ...", e.g. ``"> 0"``."""
+
+
+def _is_metric_key(key: str) -> bool:
+    try:
+        parse_metric_key(key)
+        return True
+    except ValueError:
+        return False
+
+
+POSITIVE = Check(lambda v: v > 0, "> 0")
+NON_NEGATIVE = Check(lambda v: v >= 0, ">= 0")
+FRACTION = Check(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+DROPOUT = Check(lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+METRIC_KEY = Check(_is_metric_key, "rmse, mae or NAME@K (NAME one of "
+                   + ", ".join(typing.get_args(RankingMetric)) + "; K a positive integer)")
+
+PositiveInt = Annotated[int, POSITIVE]
+NonNegativeInt = Annotated[int, NON_NEGATIVE]
+PositiveFloat = Annotated[float, POSITIVE]
+NonNegativeFloat = Annotated[float, NON_NEGATIVE]
+Fraction = Annotated[float, FRACTION]
+
+SourceKind = Literal["synthetic", "movielens-100k", "movielens-csv", "parquet", "csv"]
+"""Readers of :func:`reelrank.sources.read_source`."""
+ModelName = Literal["mlp", "neumf"]
+"""Rankers registered in :data:`reelrank.models.RANKERS`."""
+LossName = Literal["bce", "bpr"]
+DeviceSetting = Literal["auto", "cpu", "cuda"]
+"""As :data:`reelrank.device.DEVICE_SETTINGS`."""
+CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als"]
+"""Sources registered in :data:`reelrank.candidates.REGISTRY`."""
+FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular")
+"""The candidate sources whose lists the ranker's features describe (:mod:`reelrank.features`)."""
+Metastore = Literal["derby", "external"]
+SparkLogLevel = Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "TRACE", "OFF"]
+"""``SparkContext.setLogLevel``'s levels."""
 
 
 @dataclass(frozen=True)
@@ -28,11 +78,11 @@ class SparkConfig:
     master: str
     """Spark master URL, e.g. ``local[2]`` or ``spark://host:7077``."""
     app_name: str
-    shuffle_partitions: int
+    shuffle_partitions: PositiveInt
     """``spark.sql.shuffle.partitions``: small on one machine, larger on a cluster."""
     driver_memory: str
     ui_enabled: bool
-    log_level: str
+    log_level: SparkLogLevel
     extra: dict[str, str]
     """Any further ``spark.*`` settings, passed through verbatim."""
 
@@ -41,20 +91,21 @@ class SparkConfig:
 class WarehouseConfig:
     data_dir: str
     """Root for the warehouse, the embedded metastore, shards and models (``~`` and env vars expand).
-    ``REELRANK_DATA_DIR`` overrides it."""
+    Resolved once by :func:`load_config` to an absolute path: an explicit override (``--data-dir``) wins, then
+    ``$REELRANK_DATA_DIR``, then the files."""
     database: str
-    metastore: str
+    metastore: Metastore
     """``derby`` (embedded, one process at a time) or ``external`` (settings in ``metastore_conf``)."""
     metastore_conf: dict[str, str]
     """Extra ``spark.hadoop.*`` settings for an external metastore; secrets come from the environment
     as ``${VAR}`` placeholders, never from a committed file."""
-    grace_hours: float
+    grace_hours: NonNegativeFloat
     """How long a replaced partition directory is kept before it is garbage-collected."""
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    kind: str
+    kind: SourceKind
     """``synthetic``, ``movielens-100k``, ``movielens-csv``, ``parquet`` or ``csv``."""
     input: str
     """Folder or file(s) to read; unused for ``synthetic``."""
@@ -68,22 +119,22 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    users: int
-    items: int
-    ratings: int
-    genres: int
-    latent_dim: int
+    users: PositiveInt
+    items: PositiveInt
+    ratings: PositiveInt
+    genres: PositiveInt
+    latent_dim: PositiveInt
     popularity_exponent: float
     """Zipf-like exponent of item popularity: larger means a longer, thinner tail."""
     seed: int
     start_ts: int
     """Unix seconds of the first interaction; the history spans ``days``."""
-    days: int
-    min_user_ratings: int
+    days: PositiveInt
+    min_user_ratings: NonNegativeInt
     """Every synthetic user rates at least this many items."""
-    rating_noise: float
+    rating_noise: NonNegativeFloat
     """Standard deviation of the per-rating noise (in stars) before rounding: the unpredictable part."""
-    new_item_fraction: float
+    new_item_fraction: Fraction
     """Share of items released during the history window (rated only after release); the rest is back catalogue."""
 
 
@@ -95,27 +146,27 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class NeighboursConfig:
-    k: int
+    k: PositiveInt
     """Neighbours used per prediction (KNNWithMeans' ``k``)."""
-    min_k: int
+    min_k: NonNegativeInt
     """Below this many usable neighbours the prediction falls back to the entity mean."""
-    min_support: int
+    min_support: NonNegativeInt
     """Pairs with fewer co-ratings get no similarity."""
-    shrinkage: float
+    shrinkage: NonNegativeFloat
     """``sim * n / (n + shrinkage)``; 0 disables it."""
-    top_k: int
+    top_k: PositiveInt
     """Neighbours stored per entity."""
-    list_shrinkage: float
+    list_shrinkage: NonNegativeFloat
     """The stored top-k lists are ranked by ``sim * n / (n + list_shrinkage)`` (significance weighting), so pairs
     with tiny support (Pearson is ±1 at n = 2) do not crowd out well-supported neighbours; the stored similarity
     itself is not shrunk. 0 ranks by similarity alone."""
-    recommend_shrinkage: float
+    recommend_shrinkage: NonNegativeFloat
     """Item-neighbour candidates score Σ sim · n / (n + recommend_shrinkage) over the user's items."""
-    max_ratings_per_user: int
+    max_ratings_per_user: NonNegativeInt
     """Heavy users are down-sampled (seeded) to this many ratings for item-item pairs; 0 disables the cap."""
-    max_ratings_per_item: int
+    max_ratings_per_item: NonNegativeInt
     """Popular items are down-sampled (seeded) to this many ratings for user-user pairs; 0 disables the cap."""
-    blocks: int
+    blocks: PositiveInt
     """Entities are split into this many blocks; each of the ``blocks * (blocks + 1) / 2`` block pairs is one
     task computing its pairs' sufficient statistics with sparse products. More blocks: smaller tasks."""
     seed: int
@@ -123,129 +174,144 @@ class NeighboursConfig:
 
 @dataclass(frozen=True)
 class ALSConfig:
-    rank: int
-    reg_param: float
+    rank: PositiveInt
+    reg_param: NonNegativeFloat
     """Spark ALS ``regParam`` (scaled by each user's / item's rating count: ALS-WR)."""
-    max_iter: int
-    alpha: float
+    max_iter: PositiveInt
+    alpha: NonNegativeFloat
     """Implicit mode: confidence is ``1 + alpha * r`` for a rating or event count ``r``."""
     implicit: bool
     """``true``: implicit-feedback ALS (top-N); ``false``: explicit ALS on ratings (rating prediction)."""
     nonnegative: bool
-    blocks: int
+    blocks: PositiveInt
     """``numUserBlocks`` and ``numItemBlocks``."""
-    checkpoint_interval: int
+    checkpoint_interval: NonNegativeInt
     """Checkpoint ALS factors every this many iterations (needs a checkpoint dir); 0 disables it."""
     seed: int
     biases: bool
     """Explicit mode: fit a global mean plus regularised user/item biases, ALS on the residual, add back."""
-    bias_reg_user: float
+    bias_reg_user: NonNegativeFloat
     """Ridge penalty of a user bias (``sum(residual) / (bias_reg_user + n_u)``)."""
-    bias_reg_item: float
+    bias_reg_item: NonNegativeFloat
     """Ridge penalty of an item bias."""
-    bias_iter: int
+    bias_iter: NonNegativeInt
     """Alternating passes (items, then users) fitting the biases."""
-    plain_weight: float
+    plain_weight: Fraction
     """Explicit mode with biases: weight of a second ALS fitted on the raw ratings, averaged with the
-    bias + residual model (0 disables it; 0.5 at rank 100 gives mean RMSE 0.908 on the ml-100k folds vs 0.922 without)."""
+    bias + residual model (0 disables it; 0.5 at rank 100 gives mean RMSE 0.908 on the ml-100k folds vs 0.922
+    without)."""
     clip_predictions: bool
     """Explicit mode: clip predicted ratings to the lowest/highest rating seen in training."""
-    topn_block_users: int
+    topn_block_users: PositiveInt
     """Blocked top-N scores this many users at a time against all item factors (memory: users x items floats)."""
-    tune_ranks: list[int]
+    tune_ranks: list[PositiveInt]
     """Grid searched by ``reelrank.tune``."""
-    tune_reg_params: list[float]
-    tune_alphas: list[float]
+    tune_reg_params: list[NonNegativeFloat]
+    tune_alphas: list[NonNegativeFloat]
     """Ignored in explicit mode."""
 
 
 @dataclass(frozen=True)
+class CandidatesConfig:
+    sources: list[CandidateSourceName]
+    """Candidate sources the nightly fits (on the history and on all data) and evaluates; it must hold the
+    ranker's :data:`FEATURE_SOURCES`."""
+    popular: PositiveInt
+    """List length per user of each source: all-time popularity, ..."""
+    recent_popular: PositiveInt
+    """... popularity over the last ``recent_days``, ..."""
+    item_neighbours: PositiveInt
+    """... item-based top-N over the item-item Pearson lists, ..."""
+    als: PositiveInt
+    """... and ALS top-N."""
+    recent_days: PositiveFloat
+    """Window of ``recent_popular``, in days before the latest interaction."""
+
+
+@dataclass(frozen=True)
 class FeaturesConfig:
-    als_candidates: int
-    neighbour_candidates: int
-    popular_candidates: int
-    rows_per_row_group: int
+    rows_per_row_group: PositiveInt
     """Parquet row-group size: each Petastorm reader worker reads one row group at a time."""
-    files_per_split: int
-    val_fraction: float
+    files_per_split: PositiveInt
+    val_fraction: Fraction
     """Share of users whose labelled candidates form the validation shards (and the evaluation set)."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str
+    model: ModelName
     """``mlp`` (features + id embeddings, pointwise BCE) or ``neumf`` (GMF + MLP over ids, sampled negatives)."""
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    hidden: list[int]
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    learning_rate: PositiveFloat
+    hidden: list[PositiveInt]
     """Sizes of the MLP's hidden layers."""
-    embedding_dim: int
-    dropout: float
+    embedding_dim: PositiveInt
+    dropout: Annotated[float, DROPOUT]
     """Dropout after each hidden layer of the MLP ranker (0 disables it)."""
-    weight_decay: float
+    weight_decay: NonNegativeFloat
     """Decoupled weight decay (AdamW); 0 is plain Adam."""
-    device: str
+    device: DeviceSetting
     """``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``."""
-    num_processes: int
+    num_processes: PositiveInt
     """More than 1 trains data-parallel through Spark's ``TorchDistributor`` (local mode)."""
-    reader_workers: int
+    reader_workers: PositiveInt
     """Petastorm reader threads; only 1 gives a reproducible row order."""
     shuffle_rows: bool
     """Shuffle row groups and the rows inside them each epoch (seeded by ``seed`` and the epoch)."""
     seed: int
-    shuffle_buffer: int
+    shuffle_buffer: NonNegativeInt
     """Rows held in the loader's shuffling buffer to mix rows across row groups; 0 turns it off."""
     mixed_precision: bool
     """bfloat16 autocast on CUDA; ignored on CPU."""
-    loss: str
+    loss: LossName
     """``bce`` (pointwise) or ``bpr`` (pairwise, positive vs a sampled negative; ``neumf`` only)."""
-    num_negatives: int
+    num_negatives: PositiveInt
     """Items sampled uniformly per positive as negatives (``neumf``)."""
-    early_stopping_k: int
+    early_stopping_k: PositiveInt
     """Cut-off of the validation NDCG used to pick the best epoch (``neumf``)."""
-    early_stopping_patience: int
+    early_stopping_patience: NonNegativeInt
     """Stop after this many epochs without a better validation NDCG; 0 never stops early."""
     resume: bool
     """Continue from the checkpoint next to the model file when one is there."""
-    threads: int
+    threads: NonNegativeInt
     """torch intra-op threads while training; 0 keeps torch's default (one per core). On a CPU shared with
     other busy processes 1 can be many times faster (bench/results/loader.md)."""
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    top_n: int
+    top_n: PositiveInt
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    holdout_per_user: int
+    holdout_per_user: PositiveInt
     """Most recent interactions per user held out for evaluation (leave-last-by-time)."""
-    ks: list[int]
+    ks: list[PositiveInt]
     relevance_threshold: float
     """A held-out rating at or above this counts as relevant for ranking metrics."""
-    tune_metric: str
+    tune_metric: Annotated[str, METRIC_KEY]
     """Metric ``reelrank.tune`` maximises (``ndcg@10``, ``map@10`` ...) or minimises (``rmse``, ``mae``)."""
 
 
 @dataclass(frozen=True)
 class QualityConfig:
     enabled: bool
-    min_rows_ratio: float
+    min_rows_ratio: NonNegativeFloat
     """Tonight's recommendation rows must be at least this share of the last published run's."""
     max_metric_drop: float
     """Largest relative drop of ``metric``@``k`` of the published model against the last published run."""
-    noise_z: float
+    noise_z: NonNegativeFloat
     """A drop fails the gate only when tonight's value lies this many standard errors below the allowed floor
     (0 = any value under the floor fails), so a small validation set cannot stop a run on noise."""
-    metric: str
-    k: int
+    metric: RankingMetric
+    k: PositiveInt
 
 
 @dataclass(frozen=True)
 class ReportConfig:
-    history_runs: int
+    history_runs: PositiveInt
     """How many past runs the report's metric plots show."""
 
 
@@ -258,6 +324,7 @@ class Config:
     ingest: IngestConfig
     neighbours: NeighboursConfig
     als: ALSConfig
+    candidates: CandidatesConfig
     features: FeaturesConfig
     train: TrainConfig
     score: ScoreConfig
@@ -269,8 +336,8 @@ class Config:
 
     @property
     def data_dir(self) -> Path:
-        raw = os.environ.get("REELRANK_DATA_DIR") or self.warehouse.data_dir
-        return Path(os.path.expandvars(raw)).expanduser().resolve()
+        """``warehouse.data_dir``, already absolute (see :func:`load_config`)."""
+        return Path(self.warehouse.data_dir)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -282,9 +349,13 @@ class Config:
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
-    def replace(self, **sections: dict[str, Any]) -> "Config":
-        """A copy with some fields of some sections changed, e.g. ``cfg.replace(score={"top_n": 5})``."""
-        return dataclasses.replace(_build(Config, _merge(self.to_dict(), sections), "<replace>"), origin=self.origin)
+    def replace(self, **sections: dict[str, Any]) -> Config:
+        """A copy with some fields of some sections changed, e.g. ``cfg.replace(score={"top_n": 5})``.
+
+        Checked like a loaded config; a new ``warehouse.data_dir`` is made absolute (the environment is not read again).
+        """
+        cfg = _check(_build(Config, _merge(self.to_dict(), sections), "<replace>"), "<replace>")
+        return dataclasses.replace(_resolve_data_dir(cfg), origin=self.origin)
 
 
 def default_conf_dir() -> Path:
@@ -293,8 +364,15 @@ def default_conf_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
 
 
+DATA_DIR_ENV = "REELRANK_DATA_DIR"
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read ``base.toml`` beside ``path`` (or in the default conf dir), then ``path`` over it."""
+    """Read ``base.toml`` beside ``path`` (or in the default conf dir), then ``path`` over it, then ``overrides``.
+
+    ``warehouse.data_dir`` is resolved here, once, to an absolute path: ``overrides`` (``--data-dir``) first,
+    then ``$REELRANK_DATA_DIR``, then the files.
+    """
     env_file = Path(path) if path else default_conf_dir() / "local.toml"
     if not env_file.is_file():
         raise ConfigError(f"config file not found: {env_file}")
@@ -306,10 +384,41 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     if env_file.resolve() != base_file.resolve():
         data = _merge(data, _read(env_file), str(env_file))
         files.append(str(env_file))
+    explicit_dir = isinstance(overrides, dict) and "data_dir" in (overrides.get("warehouse") or {})
+    if os.environ.get(DATA_DIR_ENV) and not explicit_dir:
+        data = _merge(data, {"warehouse": {"data_dir": os.environ[DATA_DIR_ENV]}})
     if overrides:
         data = _merge(data, overrides, "<overrides>")
-    cfg = _build(Config, data, " + ".join(files))
-    return dataclasses.replace(cfg, origin=" + ".join(files))
+    cfg = _check(_build(Config, data, " + ".join(files)), " + ".join(files))
+    return dataclasses.replace(_resolve_data_dir(cfg), origin=" + ".join(files))
+
+
+_CROSS_CHECKS: list[tuple[str, Callable[[Config], Any], Callable[[Config], bool], str]] = [
+    # (key, its value, valid?, what a valid value is)
+    ("evaluate.ks", lambda c: c.evaluate.ks, lambda c: bool(c.evaluate.ks), "a non-empty list"),
+    ("ingest.rating_max", lambda c: c.ingest.rating_max, lambda c: c.ingest.rating_max > c.ingest.rating_min,
+     "greater than ingest.rating_min"),
+    ("candidates.sources", lambda c: c.candidates.sources,
+     lambda c: set(FEATURE_SOURCES) <= set(c.candidates.sources), f"a list holding {', '.join(FEATURE_SOURCES)}"),
+    ("quality.k", lambda c: c.quality.k, lambda c: not c.quality.enabled or c.quality.k in c.evaluate.ks,
+     "one of evaluate.ks (the gate reads the metric evaluated at that k)"),
+]
+"""Constraints between fields, checked after each field's own (:class:`Check`)."""
+
+
+def _check(cfg: Config, where: str) -> Config:
+    for key, value, valid, expect in _CROSS_CHECKS:
+        if not valid(cfg):
+            raise ConfigError(f"{where}: {key} must be {expect}, got {value(cfg)!r}")
+    return cfg
+
+
+def _resolve_data_dir(cfg: Config) -> Config:
+    """``warehouse.data_dir`` with ``~`` and ``$VAR`` expanded, made absolute."""
+    resolved = str(Path(os.path.expandvars(cfg.warehouse.data_dir)).expanduser().resolve())
+    if resolved == cfg.warehouse.data_dir:
+        return cfg
+    return dataclasses.replace(cfg, warehouse=dataclasses.replace(cfg.warehouse, data_dir=resolved))
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -340,7 +449,7 @@ def _is_free_dict(dotted: str) -> bool:
 def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "origin"}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -355,9 +464,21 @@ def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
 
 
 def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where, key + ".")
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        inner, *checks = typing.get_args(tp)
+        value = _coerce(inner, value, where, key)
+        for check in checks:
+            if isinstance(check, Check) and not check.test(value):
+                raise ConfigError(f"{where}: {key} must be {check.expect}, got {value!r}")
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):

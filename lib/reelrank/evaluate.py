@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -21,19 +20,21 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from reelrank.columns import ITEM_IDX, PREDICTION, RANK, RATING, USER_IDX
+from reelrank.metric_keys import RANKING_METRICS, parse_metric_key
 
 log = logging.getLogger(__name__)
 
-RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
-
 METRICS_SCHEMA = T.StructType(
     [
-        T.StructField("model", T.StringType(), False),
-        T.StructField("metric", T.StringType(), False),
-        T.StructField("k", T.IntegerType(), True),
-        T.StructField("value", T.DoubleType(), False),
+        T.StructField("model", T.StringType()),
+        T.StructField("metric", T.StringType()),
+        T.StructField("k", T.IntegerType()),
+        T.StructField("value", T.DoubleType()),
+        T.StructField("users", T.LongType()),
     ]
 )
+"""The ``metrics`` table (and :func:`metrics_frame`): ``users`` is how many users the mean is over (the quality
+gate's standard error needs it); k is null for rating metrics."""
 
 
 def rating_metrics(df: DataFrame, label_col: str = RATING, prediction_col: str = PREDICTION) -> dict[str, float]:
@@ -44,6 +45,7 @@ def rating_metrics(df: DataFrame, label_col: str = RATING, prediction_col: str =
         F.sum(F.when(F.col(prediction_col).isNull() | F.isnan(prediction_col), 1).otherwise(0)).alias("bad"),
         F.count(F.lit(1)).alias("n"),
     ).first()
+    assert row is not None  # a global aggregate returns exactly one row
     if row["n"] == 0:
         raise ValueError("rating_metrics: no rows to evaluate")
     if row["bad"]:
@@ -105,7 +107,9 @@ def ranking_metrics(
             F.avg(F.col(f"_ap{k}") / m).alias(f"map@{k}"),
             F.avg(F.when(F.col(f"_hits{k}") > 0, 1.0).otherwise(0.0)).alias(f"hit_rate@{k}"),
         ]
-    row = per_user.agg(*out).first().asDict()
+    agg_row = per_user.agg(*out).first()
+    assert agg_row is not None  # a global aggregate returns exactly one row
+    row = agg_row.asDict()
     return {key: float(v) if v is not None else 0.0 for key, v in row.items()}
 
 
@@ -151,6 +155,7 @@ def coverage(recs: DataFrame, catalogue: DataFrame, item_col: str = ITEM_IDX) ->
     row = items.join(recs.select(item_col).distinct().withColumn("_rec", F.lit(1)), item_col, "left").agg(
         F.count(F.lit(1)).alias("n"), F.count("_rec").alias("hit")
     ).first()
+    assert row is not None  # a global aggregate returns exactly one row
     return float(row["hit"]) / row["n"] if row["n"] else 0.0
 
 
@@ -166,7 +171,9 @@ def novelty(recs: DataFrame, train: DataFrame, user_col: str = USER_IDX, item_co
     if n_users == 0:
         return 0.0
     share = train.groupBy(item_col).agg((F.countDistinct(user_col) / F.lit(float(n_users))).alias("_p"))
-    v = recs.select(item_col).join(share, item_col).agg(F.avg(-F.log2("_p"))).first()[0]
+    agg_row = recs.select(item_col).join(share, item_col).agg(F.avg(-F.log2("_p"))).first()
+    assert agg_row is not None  # a global aggregate returns exactly one row
+    v = agg_row[0]
     return float(v) if v is not None else 0.0
 
 
@@ -198,20 +205,11 @@ def evaluate_top_n(
     return out
 
 
-_KEY = re.compile(r"^(?P<metric>[a-z_]+)(?:@(?P<k>\d+))?$")
+def metric_rows(model: str, metrics: dict[str, float], users: int | None = None) -> list[tuple]:
+    """``(model, metric, k, value, users)`` rows: ``"ndcg@10"`` -> ``("ndcg", 10)``, ``"rmse"`` -> k None."""
+    return [(model, *parse_metric_key(key), float(value), users) for key, value in sorted(metrics.items())]
 
 
-def metric_rows(model: str, metrics: dict[str, float]) -> list[tuple[str, str, int | None, float]]:
-    """``(model, metric, k, value)`` rows: ``"ndcg@10"`` -> ``("ndcg", 10)``, ``"rmse"`` -> k None."""
-    rows = []
-    for key, value in sorted(metrics.items()):
-        m = _KEY.match(key)
-        if not m:
-            raise ValueError(f"metric key {key!r} is not NAME or NAME@K")
-        rows.append((model, m["metric"], int(m["k"]) if m["k"] else None, float(value)))
-    return rows
-
-
-def metrics_frame(spark: SparkSession, rows: list[tuple[str, str, int | None, float]]) -> DataFrame:
+def metrics_frame(spark: SparkSession, rows: list[tuple]) -> DataFrame:
     """The rows of :func:`metric_rows` as a DataFrame with :data:`METRICS_SCHEMA`."""
     return spark.createDataFrame(rows, METRICS_SCHEMA)

@@ -1,4 +1,4 @@
-"""Matrix factorisation with Spark ML ALS: fit, predict, blocked top-N, popularity fallback.
+"""Matrix factorisation with Spark ML ALS: fit, predict, blocked top-N with a popularity fallback.
 
 Explicit mode fits ratings (optionally a global mean plus regularised user/item biases first, ALS on
 the residual); implicit mode fits confidences ``1 + alpha * r``. Users or items unseen in training
@@ -9,7 +9,7 @@ serves users without factors from the most popular items.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,26 +18,16 @@ from pyspark.ml.recommendation import ALS
 from pyspark.ml.recommendation import ALSModel as SparkALSModel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from reelrank.columns import ITEM_IDX, PREDICTION, RANK, RATING, SCORE, USER_IDX
 from reelrank.config import ALSConfig
+from reelrank.popularity import RECS_SCHEMA, item_users, popular_unseen
 
 log = logging.getLogger(__name__)
 
 FEATURES = "features"
 _RESIDUAL = "_residual"
 _SEEN = "_seen"
-
-RECS_SCHEMA = T.StructType(
-    [
-        T.StructField(USER_IDX, T.IntegerType(), False),
-        T.StructField(ITEM_IDX, T.IntegerType(), False),
-        T.StructField(SCORE, T.FloatType(), False),
-        T.StructField(RANK, T.IntegerType(), False),
-    ]
-)
-
 
 @dataclass(frozen=True)
 class FactorModel:
@@ -83,7 +73,9 @@ def fit_biases(
     ``b_i = sum(r - mu - b_u) / (reg_item + n_i)``, then ``b_u = sum(r - mu - b_i) / (reg_user + n_u)``
     (the baseline of Koren 2010 / surprise's ``baseline_options``). Returns cached bias frames.
     """
-    mu = float(ratings.agg(F.avg(RATING)).first()[0])
+    agg_row = ratings.agg(F.avg(RATING)).first()
+    assert agg_row is not None  # a global aggregate returns exactly one row
+    mu = float(agg_row[0])
     r = ratings.select(USER_IDX, ITEM_IDX, (F.col(RATING) - F.lit(mu)).alias("_r")).cache()
     users = r.select(USER_IDX).distinct()
     bu = users.withColumn("user_bias", F.lit(0.0)).cache()
@@ -104,6 +96,7 @@ def fit_biases(
         bu.unpersist()
         bi, bu = new_bi, new_bu
     r.unpersist()
+    assert bi is not None  # the loop above runs at least once
     return mu, bu, bi
 
 
@@ -155,7 +148,9 @@ def fit_als(ratings: DataFrame, cfg: ALSConfig) -> FactorModel:
     use_biases = cfg.biases and not cfg.implicit
     mu, bu, bi, bounds = 0.0, None, None, None
     if cfg.clip_predictions and not cfg.implicit:
-        lo, hi = data.agg(F.min(RATING), F.max(RATING)).first()
+        agg_row = data.agg(F.min(RATING), F.max(RATING)).first()
+        assert agg_row is not None  # a global aggregate returns exactly one row
+        lo, hi = agg_row
         bounds = (float(lo), float(hi))
     if not use_biases:
         first = _spark_als(cfg, RATING).fit(data)
@@ -229,45 +224,10 @@ def predict_ratings(model: FactorModel, pairs: DataFrame) -> DataFrame:
     return out.withColumn(PREDICTION, pred.cast("double")).drop(*drop)
 
 
-def item_users(ratings: DataFrame) -> DataFrame:
-    """``(item_idx, score)``: the number of distinct users of each item, as a double."""
-    return ratings.groupBy(ITEM_IDX).agg(F.countDistinct(USER_IDX).cast("double").alias(SCORE))
-
-
-def popular_items(ratings: DataFrame, n: int) -> DataFrame:
-    """The ``n`` items rated by most distinct users: ``(item_idx, score, rank)``, ties broken by item_idx."""
-    return _rank_popularity(item_users(ratings), n)
-
-
-def recommend_popular(ratings: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
-    """The popularity baseline: each user's ``n`` most popular unseen items, ``(user_idx, item_idx, score, rank)``."""
-    return _popular_unseen(item_users(ratings), users.select(USER_IDX).distinct(), seen, n)
-
-
-def _popular_unseen(counts: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
-    """Cross join ``users`` with the top ``n + max seen`` items (small), drop seen ones, keep ``n``."""
-    seen = seen.select(F.col(USER_IDX).cast("int").alias(USER_IDX), F.col(ITEM_IDX).cast("int").alias(ITEM_IDX))
-    max_seen = seen.join(users, USER_IDX).groupBy(USER_IDX).count().agg(F.max("count")).first()[0] or 0
-    popular = _rank_popularity(counts, n + int(max_seen)).select(ITEM_IDX, SCORE, F.col(RANK).alias("_pr"))
-    w = Window.partitionBy(USER_IDX).orderBy("_pr")
-    return (
-        users.crossJoin(F.broadcast(popular))
-        .join(seen, [USER_IDX, ITEM_IDX], "left_anti")
-        .withColumn(RANK, F.row_number().over(w))
-        .where(F.col(RANK) <= n)
-        .select(*(F.col(c).cast(f.dataType) for c, f in zip(RECS_SCHEMA.names, RECS_SCHEMA.fields)))
-    )
-
-
-def _rank_popularity(counts: DataFrame, n: int) -> DataFrame:
-    w = Window.orderBy(F.col(SCORE).desc(), F.col(ITEM_IDX).asc())
-    return counts.withColumn(RANK, F.row_number().over(w)).where(F.col(RANK) <= n)
-
-
 def top_n_block(
     user_ids: np.ndarray,
     user_factors: np.ndarray,
-    seen: list[np.ndarray],
+    seen: list[np.ndarray | None],
     item_ids: np.ndarray,
     item_factors: np.ndarray,
     n: int,
@@ -294,7 +254,7 @@ def top_n_block(
     else:
         top = np.tile(np.arange(n_items), (len(scores), 1))
     top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
+    order = np.lexsort((top, -top_scores), axis=1)  # score descending, ties to the smaller item
     top = np.take_along_axis(top, order, axis=1)
     top_scores = np.take_along_axis(top_scores, order, axis=1)
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), (len(scores), 1))
@@ -319,7 +279,8 @@ def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: in
     """
     spark = users.sparkSession
     user_f, item_f = factor_frames(model)
-    item_pdf = item_f.toPandas().sort_values(ITEM_IDX)
+    item_factors_pdf: pd.DataFrame = item_f.toPandas()
+    item_pdf = item_factors_pdf.sort_values(ITEM_IDX)
     item_ids = item_pdf[ITEM_IDX].to_numpy(np.int64)
     item_mat = (
         np.stack(item_pdf[FEATURES].to_numpy()).astype(np.float32) if len(item_pdf) else np.zeros((0, 1), np.float32)
@@ -333,7 +294,7 @@ def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: in
     )
     warm = wanted.join(user_f, USER_IDX).join(seen_lists, USER_IDX, "left")
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def score(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         ids, mat = bc.value
         for pdf in batches:
             for start in range(0, len(pdf), block):
@@ -345,13 +306,15 @@ def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: in
     warm_recs = warm.mapInPandas(score, RECS_SCHEMA)
 
     cold = wanted.join(user_f, USER_IDX, "left_anti")
-    cold_recs = _popular_unseen(model.popularity, cold, seen, n)
+    cold_recs = popular_unseen(model.popularity, cold, seen, n)
     return warm_recs.unionByName(cold_recs)
 
 
 def recommend_all_users_spark(model: FactorModel, seen: DataFrame, n: int, block_size: int = 4096) -> DataFrame:
     """Reference top-N: Spark's ``recommendForAllUsers(n + max seen)`` then anti-join seen (for benchmarks/tests)."""
-    max_seen = seen.groupBy(USER_IDX).count().agg(F.max("count")).first()[0] or 0
+    agg_row = seen.groupBy(USER_IDX).count().agg(F.max("count")).first()
+    assert agg_row is not None  # a global aggregate returns exactly one row
+    max_seen = agg_row[0] or 0
     als = model.als.copy()
     als.setBlockSize(block_size)
     recs = als.recommendForAllUsers(n + int(max_seen))

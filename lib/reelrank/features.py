@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from reelrank import columns as C
-from reelrank.config import FeaturesConfig
-from reelrank.factorize import recommend_popular
-from reelrank.neighbours import recommend as recommend_from_neighbours
+from reelrank.candidates import list_length
+from reelrank.config import FEATURE_SOURCES, Config, FeaturesConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +26,13 @@ MISSING_Z = -3.0
 """The list z-score of a candidate that a source did not propose (below almost all of its own list)."""
 
 
-def candidate_lists(
-    history: DataFrame, item_nb: DataFrame, als_recs: DataFrame, cfg: FeaturesConfig, recommend_shrinkage: float
-) -> dict[str, DataFrame]:
-    """The three candidate sources, in the order build_features takes them: als, item neighbours, popular.
+SOURCES: tuple[str, ...] = FEATURE_SOURCES
+"""The candidate sources whose lists the ranker's features describe (each must be in ``[candidates] sources``)."""
 
-    ``item_nb`` are the item-item neighbour lists of ``history``; ``als_recs`` its ALS top-N.
-    """
-    return {
-        "als": als_recs,
-        "item_neighbours": recommend_from_neighbours(history, item_nb, cfg.neighbour_candidates, recommend_shrinkage),
-        "popular": recommend_popular(history, history, history, cfg.popular_candidates),
-    }
+
+def missing_rank(cfg: Config) -> float:
+    """The rank feature of a candidate a source did not propose: one past the longest list."""
+    return float(max(list_length(cfg, name) for name in SOURCES) + 1)
 
 
 def genre_affinity(history: DataFrame, items: DataFrame, pairs: DataFrame) -> DataFrame:
@@ -51,7 +46,9 @@ def genre_affinity(history: DataFrame, items: DataFrame, pairs: DataFrame) -> Da
         .agg(F.count(F.lit(1)).alias("_c"))
     )
     user_total = history.groupBy(C.USER_IDX).agg(F.count(F.lit(1)).alias("_t"))
-    share = user_genre.join(user_total, C.USER_IDX).select(C.USER_IDX, "_genre", (F.col("_c") / F.col("_t")).alias("_s"))
+    share = user_genre.join(user_total, C.USER_IDX).select(
+        C.USER_IDX, "_genre", (F.col("_c") / F.col("_t")).alias("_s")
+    )
     affinity = (
         pairs.select(C.USER_IDX, C.ITEM_IDX)
         .join(item_genres, C.ITEM_IDX)
@@ -67,15 +64,14 @@ def genre_affinity(history: DataFrame, items: DataFrame, pairs: DataFrame) -> Da
 def build_features(
     history: DataFrame,
     items: DataFrame,
-    als: DataFrame,
-    neighbours: DataFrame,
-    popular: DataFrame,
-    cfg: FeaturesConfig,
+    lists: Mapping[str, DataFrame],
+    missing_rank: float,
     labels: DataFrame | None = None,
 ) -> DataFrame:
     """Union the candidate lists and attach features (and a 0/1 label when ``labels`` is given).
 
-    ``als``, ``neighbours`` and ``popular`` are (user_idx, item_idx, score, rank) lists with seen items removed.
+    ``lists`` holds the (user_idx, item_idx, score, rank) lists of :data:`SOURCES`, seen items removed;
+    ``missing_rank`` is the rank feature of a candidate a source did not propose (:func:`missing_rank`).
     """
     def source(df: DataFrame, name: str) -> DataFrame:
         # Scores as z-scores within the user's list: raw ALS/neighbour scores grow with the amount of history, so
@@ -86,13 +82,15 @@ def build_features(
         return df.select(C.USER_IDX, C.ITEM_IDX, z.alias(f"f_{name}_score"), F.col(C.RANK).alias(f"_{name}_rank"))
 
     cands = (
-        source(als, "als")
-        .join(source(neighbours, "nb"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
-        .join(source(popular, "pop").drop("f_pop_score"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
+        source(lists["als"], "als")
+        .join(source(lists["item_neighbours"], "nb"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
+        .join(source(lists["popular"], "pop").drop("f_pop_score"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
     )
-    ref_ts, n_rows, n_users, n_items, global_mean = history.agg(
+    agg_row = history.agg(
         F.max(C.TS), F.count(F.lit(1)), F.countDistinct(C.USER_IDX), F.countDistinct(C.ITEM_IDX), F.avg(C.RATING)
     ).first()
+    assert agg_row is not None  # a global aggregate returns exactly one row
+    ref_ts, n_rows, n_users, n_items, global_mean = agg_row
     # Counts relative to the mean count (log ratio): the model learns on a shorter history than it scores on,
     # and absolute counts would look larger at scoring time than they did in training. An entity without
     # history counts as one rating.
@@ -109,7 +107,6 @@ def build_features(
         F.avg(C.RATING).alias("f_user_mean"),
         F.coalesce(F.stddev_pop(C.RATING), F.lit(0.0)).alias("f_user_std"),
     )
-    missing_rank = float(max(cfg.als_candidates, cfg.neighbour_candidates, cfg.popular_candidates) + 1)
     out = (
         cands.join(item_stats, C.ITEM_IDX, "left")
         .join(user_stats, C.USER_IDX, "left")
@@ -117,9 +114,10 @@ def build_features(
         .withColumn("f_als_rank", F.log1p(F.coalesce(F.col("_als_rank").cast("double"), F.lit(missing_rank))))
         .withColumn("f_nb_rank", F.log1p(F.coalesce(F.col("_nb_rank").cast("double"), F.lit(missing_rank))))
         .withColumn("f_in_popular", F.col("_pop_rank").isNotNull().cast("double"))
-        .fillna({"f_als_score": MISSING_Z, "f_nb_score": MISSING_Z, "f_item_pop": -log_item_mean, "f_item_mean": global_mean,
-                 "f_item_age": 0.0, "f_item_recency": math.log1p(1e4), "f_genre_affinity": 0.0,
-                 "f_user_count": -log_user_mean, "f_user_mean": global_mean, "f_user_std": 0.0})
+        .fillna({"f_als_score": MISSING_Z, "f_nb_score": MISSING_Z, "f_item_pop": -log_item_mean,
+                 "f_item_mean": global_mean, "f_item_age": 0.0, "f_item_recency": math.log1p(1e4),
+                 "f_genre_affinity": 0.0, "f_user_count": -log_user_mean, "f_user_mean": global_mean,
+                 "f_user_std": 0.0})
     )
     if labels is None:
         out = out.withColumn(C.LABEL, F.lit(0.0))

@@ -85,7 +85,9 @@ def annotate(raw: DataFrame, cfg: IngestConfig) -> DataFrame:
         (
             ts.isNull(),
             UNPARSEABLE_TIMESTAMP,
-            F.concat(F.lit("timestamp "), quoted_ts, F.lit(" is neither integer unix seconds nor an ISO-8601 date-time")),
+            F.concat(
+                F.lit("timestamp "), quoted_ts, F.lit(" is neither integer unix seconds nor an ISO-8601 date-time")
+            ),
         ),
     ]
     reason: Column = F.lit(None).cast("string")
@@ -166,7 +168,6 @@ def summarize(accepted: DataFrame, rejected: DataFrame) -> dict[str, int]:
     unknown = set(counts) - set(out)
     if unknown:
         raise ValueError(f"rejected rows with unknown reasons: {sorted(unknown)}")
-    log.info("ingest: %s", out)
     return out
 
 

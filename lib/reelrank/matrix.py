@@ -23,17 +23,16 @@ def extend_index(ids: DataFrame, existing: DataFrame | None, id_col: str, idx_co
         new_ids, offset = distinct, 0
     else:
         new_ids = distinct.join(existing.select(id_col), id_col, "left_anti")
-        offset = existing.agg(F.coalesce(F.max(idx_col) + 1, F.lit(0))).first()[0]
+        agg_row = existing.agg(F.coalesce(F.max(idx_col) + 1, F.lit(0))).first()
+        assert agg_row is not None  # a global aggregate returns exactly one row
+        offset = agg_row[0]
     spark = ids.sparkSession
     numbered = new_ids.orderBy(id_col).rdd.zipWithIndex().map(lambda p: (p[0][0], int(p[1]) + offset))
-    schema = T.StructType([T.StructField(id_col, T.StringType(), False), T.StructField(idx_col, T.IntegerType(), False)])
+    schema = T.StructType(
+        [T.StructField(id_col, T.StringType(), False), T.StructField(idx_col, T.IntegerType(), False)]
+    )
     added = spark.createDataFrame(numbered, schema)
     return added if existing is None else existing.select(id_col, idx_col).unionByName(added)
-
-
-def new_entries(index: DataFrame, existing: DataFrame | None, id_col: str) -> DataFrame:
-    """The rows of ``index`` that ``existing`` does not hold yet (what a run appends to the index table)."""
-    return index if existing is None else index.join(existing.select(id_col), id_col, "left_anti")
 
 
 def index_interactions(accepted: DataFrame, user_index: DataFrame, item_index: DataFrame) -> DataFrame:

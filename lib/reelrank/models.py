@@ -104,7 +104,15 @@ class Ranker(ABC):
 
     @abstractmethod
     def fit(
-        self, train_dir: str | os.PathLike, val_dir: str | os.PathLike | None, cfg: TrainConfig, **kw: Any
+        self,
+        train_dir: str | os.PathLike,
+        val_dir: str | os.PathLike | None,
+        cfg: TrainConfig,
+        *,
+        device: torch.device | None = None,
+        progress: Progress | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        distributed: bool = False,
     ) -> History:
         """Train on the shards in ``train_dir``; ``val_dir`` (optional) drives model selection."""
 
@@ -166,7 +174,7 @@ def ndcg_at_k(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int)
     order = np.lexsort((np.arange(users.size), -scores, users))
     u, g = users[order], labels[order]
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    pos = np.arange(u.size) - np.repeat(starts, np.diff(np.r_[starts, u.size]))
+    pos: np.ndarray = np.arange(u.size) - np.repeat(starts, np.diff(np.r_[starts, u.size]))
     discount = np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)
     dcg = np.add.reduceat(g * discount, starts)
     ideal = labels[np.lexsort((-labels, users))]  # same user blocks, best labels first
@@ -458,6 +466,9 @@ class _MLPNet(nn.Module):
     """Standardised features ++ user embedding ++ item embedding -> ReLU MLP -> 1 logit, plus a linear (wide)
     path from the standardised features (Wide & Deep, Cheng et al. 2016)."""
 
+    mean: torch.Tensor  # buffers registered in __init__ (nn.Module's __getattr__ types them Tensor | Module)
+    std: torch.Tensor
+
     def __init__(self, n_users: int, n_items: int, n_features: int, dim: int, hidden: list[int],
                  dropout: float = 0.0) -> None:
         super().__init__()
@@ -489,6 +500,7 @@ class MLPRanker(TorchRanker):
         return _MLPNet(self.n_users, self.n_items, n_features, cfg.embedding_dim, list(cfg.hidden), cfg.dropout)
 
     def _prepare(self, train_dir: str | os.PathLike, module: nn.Module) -> None:
+        assert isinstance(module, _MLPNet)  # the network _make_module built
         mean, std = feature_moments(train_dir, self.features)
         module.mean.copy_(torch.from_numpy(mean))
         module.std.copy_(torch.from_numpy(std))

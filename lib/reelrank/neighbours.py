@@ -224,6 +224,7 @@ def cap_ratings(ratings: DataFrame, group_col: str, cap: int, seed: int) -> Data
         return ratings
     counts = ratings.groupBy(group_col).count()
     heavy = counts.where(F.col("count") > cap).agg(F.count(F.lit(1)), F.sum(F.col("count") - cap)).first()
+    assert heavy is not None  # a global aggregate returns exactly one row
     n_heavy, dropped = heavy[0], heavy[1] or 0
     if n_heavy == 0:
         return ratings
@@ -336,10 +337,13 @@ def predict(
     tr = train.select(C.USER_IDX, C.ITEM_IDX, F.col(C.RATING).cast("double").alias(C.RATING))
     if rating_range is None:
         row = tr.agg(F.min(C.RATING), F.max(C.RATING), F.avg(C.RATING)).first()
+        assert row is not None  # a global aggregate returns exactly one row
         lo, hi, global_mean = float(row[0]), float(row[1]), float(row[2])
     else:
         lo, hi = rating_range
-        global_mean = float(tr.agg(F.avg(C.RATING)).first()[0])
+        row = tr.agg(F.avg(C.RATING)).first()
+        assert row is not None  # a global aggregate returns exactly one row
+        global_mean = float(row[0])
 
     x_means = tr.groupBy(x_col).agg(F.avg(C.RATING).alias("_mean_x"))
     y_known = tr.select(F.col(y_col)).distinct().withColumn("_y_known", F.lit(True))
@@ -396,8 +400,9 @@ def _clip(c: Column, lo: float, hi: float) -> Column:
 
 
 def fallback_rate(predictions: DataFrame) -> float:
-    """Share of predictions that fell back to a mean (logged by callers, recorded in run metrics)."""
+    """Share of predictions that fell back to a mean (the evaluate stage logs it next to the RMSE)."""
     row = predictions.agg(F.avg(F.col(FALLBACK).cast("double"))).first()
+    assert row is not None  # a global aggregate returns exactly one row
     return float(row[0] or 0.0)
 
 

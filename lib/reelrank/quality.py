@@ -66,7 +66,9 @@ def metric_drop(value: float, users: int, before: float, users_before: int, cfg:
     floor = (1.0 - cfg.max_metric_drop) * before
     if value >= floor:
         return None
-    se = math.hypot(standard_error_bound(value, users), (1.0 - cfg.max_metric_drop) * standard_error_bound(before, users_before))
+    se = math.hypot(
+        standard_error_bound(value, users), (1.0 - cfg.max_metric_drop) * standard_error_bound(before, users_before)
+    )
     z = (floor - value) / se if se > 0 else math.inf
     return z if cfg.noise_z <= 0 or z > cfg.noise_z else None
 

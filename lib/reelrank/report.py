@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import logging
 from datetime import date
 from pathlib import Path
@@ -108,22 +107,30 @@ def write_report(
     k: int,
     recommendations: DataFrame,
     item_stats: DataFrame,
-    train_history: dict | None,
+    epochs: list[dict] | None,
 ) -> Path:
-    """Write ``report.html`` and its PNGs into ``out``; return the HTML path."""
+    """Write ``report.html`` and its PNGs into ``out``; return the HTML path.
+
+    ``epochs`` are the trained model's per-epoch statistics from its JSON description (``train_loss``, ``val_loss``).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    scores = recommendations.select(C.SCORE).toPandas()[C.SCORE].to_numpy()
+    scores_pdf: pd.DataFrame = recommendations.select(C.SCORE).toPandas()
+    scores = scores_pdf[C.SCORE].to_numpy()
     times = recommendations.groupBy(C.ITEM).count().withColumnRenamed("count", "times_recommended")
     popularity = (
         item_stats.select(C.ITEM, "n_ratings").join(times, C.ITEM, "left").fillna({"times_recommended": 0}).toPandas()
     )
     plots = [
         (f"{metric}@{k} over the last runs", plot_metric_history(metrics_history, metric, k, out / "metrics.png")),
-        ("score distribution of the published lists", plot_hist(scores, "published scores", "score", out / "scores.png")),
+        (
+            "score distribution of the published lists",
+            plot_hist(scores, "published scores", "score", out / "scores.png"),
+        ),
         ("item-popularity coverage", plot_coverage(popularity, out / "coverage.png")),
     ]
-    if train_history:
-        plots.append(("training loss", plot_loss(train_history, out / "loss.png")))
+    if epochs:
+        losses = {"train_loss": [e["train_loss"] for e in epochs], "val_loss": [e.get("val_loss") for e in epochs]}
+        plots.append(("training loss", plot_loss(losses, out / "loss.png")))
     latest = metrics_history[metrics_history[C.RUN_DATE] == metrics_history[C.RUN_DATE].max()]
     table = latest.pivot_table(index=C.MODEL, columns=["metric", "k"], values="value", dropna=False)
     rows = "".join(f"<tr><th>{html.escape(k_)}</th><td>{html.escape(v)}</td></tr>" for k_, v in summary.items())
@@ -141,6 +148,3 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}figure{{margin:1
     path.write_text(page)
     return path
 
-
-def save_train_history(path: Path, train_loss: list[float], val_loss: list[float | None]) -> None:
-    path.write_text(json.dumps({"train_loss": train_loss, "val_loss": val_loss}))

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -64,8 +64,8 @@ class RunRecord:
     run_date: date
     config_hash: str
     source: str
-    run_id: str = field(default_factory=lambda: f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
-    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    run_id: str = field(default_factory=lambda: f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
     stages: list[StageTimer] = field(default_factory=list)
     status: str = "running"
     error: str | None = None
@@ -84,11 +84,11 @@ class RunRecord:
         log.info("%-11s %12s rows %7.1f s  %s", name, f"{timer.rows:,}", timer.seconds, timer.detail)
 
     def finish(self, status: str, error: str | None = None) -> None:
-        self.status, self.error, self.finished = status, error, datetime.now(timezone.utc)
+        self.status, self.error, self.finished = status, error, datetime.now(UTC)
 
     @property
     def seconds(self) -> float:
-        end = self.finished or datetime.now(timezone.utc)
+        end = self.finished or datetime.now(UTC)
         return (end - self.started).total_seconds()
 
     def save(self, spark: SparkSession, database: str) -> None:
@@ -97,7 +97,7 @@ class RunRecord:
 
         row = (
             self.run_id, self.run_date, self.status, self.started,
-            self.finished or datetime.now(timezone.utc), self.seconds,
+            self.finished or datetime.now(UTC), self.seconds,
             {s.name: round(s.seconds, 3) for s in self.stages}, {s.name: int(s.rows) for s in self.stages},
             self.config_hash, code_version(), self.source, self.error,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pandas as pd
 from pyspark.sql import DataFrame, Window
@@ -21,7 +21,7 @@ def score_candidates(candidates: DataFrame, model_bytes: bytes) -> DataFrame:
     weights = spark.sparkContext.broadcast(model_bytes)
     schema = T.StructType(candidates.schema.fields + [T.StructField(C.SCORE, T.DoubleType(), False)])
 
-    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def score_batches(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
 
         from reelrank.models import from_bytes

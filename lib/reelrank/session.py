@@ -25,7 +25,10 @@ def check_java() -> None:
     """Fail with one clear line when no Java 17 runtime can be found."""
     java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
     if not java or not os.path.exists(java):
-        raise JavaMissingError("reelrank needs Java 17: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
+        raise JavaMissingError(
+            "reelrank needs Java 17: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)"
+            " or set JAVA_HOME"
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
     m = re.search(r'version "(\d+)', out)
     if m and int(m.group(1)) not in (8, 11, 17):
@@ -50,7 +53,9 @@ def spark_settings(cfg: Config) -> dict[str, str]:
         "spark.hadoop.hive.exec.dynamic.partition.mode": "nonstrict",
     }
     if cfg.warehouse.metastore == "derby":
-        s["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={data / 'metastore_db'};create=true"
+        s["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={data / 'metastore_db'};create=true"
+        )
     elif cfg.warehouse.metastore == "external":
         for k, v in cfg.warehouse.metastore_conf.items():
             key = k if k.startswith("spark.") else f"spark.hadoop.{k}"

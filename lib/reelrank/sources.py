@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import re
+import typing
 import urllib.parse
 from dataclasses import dataclass
 
@@ -27,12 +28,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
 from reelrank import columns as C
-from reelrank.config import SourceConfig, SyntheticConfig
+from reelrank.config import SourceConfig, SourceKind, SyntheticConfig
 from reelrank.synthetic import generate
 
 log = logging.getLogger(__name__)
 
-KINDS = ("synthetic", "movielens-100k", "movielens-csv", "parquet", "csv")
+KINDS: tuple[str, ...] = typing.get_args(SourceKind)
 TIMESTAMP = "timestamp"
 """Raw (unparsed) timestamp column; :mod:`reelrank.ingest` turns it into ``ts``."""
 FIELDS = (C.USER, C.ITEM, C.RATING, TIMESTAMP)
@@ -148,7 +149,7 @@ def _read_ml100k(spark: SparkSession, folder: str) -> RawInput:
             (
                 f[0].strip(),
                 f[1],
-                [g for g, flag in zip(genres, flags) if flag.strip() == "1"],
+                [g for g, flag in zip(genres, flags, strict=False) if flag.strip() == "1"],
                 int(year.group(1)) if year else _year_from_title(f[1]),
             )
         )
@@ -213,9 +214,9 @@ def _read_items(spark: SparkSession, source: SourceConfig) -> DataFrame:
         genres = F.col(C.GENRES).cast("array<string>")
     else:
         text = F.trim(F.col(C.GENRES).cast("string"))
-        genres = F.when(text.isNull() | (text == "") | (text == ML_NO_GENRES), F.array().cast("array<string>")).otherwise(
-            F.split(text, re.escape(GENRE_SEPARATOR))
-        )
+        genres = F.when(
+            text.isNull() | (text == "") | (text == ML_NO_GENRES), F.array().cast("array<string>")
+        ).otherwise(F.split(text, re.escape(GENRE_SEPARATOR)))
     title_year = F.regexp_extract(title, YEAR_IN_TITLE.pattern, 1)
     year = F.when(title_year != "", title_year.cast("int"))
     if C.YEAR in df.columns:
@@ -292,7 +293,8 @@ def _assign_rows(tagged: DataFrame) -> DataFrame:
         .agg(F.min(_POS).alias("_first"), F.count(F.lit(1)).alias("_n"))
         .collect()
     )
-    rows, seen = [], {}
+    rows = []
+    seen: dict[str, int] = {}
     for s in sorted(splits, key=lambda r: (r[_FILE], r[_BLOCK])):
         before = seen.get(s[_FILE], 0)
         rows.append((s[_FILE], s[_BLOCK], s[_PART], s["_first"], before, _display_name(s[_FILE])))
@@ -323,6 +325,7 @@ def _union(frames: list[DataFrame]) -> DataFrame:
 
 def _fs(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j Hadoop FileSystem and Path
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
@@ -373,7 +376,9 @@ def _files(spark: SparkSession, path: str, suffix: str | None, what: str) -> lis
 def _open(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j java.io.InputStream
     fs, hpath = _fs(spark, path)
     stream = fs.open(hpath)
-    codec = spark.sparkContext._jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
+    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
         spark.sparkContext._jsc.hadoopConfiguration()
     ).getCodec(hpath)
     return codec.createInputStream(stream) if codec is not None else stream
@@ -382,6 +387,7 @@ def _open(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j java.io.Inpu
 def _first_line(spark: SparkSession, path: str) -> str:
     """The header line, read on the driver (no Spark job)."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
     reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(_open(spark, path), "UTF-8"))
     try:
         return reader.readLine() or ""
@@ -393,7 +399,9 @@ def _read_bytes(spark: SparkSession, path: str) -> bytes:
     """A small file's bytes, read on the driver (item metadata)."""
     stream = _open(spark, path)
     try:
-        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
+        return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
     finally:
         stream.close()
 

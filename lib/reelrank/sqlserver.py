@@ -27,9 +27,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelrank.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.config import Config
 
 log = logging.getLogger(__name__)
+
+DESCRIPTION = "The Spark Thrift Server (JDBC/ODBC, beeline) over the warehouse."
 
 DEFAULT_PORT = 10010
 """Thrift (HiveServer2 binary protocol) port; JDBC URL ``jdbc:hive2://127.0.0.1:10010``."""
@@ -125,10 +128,16 @@ def port_open(port: int, host: str = DEFAULT_HOST, timeout_s: float = 1.0) -> bo
 def run_paths(cfg: Config, port: int) -> tuple[Path, Path, Path]:
     """(pid file, log file, properties file) of the server on ``port`` under the data dir."""
     run = cfg.data_dir / "run"
-    return run / f"sql-server-{port}.pid", cfg.data_dir / "logs" / f"sql-server-{port}.log", run / f"sql-server-{port}.conf"
+    return (
+        run / f"sql-server-{port}.pid",
+        cfg.data_dir / "logs" / f"sql-server-{port}.log",
+        run / f"sql-server-{port}.conf",
+    )
 
 
-def start(cfg: Config, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout_s: float = START_TIMEOUT_S) -> SqlServer:
+def start(
+    cfg: Config, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout_s: float = START_TIMEOUT_S
+) -> SqlServer:
     """Start the Thrift server in its own session (setsid) and return once ``port`` answers."""
     if cfg.warehouse.metastore == "derby":
         log.warning("warehouse.metastore is derby: the SQL server and the nightly cannot run at the same time")
@@ -150,7 +159,9 @@ def start(cfg: Config, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeo
             if proc.poll() is not None:
                 raise SqlServerError(f"SQL server exited with status {proc.returncode}:\n{_tail(log_path)}")
             if time.monotonic() - t0 > timeout_s:
-                raise SqlServerError(f"SQL server did not open {host}:{port} within {timeout_s:.0f} s:\n{_tail(log_path)}")
+                raise SqlServerError(
+                    f"SQL server did not open {host}:{port} within {timeout_s:.0f} s:\n{_tail(log_path)}"
+                )
             time.sleep(0.5)
     except BaseException:
         stop(server.pid)
@@ -222,7 +233,9 @@ def stop_from_pidfile(cfg: Config, port: int = DEFAULT_PORT) -> bool:
     return stopped
 
 
-def beeline_command(sql: str | None, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, user: str | None = None) -> list[str]:
+def beeline_command(
+    sql: str | None, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, user: str | None = None
+) -> list[str]:
     """beeline with machine-readable output (CSV, no header); ``sql=None`` reads statements from stdin."""
     cmd = [str(spark_home() / "bin" / "beeline"), "-u", f"jdbc:hive2://{host}:{port}", "-n", user or getpass.getuser(),
            "--silent=true", "--outputformat=csv2", "--showHeader=false"]
@@ -254,18 +267,18 @@ def beeline(sql: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, user: 
     return parse_rows(r.stdout)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``start`` / ``stop`` / ``status`` / ``query`` for a person or a service manager."""
-    from reelrank.cli import add_common, config_from_args, setup_logging
-
-    p = argparse.ArgumentParser(prog="reelrank serve-sql", description="The Spark Thrift Server over the warehouse.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``reelrank serve-sql``'s arguments (also ``python -m reelrank.sqlserver``'s)."""
     p.add_argument("action", choices=["start", "stop", "status", "query"])
     p.add_argument("sql", nargs="?", help="statement(s) for 'query'")
     add_common(p)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--timeout", type=float, default=START_TIMEOUT_S, help="seconds to wait for the server to start")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    """``start`` / ``stop`` / ``status`` / ``query`` from parsed :func:`add_arguments` (``p`` reports usage errors)."""
     setup_logging(args.verbose)
     try:
         if args.action == "query":
@@ -289,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reelrank: {e}", file=sys.stderr)
         return 1
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``start`` / ``stop`` / ``status`` / ``query`` for a person or a service manager."""
+    p = argparse.ArgumentParser(prog="reelrank serve-sql", description=DESCRIPTION)
+    add_arguments(p)
+    return run(p.parse_args(argv), p)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -208,7 +208,7 @@ class _Mixture:
         self.comp_prob, self.comp_item_prob = comp_prob, comp_item_prob
 
     @classmethod
-    def build(cls, pop: np.ndarray, member: np.ndarray, genre_pref: np.ndarray) -> "_Mixture":
+    def build(cls, pop: np.ndarray, member: np.ndarray, genre_pref: np.ndarray) -> _Mixture:
         n_users, n_genres = genre_pref.shape
         weights = np.vstack([pop, member.T * pop])  # (components, items)
         mass = weights.sum(axis=1)
@@ -244,7 +244,9 @@ class _Mixture:
         return self.item_of[j]
 
 
-def _sample_pairs(rng: np.random.Generator, counts: np.ndarray, mixture: _Mixture, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample_pairs(
+    rng: np.random.Generator, counts: np.ndarray, mixture: _Mixture, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``counts[u]`` distinct items per user u, sorted by (user, item).
 
     Successive sampling: draw with replacement, keep the first occurrence of each item in draw
@@ -298,7 +300,7 @@ def _gumbel_top_up(rng: np.random.Generator, users: np.ndarray, need: np.ndarray
         row = np.searchsorted(u, mine // n_items)
         key[row, mine % n_items] = -np.inf
         best = np.argsort(-key, axis=1, kind="stable")
-        for r, (uu, k) in enumerate(zip(u, need[lo : lo + step])):
+        for r, (uu, k) in enumerate(zip(u, need[lo : lo + step], strict=False)):
             out.append(uu * n_items + best[r, :k])
     return np.concatenate(out)
 
@@ -314,11 +316,12 @@ def _ids(prefix: str, index: np.ndarray, n: int) -> pd.Series:
 _ADJ = ("Silent", "Broken", "Golden", "Last", "Hidden", "Crimson", "Lonely", "Wild", "Electric", "Midnight", "Frozen",
         "Lost", "Burning", "Secret", "Distant", "Savage", "Gentle", "Iron", "Velvet", "Forgotten")  # fmt: skip
 _NOUN = ("Harbor", "Empire", "Garden", "Signal", "Horizon", "Witness", "Kingdom", "Voyage", "Promise", "River",
-         "Machine", "Summer", "Shadow", "Letter", "Frontier", "Dancer", "Orchard", "Station", "Verdict", "Island")  # fmt: skip
+         "Machine", "Summer", "Shadow", "Letter", "Frontier", "Dancer", "Orchard", "Station", "Verdict",
+         "Island")  # fmt: skip
 
 
 def _titles(rng: np.random.Generator, year: np.ndarray) -> list[str]:
     a = rng.integers(0, len(_ADJ), year.size)
     b = rng.integers(0, len(_NOUN), year.size)
     the = rng.random(year.size) < 0.4
-    return [f"{'The ' if t else ''}{_ADJ[x]} {_NOUN[y]} ({yr})" for t, x, y, yr in zip(the, a, b, year)]
+    return [f"{'The ' if t else ''}{_ADJ[x]} {_NOUN[y]} ({yr})" for t, x, y, yr in zip(the, a, b, year, strict=True)]

@@ -151,6 +151,7 @@ def _train_distributed(train_dir: str, val_dir: str | None, cfg: TrainConfig, ou
     distributor = TorchDistributor(num_processes=cfg.num_processes, local_mode=True, use_gpu=use_gpu)
     out = distributor.run(_distributed_worker, str(train_dir), str(val_dir) if val_dir else None,
                           dataclasses.asdict(cfg), str(out_path), n_users, n_items, use_gpu)
+    assert out is not None  # run() returns rank 0's return value for a callable (None only for a script path)
     hist = History([EpochStats(**e) for e in out["epochs"]], out["best_epoch"], out["stopped_early"])
     checkpoint_path(out_path).unlink(missing_ok=True)
     return hist

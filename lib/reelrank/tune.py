@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -15,6 +15,7 @@ from reelrank.columns import RATING, RUN_DATE, USER_IDX
 from reelrank.config import Config
 from reelrank.evaluate import ranking_metrics, rating_metrics
 from reelrank.factorize import fit_als, predict_ratings, recommend_top_n
+from reelrank.metric_keys import RATING_METRICS, parse_metric_key
 from reelrank.splits import leave_last_by_time
 
 log = logging.getLogger(__name__)
@@ -33,20 +34,18 @@ TUNING_SCHEMA = T.StructType(
     ]
 )
 
-_LOWER_IS_BETTER = {"rmse", "mae"}
+_LOWER_IS_BETTER = set(RATING_METRICS)
 
 
 def _score(train: DataFrame, valid: DataFrame, cfg: Config, als_cfg) -> float:
     metric = cfg.evaluate.tune_metric
+    _, k = parse_metric_key(metric)  # checked when the config loaded
     model = fit_als(train, als_cfg)
-    if metric in _LOWER_IS_BETTER:
+    if k is None:
         return rating_metrics(predict_ratings(model, valid))[metric]
-    name, _, k = metric.partition("@")
-    if not k.isdigit():
-        raise ValueError(f"evaluate.tune_metric must be rmse, mae or NAME@K, got {metric!r}")
     truth = valid.where(valid[RATING] >= cfg.evaluate.relevance_threshold)
-    recs = recommend_top_n(model, truth.select(USER_IDX).distinct(), train, int(k))
-    return ranking_metrics(recs, truth, [int(k)])[metric]
+    recs = recommend_top_n(model, truth.select(USER_IDX).distinct(), train, k)
+    return ranking_metrics(recs, truth, [k])[metric]
 
 
 def tune_als(interactions: DataFrame, cfg: Config) -> tuple[DataFrame, dict[str, float]]:
@@ -69,7 +68,7 @@ def tune_als(interactions: DataFrame, cfg: Config) -> tuple[DataFrame, dict[str,
     train.unpersist()
     valid.unpersist()
     best = (min if lower else max)(rows, key=lambda r: r[3])
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     out = [
         (now, cfg.als.implicit, r[0], r[1], r[2], cfg.als.max_iter, cfg.evaluate.tune_metric, float(r[3]), r is best)
         for r in rows
@@ -84,7 +83,9 @@ def run_tuning(spark: SparkSession, cfg: Config) -> dict[str, float]:
     db = cfg.warehouse.database
     interactions = spark.table(f"{db}.interactions")
     if RUN_DATE in interactions.columns:  # a partitioned table: tune on the latest run only
-        latest = interactions.agg(F.max(RUN_DATE)).first()[0]
+        agg_row = interactions.agg(F.max(RUN_DATE)).first()
+        assert agg_row is not None  # a global aggregate returns exactly one row
+        latest = agg_row[0]
         interactions = interactions.where(F.col(RUN_DATE) == F.lit(latest))
     results, chosen = tune_als(interactions, cfg)
     results.write.mode("append").saveAsTable(f"{db}.tuning")

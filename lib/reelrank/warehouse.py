@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 def table_root(spark: SparkSession, database: str, table: str) -> str:
     """Where a table's partition directories live: under the database's location."""
-    loc = spark.sql(f"DESCRIBE DATABASE {database}").filter("info_name = 'Location'").first()["info_value"]
+    row = spark.sql(f"DESCRIBE DATABASE {database}").filter("info_name = 'Location'").first()
+    assert row is not None  # DESCRIBE DATABASE always has a Location row
+    loc = row["info_value"]
     return f"{loc.rstrip('/')}/{table}"
 
 
@@ -92,7 +94,13 @@ def collect_garbage(spark: SparkSession, database: str, table: str, grace_hours:
         if not expired:
             continue
         live = partition_location(spark, database, table, date.fromisoformat(date_dir.name.split("=", 1)[1]))
-        live_path = _local_path(live).resolve() if live else None
+        live_local = _local_path(live) if live else None
+        if live and live_local is None:
+            raise ValueError(
+                f"{database}.{table}: partition {date_dir.name} points at {live}, which is not a local path "
+                f"(the table root {root} is)"
+            )
+        live_path = live_local.resolve() if live_local is not None else None
         for version in expired:
             if version.resolve() != live_path:
                 shutil.rmtree(version, ignore_errors=True)
@@ -108,7 +116,8 @@ class RunOutputs:
     cfg: Config
     run_date: date
     run_id: str
-    staged: dict[str, tuple[str, DataFrame | None]] = field(default_factory=dict)
+    staged: dict[str, tuple[str, DataFrame]] = field(default_factory=dict)
+    """Tables written by this process (a resumed run reads the others back from their directories)."""
 
     @property
     def database(self) -> str:
@@ -127,14 +136,17 @@ class RunOutputs:
         self.staged[table] = (location, written)
         return written
 
-    def publish(self) -> dict[str, str]:
-        """Swap every staged table's run_date partition to its new directory; return table -> location."""
+    def publish(self, tables: list[str]) -> dict[str, str]:
+        """Swap each table's run_date partition to this run's directory; return table -> location."""
         published = {}
-        for table, (location, df) in self.staged.items():
-            ensure_partitioned_table(self.spark, self.database, table, df if df is not None else self.spark.read.parquet(location))
+        for table in tables:
+            location, df = self.staged.get(table, (self.location(table), None))
+            ensure_partitioned_table(
+                self.spark, self.database, table, df if df is not None else self.spark.read.parquet(location)
+            )
             swap_partition(self.spark, self.database, table, self.run_date, location)
             published[table] = location
-        for table in self.staged:
+        for table in tables:
             removed = collect_garbage(self.spark, self.database, table, self.cfg.warehouse.grace_hours)
             if removed:
                 log.info("removed %d replaced version(s) of %s.%s", len(removed), self.database, table)
@@ -161,5 +173,7 @@ def latest_partition(spark: SparkSession, database: str, table: str) -> DataFram
     df = read_table(spark, database, table)
     if df is None:
         return None
-    last = df.agg(F.max(C.RUN_DATE)).first()[0]
+    agg_row = df.agg(F.max(C.RUN_DATE)).first()
+    assert agg_row is not None  # a global aggregate returns exactly one row
+    last = agg_row[0]
     return None if last is None else df.filter(F.col(C.RUN_DATE) == F.lit(last)).drop(C.RUN_DATE)

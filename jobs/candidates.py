@@ -1,0 +1,8 @@
+"""spark-submit entry point: the candidates stage of the nightly pipeline (see `reelrank stage candidates --help`)."""
+
+import sys
+
+from reelrank.bootstrap import run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job("candidates"))

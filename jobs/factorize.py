@@ -1,8 +1,0 @@
-"""spark-submit entry point: the factorize stage of the nightly pipeline (see `reelrank stage factorize --help`)."""
-
-import sys
-
-from reelrank.cli import run_job
-
-if __name__ == "__main__":
-    sys.exit(run_job("factorize"))

@@ -1,0 +1,218 @@
+"""One run's identity and state on disk, and the catalog-checked I/O its stages go through.
+
+A run lives under ``<data_dir>/runs/<run_id>/`` (work frames, shards, the model, ``state.json``); its warehouse
+tables are staged under each table's ``run_date=<date>/<run_id>/`` directory and published by the last stage.
+``runs/current-<date>`` points at the date's latest attempt, so separate spark-submit stage jobs continue it.
+An output is complete when its directory holds :data:`DONE`, written by the runner after the stage that
+declares it has ended; ``--resume`` skips a stage whose declared outputs are all complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from reelrank.catalog import DATASETS, DECLS, TABLES, StageDecl
+from reelrank.config import Config
+from reelrank.runs import RunRecord, StageTimer
+from reelrank.warehouse import RunOutputs, latest_partition
+
+log = logging.getLogger("reelrank")
+
+DONE = "_DONE"
+"""Completion marker the runner writes into every output directory of a stage that ended (Spark's own
+``_SUCCESS`` says only that one write finished, not that the stage did)."""
+
+NOT_OUTPUTS = ("quality", "report")
+"""Config sections that change no stage's output: a run may resume across a change of them."""
+
+
+class RunFailed(RuntimeError):
+    """The run did not publish; the previous output is unchanged."""
+
+
+class UndeclaredDataset(RuntimeError):
+    """A stage read or wrote a dataset its catalog entry does not declare."""
+
+
+@dataclass
+class RunContext:
+    """One run's identity and state: where each dataset lives, the run record, the staged tables."""
+
+    spark: SparkSession
+    cfg: Config
+    record: RunRecord
+    outputs: RunOutputs = field(init=False)
+    report: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.outputs = RunOutputs(self.spark, self.cfg, self.record.run_date, self.record.run_id)
+
+    @property
+    def db(self) -> str:
+        return self.cfg.warehouse.database
+
+    @property
+    def work(self) -> Path:
+        return self.cfg.data_dir / "runs" / self.record.run_id
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.cfg.train.model}@{self.record.run_id}"
+
+    @classmethod
+    def start(cls, spark: SparkSession, cfg: Config, run_date: date) -> RunContext:
+        """A new attempt for ``run_date``; later stage jobs of that date pick it up."""
+        ctx = cls(spark, cfg, RunRecord(run_date=run_date, config_hash=cfg.fingerprint(), source=cfg.source.kind))
+        ctx.work.mkdir(parents=True, exist_ok=True)
+        _pointer(cfg, run_date).write_text(ctx.record.run_id)
+        ctx.save_state()
+        return ctx
+
+    @staticmethod
+    def resumable(cfg: Config, run_date: date) -> bool:
+        """An unpublished attempt of ``run_date`` made with the same settings exists."""
+        state = _read_state(cfg, run_date)
+        if state is None:
+            return False
+        if state.get("published") or state.get("outputs_hash") != cfg.fingerprint(exclude=NOT_OUTPUTS):
+            log.info("not resuming run %s: %s", state["run_id"],
+                     "already published" if state.get("published") else "its config differs")
+            return False
+        return True
+
+    @classmethod
+    def resume(cls, spark: SparkSession, cfg: Config, run_date: date) -> RunContext:
+        """The latest attempt for ``run_date`` (for a single stage job after earlier ones)."""
+        state = _read_state(cfg, run_date)
+        if state is None:
+            raise RunFailed(f"no run started for {run_date} under {cfg.data_dir}: "
+                            "run the ingest stage (or nightly) first")
+        rec = RunRecord(run_date=run_date, config_hash=state["config_hash"], source=state["source"],
+                        run_id=state["run_id"])
+        rec.stages = [StageTimer(**s) for s in state["stages"]]
+        return cls(spark, cfg, rec)
+
+    def save_state(self, published: bool = False) -> None:
+        state = {"published": published, "outputs_hash": self.cfg.fingerprint(exclude=NOT_OUTPUTS),
+                 "run_id": self.record.run_id, "config_hash": self.record.config_hash, "source": self.record.source,
+                 "stages": [vars(s) for s in self.record.stages]}
+        (self.work / "state.json").write_text(json.dumps(state, indent=1))
+
+    def location(self, name: str) -> str:
+        """Where dataset ``name`` of this run lives (a directory; a URI for warehouse tables)."""
+        kind = DATASETS[name].kind
+        if kind == "table":
+            return self.outputs.location(name)
+        if kind == "shards":
+            return str(self.work / "shards" / name.removeprefix("shards_"))
+        if kind == "model":
+            return str(self.work / "model")
+        return str(self.work / "frames" / name)
+
+    def local_dir(self, name: str) -> Path:
+        return Path(self.location(name).removeprefix("file:"))
+
+    def complete(self, name: str) -> bool:
+        """Whether dataset ``name`` was written by a stage that ended."""
+        return (self.local_dir(name) / DONE).exists()
+
+    def stage_complete(self, stage: str) -> bool:
+        """Whether every output the catalog declares for ``stage`` is complete (a stage without outputs never is)."""
+        outputs = DECLS[stage].outputs
+        return bool(outputs) and all(self.complete(n) for n in outputs)
+
+    def table(self, name: str) -> DataFrame:
+        """A warehouse table this run staged (read back from its directory), for the report and summary."""
+        return self.spark.read.parquet(self.location(name))
+
+    def stage_tables(self) -> list[str]:
+        """The warehouse tables this run has staged and completed, in catalog order."""
+        return [t for t in TABLES if self.complete(t)]
+
+
+class StageIO:
+    """What one stage may read and write: its catalog declaration, enforced."""
+
+    def __init__(self, ctx: RunContext, decl: StageDecl) -> None:
+        self.ctx, self.decl = ctx, decl
+        self.written: set[str] = set()
+
+    def _check(self, name: str, allowed: tuple[str, ...], what: str) -> None:
+        if name not in allowed:
+            raise UndeclaredDataset(f"stage {self.decl.name} {what} {name!r}, which reelrank.catalog does not declare "
+                                    f"for it ({what.split()[0]} declared: {', '.join(allowed) or 'none'})")
+
+    def read(self, name: str, part: str | None = None) -> DataFrame:
+        """Input ``name`` (a part of a ``frames`` input) as a DataFrame."""
+        self._check(name, self.decl.inputs, "reads")
+        path = self.path(name)
+        return self.ctx.spark.read.parquet(f"{path}/{part}" if part else path)
+
+    def parts(self, name: str) -> list[str]:
+        """The part names of a ``frames`` input, sorted."""
+        self._check(name, self.decl.inputs, "reads")
+        return sorted(p.name for p in self.ctx.local_dir(name).iterdir() if p.is_dir())
+
+    def path(self, name: str) -> str:
+        """Where input or output ``name`` lives (for shards and the model, which Petastorm and torch read)."""
+        self._check(name, self.decl.inputs + self.decl.outputs, "uses")
+        if name in self.decl.outputs:
+            self.written.add(name)
+        return self.ctx.location(name)
+
+    def published(self, name: str) -> DataFrame | None:
+        """The latest published partition of warehouse table ``name`` (None before the first night)."""
+        self._check(name, self.decl.published, "reads published")
+        return latest_partition(self.ctx.spark, self.ctx.db, name)
+
+    def write(self, name: str, df: DataFrame, part: str | None = None) -> DataFrame:
+        """Write output ``name`` (or one part of a ``frames`` output) and return it read back (lineage cut)."""
+        self._check(name, self.decl.outputs, "writes")
+        self.written.add(name)
+        if DATASETS[name].kind == "table":
+            return self.ctx.outputs.stage(name, df)
+        path = self.ctx.location(name) + (f"/{part}" if part else "")
+        df.write.mode("overwrite").parquet(path)
+        return self.ctx.spark.read.parquet(path)
+
+    def start(self) -> None:
+        """Before the stage body: its outputs are no longer complete; a ``frames`` output starts empty."""
+        for name in self.decl.outputs:
+            target = self.ctx.local_dir(name)
+            (target / DONE).unlink(missing_ok=True)
+            if DATASETS[name].kind == "frames":
+                shutil.rmtree(target, ignore_errors=True)
+
+    def finish(self) -> None:
+        """After the stage body: every declared output must have been written; mark each complete."""
+        missing = [n for n in self.decl.outputs if n not in self.written]
+        if missing:
+            raise UndeclaredDataset(f"stage {self.decl.name} ended without writing its declared output(s) "
+                                    f"{', '.join(missing)}")
+        for name in self.decl.outputs:
+            target = self.ctx.local_dir(name)
+            if not target.is_dir():
+                raise RunFailed(f"stage {self.decl.name}: output {name} is missing at {target}")
+            (target / DONE).write_text(f"{self.decl.name} {self.ctx.record.run_id}\n")
+
+
+def _pointer(cfg: Config, run_date: date) -> Path:
+    path = cfg.data_dir / "runs" / f"current-{run_date.isoformat()}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _read_state(cfg: Config, run_date: date) -> dict | None:
+    """The state of the date's latest attempt, or None when there is none."""
+    pointer = _pointer(cfg, run_date)
+    if not pointer.exists():
+        return None
+    state_file = cfg.data_dir / "runs" / pointer.read_text().strip() / "state.json"
+    return json.loads(state_file.read_text()) if state_file.exists() else None

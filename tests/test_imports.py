@@ -1,0 +1,210 @@
+"""Module structure: no import cycles inside reelrank, nobody imports the CLI, and --help never loads Spark."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "lib" / "reelrank"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imported(node: ast.stmt, importer: str) -> list[str]:
+    """The reelrank modules an import statement names (``from reelrank import x`` names ``reelrank.x``)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        if node.level:  # relative: resolve against the importer's package
+            package = importer if MODULES.get(importer, Path()).name == "__init__.py" else importer.rpartition(".")[0]
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+            target = f"{base}.{node.module}" if node.module else base
+        else:
+            target = node.module or ""
+        subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in MODULES]
+        return [target] + subs
+    return []
+
+
+def _top_level_imports(tree: ast.Module) -> list[ast.stmt]:
+    """Import statements that run when the module is imported: the body, and inside top-level if/try blocks
+    (but not ``if TYPE_CHECKING:``)."""
+    out, todo = [], list(tree.body)
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.append(node)
+        elif isinstance(node, ast.If):
+            if "TYPE_CHECKING" not in ast.unparse(node.test):
+                todo += node.body + node.orelse
+        elif isinstance(node, ast.Try):
+            todo += node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body]
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        graph[name] = {t for node in _top_level_imports(tree) for t in _imported(node, name)
+                       if t in MODULES and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component with more than one module (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_graph_sees_the_known_imports():
+    graph = _graph()
+    assert "reelrank.config" in graph["reelrank.bootstrap"]
+    assert "reelrank.bootstrap" in graph["reelrank.cli"] and "reelrank.sqlserver" in graph["reelrank.cli"]
+    assert "reelrank.columns" in graph["reelrank.sources"]  # `from reelrank import columns as C`
+
+
+def test_cycle_detection_works():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_among_reelrank_modules():
+    cycles = _cycles(_graph())
+    assert not cycles, "module-level import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_nothing_imports_the_cli():
+    """reelrank.cli is the top of the tree: helpers come from reelrank.bootstrap (any import counts, lazy too)."""
+    offenders = []
+    for folder in ("lib", "jobs", "bench"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path == PACKAGE / "cli.py":
+                continue
+            importer = _module_name(path) if PACKAGE in path.parents else ""
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and "reelrank.cli" in _imported(node, importer):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"import reelrank.cli (use reelrank.bootstrap): {', '.join(offenders)}"
+
+
+HELP_SNIPPET = r"""
+import contextlib, io, sys
+from reelrank import cli
+
+for argv in [["--help"], ["--version"], ["stage", "--help"], ["stage", "ingest", "--help"], ["nightly", "--help"],
+             ["tune", "--help"], ["query", "--help"], ["runs", "--help"], ["where", "--help"], ["report", "--help"],
+             ["spark-conf", "--help"], ["serve-sql", "--help"]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            rc = cli.main(argv)
+        except SystemExit as e:
+            rc = e.code
+    assert rc in (0, None), (argv, rc)
+    text = out.getvalue()
+    if argv == ["--version"]:
+        import reelrank
+        assert text.strip() == f"reelrank {reelrank.__version__}", text
+    else:
+        assert text.startswith("usage: reelrank"), (argv, text[:200])
+for argv in [[], ["bogus"], ["stage"], ["stage", "bogus"], ["nightly", "--source", "excel"]]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            rc = cli.main(argv)
+        except SystemExit as e:
+            rc = e.code
+    assert rc == 2, (argv, rc)
+heavy = sorted(m for m in ("pyspark", "py4j", "torch", "pandas", "reelrank.pipeline") if m in sys.modules)
+assert not heavy, heavy
+print("ok")
+"""
+
+
+def _python(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "lib"), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_help_and_version_do_not_load_spark():
+    r = _python("-c", HELP_SNIPPET)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout[-2000:] + r.stderr[-3000:]
+
+
+def test_module_entry_help_and_version():
+    r = _python("-m", "reelrank.cli", "stage", "ingest", "--help")
+    assert r.returncode == 0 and "ingest" in r.stdout and "--resume" in r.stdout, r.stderr
+    r = _python("-m", "reelrank.cli", "--version")
+    assert r.returncode == 0 and r.stdout.startswith("reelrank "), r.stderr
+
+
+def test_cli_choices_come_from_one_place():
+    import typing
+
+    from reelrank import bootstrap, cli
+    from reelrank.config import SourceKind
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    stage = {a.dest: a for a in sub.choices["stage"]._actions}
+    assert tuple(stage["stage"].choices) == bootstrap.STAGE_NAMES
+    assert tuple(stage["source"].choices) == typing.get_args(SourceKind)
+    assert set(sub.choices) == {
+        "nightly", "stage", "query", "runs", "where", "report", "spark-conf", "serve-sql", "tune"
+    }
+    assert not hasattr(cli, "SOURCES")
+
+
+def test_stage_names_match_the_catalog():
+    """The CLI's constant (no pyspark) is the pipeline's stage list; reelrank.catalog imports no Spark either."""
+    from reelrank import bootstrap, catalog
+
+    assert bootstrap.STAGE_NAMES == catalog.STAGE_NAMES
+
+
+def test_every_job_has_a_thin_entry():
+    """jobs/NAME.py exists for each job in bootstrap.JOBS (every stage, nightly, tune) and runs that job."""
+    from reelrank.bootstrap import JOBS
+
+    files = {p.stem: p for p in (REPO / "jobs").glob("*.py")}
+    assert set(files) == set(JOBS)
+    for name, path in files.items():
+        text = path.read_text()
+        assert "from reelrank.bootstrap import run_job" in text and f'run_job("{name}")' in text, path
+        assert len(text.splitlines()) <= 10, path
