@@ -175,27 +175,21 @@ def test_module_entry_help_and_version():
 
 
 def test_cli_choices_come_from_one_place():
+    import argparse
     import typing
 
-    from reelrank import bootstrap, cli
+    from reelrank import catalog, cli
     from reelrank.config import SourceKind
 
     parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     stage = {a.dest: a for a in sub.choices["stage"]._actions}
-    assert tuple(stage["stage"].choices) == bootstrap.STAGE_NAMES
+    assert tuple(stage["stage"].choices) == catalog.STAGE_NAMES
     assert tuple(stage["source"].choices) == typing.get_args(SourceKind)
     assert set(sub.choices) == {
         "nightly", "stage", "query", "runs", "where", "report", "spark-conf", "serve-sql", "tune"
     }
     assert not hasattr(cli, "SOURCES")
-
-
-def test_stage_names_match_the_catalog():
-    """The CLI's constant (no pyspark) is the pipeline's stage list; reelrank.catalog imports no Spark either."""
-    from reelrank import bootstrap, catalog
-
-    assert bootstrap.STAGE_NAMES == catalog.STAGE_NAMES
 
 
 def test_every_job_has_a_thin_entry():

@@ -26,7 +26,7 @@ def wcfg(cfg, spark, request):
 def _publish(spark, cfg, run_date, run_id, n, tag):
     out = warehouse.RunOutputs(spark, cfg, run_date, run_id)
     out.stage("recs", spark.range(n).withColumn("tag", F.lit(tag)))
-    return out.publish()
+    return out.publish(["recs"])
 
 
 def _rows(spark, cfg, run_date):

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from reelrank.catalog import STAGE_NAMES
 from reelrank.config import Config, ConfigError, SourceKind, load_config
 
 log = logging.getLogger("reelrank")
 
-STAGE_NAMES = ("ingest", "matrix", "neighbours", "candidates", "features", "train", "score", "evaluate", "publish")
-"""The nightly pipeline's stages in order (``reelrank.pipeline`` runs exactly these)."""
 SOURCE_KINDS: tuple[str, ...] = typing.get_args(SourceKind)
 
 
@@ -41,9 +40,6 @@ def parse_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
-
-
-_date = parse_date  # the name it had in reelrank.cli
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

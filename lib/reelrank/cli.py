@@ -13,7 +13,6 @@ import sys
 from reelrank import __version__, sqlserver
 from reelrank.bootstrap import (
     JOBS,
-    STAGE_NAMES,
     add_common,
     add_run_args,
     config_from_args,
@@ -21,6 +20,7 @@ from reelrank.bootstrap import (
     run_in_session,
     run_pipeline,
 )
+from reelrank.catalog import STAGE_NAMES
 from reelrank.config import Config
 
 
