@@ -1,7 +1,8 @@
 """Kill the nightly in the middle of each stage, resume it, and check the resumed night equals an uninterrupted one.
 
-For every stage S: a fresh data directory, ``reelrank nightly`` killed with SIGKILL halfway through S (timed from
-an uninterrupted reference run), then ``reelrank nightly --resume``. The resumed run must exit 0, publish, skip
+For every stage S: a copy of a data directory where a reference night was published, the next night's
+``reelrank nightly`` killed with SIGKILL halfway through S (timed from the reference run), then
+``reelrank nightly --resume``. The resumed run must exit 0, publish, skip
 exactly the stages before S whose outputs were complete, and end with the reference's row count in every
 stage. Prints a table and appends it to bench/results/kill_resume.md.
 
@@ -28,7 +29,8 @@ from reelrank.config import default_conf_dir
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kill_resume.md"
 STAGE_LINE = re.compile(r"INFO\s+(\w+)\s+[\d,]+ rows\s+([\d.]+) s")
-DATE = "2026-01-05"
+RUN_LINE = re.compile(r"INFO\s+run \S+ for \d{4}-\d\d-\d\d")
+DATE, NEXT = "2026-01-05", "2026-01-06"
 
 
 def small_config(folder: Path, users: int) -> Path:
@@ -41,16 +43,18 @@ def small_config(folder: Path, users: int) -> Path:
     return folder / "small.toml"
 
 
-def nightly(config: Path, data: Path, *extra: str) -> subprocess.Popen:
+def nightly(config: Path, data: Path, day: str, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "reelrank.cli", "nightly", "--config", str(config), "--data-dir", str(data),
-           "--date", DATE, *extra]
+           "--date", day, *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def stage_rows(data: Path) -> tuple[dict[str, int], bool]:
-    """Rows per stage and the published flag of the date's latest attempt, from its state file."""
-    run_id = (data / "runs" / f"current-{DATE}").read_text().strip()
-    state = json.loads((data / "runs" / run_id / "state.json").read_text())
+def stage_rows(data: Path, day: str) -> tuple[dict[str, int], bool]:
+    """Rows per stage and the published flag of the date's latest attempt, from its state file (none: {}, False)."""
+    pointer = data / "runs" / f"current-{day}"
+    if not pointer.exists():
+        return {}, False
+    state = json.loads((data / "runs" / pointer.read_text().strip() / "state.json").read_text())
     return {s["name"]: s["rows"] for s in state["stages"]}, state["published"]
 
 
@@ -63,40 +67,42 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="reelrank-kill-"))
     config = small_config(root, args.users)
 
-    ref = nightly(config, root / "reference")
+    ref = nightly(config, root / "reference", DATE)
     out, _ = ref.communicate()
     if ref.returncode != 0:
         raise SystemExit(f"reference nightly failed:\n{out[-3000:]}")
     seconds = {m[1]: float(m[2]) for m in STAGE_LINE.finditer(out)}
-    expected, _ = stage_rows(root / "reference")
+    expected, _ = stage_rows(root / "reference", DATE)
     print(f"reference: {sum(seconds.values()):.0f} s of stages; rows {expected}", flush=True)
 
     rows = []
     for stage in args.stages.split(","):
         data = root / stage
+        shutil.copytree(root / "reference", data)  # last night published: the metastore and warehouse exist
         before = STAGE_NAMES[: STAGE_NAMES.index(stage)]
-        proc = nightly(config, data)
+        proc = nightly(config, data, NEXT)
         t_start = time.monotonic()
         assert proc.stdout is not None
         for line in proc.stdout:  # the stage starts when the one before it logs its line
             m = STAGE_LINE.search(line)
-            if (stage == STAGE_NAMES[0] and "run " in line and " for " in line
+            if (stage == STAGE_NAMES[0] and RUN_LINE.search(line)
                     or m and m[1] == (before[-1] if before else None)):
                 break
         time.sleep(seconds[stage] / 2)
         killed_after = time.monotonic() - t_start
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        resumed = nightly(config, data, "--resume")
+        resumed = nightly(config, data, NEXT, "--resume")
         log, _ = resumed.communicate()
         skipped = [s for s in STAGE_NAMES if re.search(rf"INFO\s+{s}\s+skipped", log)]
-        got, published = stage_rows(data)
+        got, published = stage_rows(data, NEXT)
         ok = resumed.returncode == 0 and published and got == expected and skipped == list(before)
         rows.append({"killed in": stage, "after s": round(killed_after, 1), "resume exit": resumed.returncode,
                      "skipped": ", ".join(skipped) or "-", "rows = reference": got == expected, "ok": ok})
         print(rows[-1], flush=True)
         if not ok:
             print(log[-3000:], flush=True)
+        shutil.rmtree(data, ignore_errors=True)
     table = markdown(rows)
     print(table)
     if not args.no_save:

@@ -43,7 +43,8 @@ def test_every_user_gets_top_n(spark, cfg, nightly):
 def test_rerun_of_the_same_date_replaces(spark, cfg, nightly):
     assert _table(spark, cfg, "recommendations").count() == nightly["recs_first"]
     models = {r[0] for r in _table(spark, cfg, "recommendations").select(C.MODEL).distinct().collect()}
-    assert models == {nightly["second"].model_name}
+    second = nightly["second"].record
+    assert models == {f"{second.published_model}@{second.run_id}"}
 
 
 def test_ranks_are_one_to_n_and_scores_non_increasing(spark, cfg, nightly):
@@ -90,6 +91,10 @@ def test_metrics_and_run_history(spark, cfg, nightly):
     stage_rows = ours.iloc[0].stage_rows
     assert stage_rows["score"] == nightly["recs_first"]
     assert set(ours.iloc[0].stage_seconds) == set(pipeline.STAGES)
+    # the ranker is published unless the night's best list beats it beyond noise; runs says which and why
+    for _, run in ours.iterrows():
+        assert run.published_model == cfg.train.model or ndcg[run.published_model] == ndcg.max(), run
+        assert run.published_model in run.published_why
 
 
 def test_failed_run_leaves_published_output_intact(spark, cfg, nightly, tmp_path):
@@ -128,7 +133,7 @@ def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, ni
     skipped = {r.getMessage().split()[0] for r in caplog.records if "skipped: outputs of run" in r.getMessage()}
     assert skipped == set(pipeline.STAGES) - {"publish"}
     models = {r[0] for r in _table(spark, cfg, "recommendations").select(C.MODEL).distinct().collect()}
-    assert models == {resumed.model_name}
+    assert models == {f"{resumed.record.published_model}@{resumed.record.run_id}"}
     assert _table(spark, cfg, "recommendations").count() == len(before)
 
 

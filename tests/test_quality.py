@@ -60,3 +60,25 @@ def test_false_alarms_and_misses_on_simulated_runs(gate):
             a, b = _per_user_ndcg(rng, 1000, 0.45), _per_user_ndcg(rng, 1000, 0.45 * share)
             caught += quality.metric_drop(b.mean(), 1000, a.mean(), 1000, gate) is not None
         assert caught >= power * 200, (share, caught)
+
+
+def test_champion_is_the_ranker_when_it_is_best_or_within_noise(gate):
+    best = quality.choose_champion({"mlp": (0.33, 1000), "als": (0.13, 1000), "popular": (0.12, 1000)}, "mlp", gate)
+    assert best.model == "mlp" and "best ndcg@10" in best.why
+    close = quality.choose_champion({"mlp": (0.30, 200), "als": (0.32, 200)}, "mlp", gate)
+    assert close.model == "mlp" and "within noise" in close.why
+
+
+def test_champion_is_the_best_list_when_the_ranker_is_worse_beyond_noise(gate):
+    """The 400-user synthetic night of the operator issue: MLP 0.057, popularity 0.234, ALS 0.190 on ~80 users."""
+    values = {"mlp": (0.057, 80), "popular": (0.234, 80), "als": (0.190, 80)}
+    champ = quality.choose_champion(values, "mlp", gate)
+    assert champ.model == "popular"
+    assert "published popular" in champ.why and "mlp ndcg@10 0.0570 vs popular 0.2340" in champ.why
+    strict = dataclasses.replace(gate, on_regression="fail")
+    with pytest.raises(quality.QualityGateFailed, match="quality.on_regression = fail"):
+        quality.choose_champion(values, "mlp", strict)
+
+
+def test_champion_without_a_ranker_metric_is_the_best_list(gate):
+    assert quality.choose_champion({"als": (0.2, 10), "ease": (0.25, 10)}, "mlp", gate).model == "ease"

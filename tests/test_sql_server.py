@@ -227,13 +227,14 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
         run2 = _run_id(logs[1])
 
         # Both runs are recorded; their own row counts say what a complete partition holds.
-        runs = {r[0]: r[1:] for r in beeline(f"SELECT run_id, status, stage_rows['score'] FROM reelrank.runs "
-                                             f"WHERE run_date = DATE'{RUN_DATE}'", port)}
+        runs = {r[0]: r[1:] for r in beeline(f"SELECT run_id, status, stage_rows['score'], published_model "
+                                             f"FROM reelrank.runs WHERE run_date = DATE'{RUN_DATE}'", port)}
         assert set(runs) == {run1, run2}, runs
-        assert all(status == "published" for status, _ in runs.values()), runs
+        assert all(status == "published" for status, _, _ in runs.values()), runs
         new = tuple(beeline(f"SELECT {READ}", port)[0])
         for row, run_id in ((old, run1), (new, run2)):
-            assert row[0] == runs[run_id][1] and row[2:] == (f"mlp@{run_id}",) * 2, (row, run_id, runs)
+            published = f"{runs[run_id][2]}@{run_id}"  # the ranker, or the candidate source that beat it
+            assert row[0] == runs[run_id][1] and row[2:] == (published,) * 2, (row, run_id, runs)
         assert int(new[0]) <= 10 * int(new[1]) and int(old[0]) <= 10 * int(old[1])  # top 10 per user
 
         publish = _publish_window(logs[1], ended)

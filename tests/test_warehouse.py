@@ -71,6 +71,10 @@ def test_append_rows_and_latest_partition(spark, wcfg):
     warehouse.append_rows(spark, db, "hist", spark.createDataFrame([(1, "x")], ["a", "b"]))
     warehouse.append_rows(spark, db, "hist", spark.createDataFrame([("y", 2)], ["b", "a"]))
     assert sorted(tuple(r) for r in spark.table(f"{db}.hist").collect()) == [(1, "x"), (2, "y")]
+    # a newer row with a column the table lacks (runs.published_model): the column is added, old rows get null
+    warehouse.append_rows(spark, db, "hist", spark.createDataFrame([(3, "z", "ease")], ["a", "b", "c"]))
+    assert sorted(tuple(r) for r in spark.table(f"{db}.hist").collect()) == [(1, "x", None), (2, "y", None),
+                                                                          (3, "z", "ease")]
     assert warehouse.latest_partition(spark, db, "recs") is None
     _publish(spark, wcfg, D1, "r1", 2, "a")
     _publish(spark, wcfg, D2, "r2", 3, "b")

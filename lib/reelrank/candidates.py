@@ -1,6 +1,6 @@
 """Candidate sources behind one interface: fit on interactions, recommend each user's top-n unseen items.
 
-Every source (popularity over all time or a recent window, item neighbours, ALS) returns lists as
+Every source (popularity over all time or a recent window, item neighbours, ALS, EASE) returns lists as
 ``(user_idx, item_idx, score, rank)`` with ranks 1..n, no item the user interacted with in the fitted data,
 ties to the smaller item_idx, and the source's popular list for a user without history. The nightly fits each
 configured source on the history (labels, evaluation) and on all interactions (tonight's candidates) in one loop;
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pyspark.sql import DataFrame
 
 from reelrank import columns as C
-from reelrank import factorize, neighbours, popularity
+from reelrank import ease, factorize, neighbours, popularity
 from reelrank.config import ALSConfig, Config, NeighboursConfig
 
 
@@ -101,11 +101,31 @@ class ALSSource(CandidateSource):
         return {"user_factors": user_f, "item_factors": item_f}
 
 
+class EaseSource(CandidateSource):
+    """EASE (Steck, 2019): closed-form item-item weights over the binary interactions; users without history get
+    the popular list."""
+
+    name = "ease"
+
+    def __init__(self, lam: float, max_items: int, block_users: int, device: str) -> None:
+        self.lam, self.max_items, self.block_users, self.device = lam, max_items, block_users, device
+
+    def fit(self, interactions: DataFrame) -> EaseSource:
+        self._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
+        self.model = ease.fit_ease(interactions, self.lam, self.max_items, self.device)
+        return self
+
+    def recommend(self, users: DataFrame, n: int) -> DataFrame:
+        return ease.recommend_ease(self.model, users, self._seen, n, self.block_users)
+
+
 REGISTRY: dict[str, Callable[[Config], CandidateSource]] = {
     "popular": lambda cfg: PopularitySource("popular"),
     "recent_popular": lambda cfg: PopularitySource("recent_popular", cfg.candidates.recent_days),
     "item_neighbours": lambda cfg: ItemNeighboursSource(cfg.neighbours),
     "als": lambda cfg: ALSSource(cfg.als),
+    "ease": lambda cfg: EaseSource(cfg.candidates.ease_lambda, cfg.candidates.ease_max_items,
+                                   cfg.als.topn_block_users, cfg.train.device),
 }
 """Every candidate source by name; ``[candidates] sources`` picks which the nightly fits."""
 

@@ -61,12 +61,14 @@ DATASETS: dict[str, Dataset] = {
         Dataset("shards_val", "shards", "labelled validation shards (and the evaluation users)"),
         Dataset("shards_score", "shards", "tonight's candidates with features from the full fit, to score"),
         Dataset("model", "model", "the trained ranker and its JSON description (epochs, losses)"),
-        Dataset("recommendations", "table", "tonight's published top-N per user"),
-        Dataset("metrics", "table", "every model's offline metrics on the validation users"),
+        Dataset("metrics", "table", "every list's offline metrics on the validation users"),
+        Dataset("champion", "frame", "the list published tonight and why (the ranker unless a list beats it)"),
+        Dataset("recommendations", "table", "tonight's published top-N per user, from the champion list"),
     )
 }
 
-_TABLES_BEFORE_PUBLISH = tuple(name for name, d in DATASETS.items() if d.kind == "table")
+TABLES: tuple[str, ...] = tuple(name for name, d in DATASETS.items() if d.kind == "table")
+"""Every warehouse table a run publishes (``runs`` is appended to separately)."""
 
 STAGES: tuple[StageDecl, ...] = (
     StageDecl("ingest", (), ("rejected_interactions", "accepted", "raw_items")),
@@ -88,16 +90,18 @@ STAGES: tuple[StageDecl, ...] = (
         ("learn", "shards_train", "shards_val", "shards_score"),
     ),
     StageDecl("train", ("shards_train", "shards_val", "user_index", "item_index"), ("model",)),
-    StageDecl("score", ("shards_score", "model", "user_index", "item_index"), ("recommendations",)),
     StageDecl(
         "evaluate",
         ("shards_val", "holdout", "history", "item_nb_history", "candidates_history", "model"),
-        ("metrics",),
+        ("metrics", "champion"),
     ),
-    StageDecl("publish", _TABLES_BEFORE_PUBLISH, (), published=("metrics", "recommendations")),
+    StageDecl(
+        "score",
+        ("shards_score", "model", "champion", "candidates_full", "user_index", "item_index"),
+        ("recommendations",),
+    ),
+    StageDecl("publish", (*TABLES, "champion"), (), published=("metrics", "recommendations")),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 DECLS: dict[str, StageDecl] = {s.name: s for s in STAGES}
-TABLES: tuple[str, ...] = _TABLES_BEFORE_PUBLISH
-"""Every warehouse table a run publishes (``runs`` is appended to separately)."""

@@ -70,7 +70,8 @@ def _numeric(v: str) -> bool:
 def _runs(args: argparse.Namespace) -> int:
     db = config_from_args(args).warehouse.database
     sql = (f"SELECT run_id, run_date, status, round(seconds, 1) AS seconds, stage_rows['score'] AS recommendations, "
-           f"substring_index(error, '\\n', 1) AS error FROM {db}.runs ORDER BY started_at DESC LIMIT {args.limit}")
+           f"published_model, substring_index(error, '\\n', 1) AS error FROM {db}.runs "
+           f"ORDER BY started_at DESC LIMIT {args.limit}")
     return _query(argparse.Namespace(**{**vars(args), "sql": sql, "format": "table"}))
 
 

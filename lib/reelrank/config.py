@@ -64,7 +64,7 @@ ModelName = Literal["mlp", "neumf"]
 LossName = Literal["bce", "bpr"]
 DeviceSetting = Literal["auto", "cpu", "cuda"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
-CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als"]
+CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als", "ease"]
 """Sources registered in :data:`reelrank.candidates.REGISTRY`."""
 FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular")
 """The candidate sources whose lists the ranker's features describe (:mod:`reelrank.features`)."""
@@ -223,9 +223,16 @@ class CandidatesConfig:
     item_neighbours: PositiveInt
     """... item-based top-N over the item-item Pearson lists, ..."""
     als: PositiveInt
-    """... and ALS top-N."""
+    """... ALS top-N, ..."""
+    ease: PositiveInt
+    """... and EASE top-N."""
     recent_days: PositiveFloat
     """Window of ``recent_popular``, in days before the latest interaction."""
+    ease_lambda: PositiveFloat
+    """EASE's L2 penalty λ on the item-item weights (Steck 2019 used 500 on ML-20M)."""
+    ease_max_items: PositiveInt
+    """EASE inverts an items × items matrix (16 × items² bytes on the driver): above this many items the run stops
+    with a clear error instead."""
 
 
 @dataclass(frozen=True)
@@ -307,6 +314,9 @@ class QualityConfig:
     (0 = any value under the floor fails), so a small validation set cannot stop a run on noise."""
     metric: RankingMetric
     k: PositiveInt
+    on_regression: Literal["publish_best", "fail"]
+    """When ``train.model``'s list is worse than the best list of the night (candidate sources included) by more
+    than ``noise_z`` standard errors of ``metric``@``k``: publish that best list instead, or fail the run."""
 
 
 @dataclass(frozen=True)

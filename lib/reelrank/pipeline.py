@@ -1,4 +1,4 @@
-"""The nightly run: ingest → matrix → neighbours → candidates → features → train → score → evaluate → publish.
+"""The nightly run: ingest → matrix → neighbours → candidates → features → train → evaluate → score → publish.
 
 Each stage is a function of a :class:`~reelrank.runstate.RunContext` and a :class:`~reelrank.runstate.StageIO`
 that reads and writes only what :mod:`reelrank.catalog` declares for it, so the stages run together
@@ -163,13 +163,26 @@ def _model_bytes(ctx: RunContext, io: StageIO) -> bytes:
 
 
 def stage_score(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
-    """Score every candidate in Spark and stage the top-N per user with original ids."""
-    scored = score.score_candidates(io.read("shards_score"), _model_bytes(ctx, io))
-    best = score.top_n(scored, ctx.cfg.score.top_n)
-    recs = score.with_original_ids(best, io.read("user_index"), io.read("item_index"), ctx.model_name)
+    """Tonight's top-N per user with original ids, from the champion list: the ranker scoring every candidate in
+    Spark, or the candidate source that beat it (its list fitted on all interactions)."""
+    cfg = ctx.cfg
+    champion = _champion(io)
+    if champion.model == cfg.train.model:
+        best = score.top_n(score.score_candidates(io.read("shards_score"), _model_bytes(ctx, io)), cfg.score.top_n)
+    else:
+        best = io.read("candidates_full", part=champion.model).where(F.col(C.RANK) <= cfg.score.top_n)
+    name = f"{champion.model}@{ctx.record.run_id}"
+    recs = score.with_original_ids(best, io.read("user_index"), io.read("item_index"), name)
     recs = io.write("recommendations", recs)
     st.rows = recs.count()
-    st.detail = f"top {ctx.cfg.score.top_n} per user, model {ctx.model_name}"
+    st.detail = f"top {cfg.score.top_n} per user from {name}"
+
+
+def _champion(io: StageIO) -> quality.Champion:
+    row = io.read("champion").first()
+    if row is None:
+        raise RunFailed("the champion frame of this run is empty: rerun the evaluate stage")
+    return quality.Champion(row["model"], row["why"])
 
 
 def stage_evaluate(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
@@ -197,23 +210,30 @@ def stage_evaluate(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     fallback = neighbours.fallback_rate(preds)
     preds.unpersist()
     metrics_df = io.write("metrics", evaluate.metrics_frame(ctx.spark, rows))
+    gate = {r[0]: (r[3], r[4]) for r in rows if r[1] == cfg.quality.metric and r[2] == cfg.quality.k}
+    champion = quality.choose_champion(gate, cfg.train.model, cfg.quality)
+    io.write("champion", ctx.spark.createDataFrame([(champion.model, champion.why)], "model STRING, why STRING"))
+    log.info("champion   %s", champion.why)
     st.rows = metrics_df.count()
     ndcg = {r[0]: r[3] for r in rows if r[1] == "ndcg" and r[2] == ks[0]}
     st.detail = (f"ndcg@{ks[0]} on {n_users:,} users: " + ", ".join(f"{m} {v:.3f}" for m, v in ndcg.items())
-                 + f"; item-neighbour rmse {rating['rmse']:.3f} ({fallback:.1%} fell back to a mean)")
+                 + f"; item-neighbour rmse {rating['rmse']:.3f} ({fallback:.1%} fell back to a mean); "
+                 f"publishing {champion.model}")
 
 
 def stage_publish(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     """Check tonight's output against the last published run, then swap every staged partition in."""
     cfg = ctx.cfg
+    champion = _champion(io)
+    ctx.record.published_model, ctx.record.published_why = champion.model, champion.why
     rows = io.read("recommendations").count()
-    mine = io.read("metrics").filter(F.col(C.MODEL) == cfg.train.model).collect()
+    mine = io.read("metrics").filter(F.col(C.MODEL) == champion.model).collect()
     tonight = {f"{r['metric']}@{r['k']}": r["value"] for r in mine}
     users = max((r["users"] or 0 for r in mine if r["metric"] == cfg.quality.metric), default=0)
-    problems = quality.check(ctx.spark, ctx.db, cfg.quality, rows, tonight, cfg.train.model, users)
+    problems = quality.check(ctx.spark, ctx.db, cfg.quality, rows, tonight, champion.model, users)
     if problems:
         raise quality.QualityGateFailed("quality gate: " + "; ".join(problems))
-    published = ctx.outputs.publish(list(io.decl.inputs))
+    published = ctx.outputs.publish(list(catalog.TABLES))
     st.rows, st.detail = len(published), f"{len(published)} tables at run_date={ctx.record.run_date}"
 
 
@@ -230,7 +250,8 @@ def write_run_report(ctx: RunContext) -> Path | None:
             report.report_dir(cfg.data_dir, ctx.record.run_date, ctx.record.run_id),
             title=f"reelrank run {ctx.record.run_id} ({ctx.record.run_date})",
             summary={
-                "run": ctx.record.run_id, "run date": str(ctx.record.run_date), "model": ctx.model_name,
+                "run": ctx.record.run_id, "run date": str(ctx.record.run_date),
+                "published list": f"{ctx.record.published_model}: {ctx.record.published_why}",
                 "source": ctx.record.source, "config": cfg.origin, "warehouse": str(cfg.data_dir / "warehouse"),
                 **{s.name: f"{s.rows:,} rows, {s.seconds:.1f} s" for s in ctx.record.stages},
             },
@@ -252,8 +273,8 @@ STAGES: dict[str, Callable[[RunContext, StageIO, StageTimer], None]] = {
     "candidates": stage_candidates,
     "features": stage_features,
     "train": stage_train,
-    "score": stage_score,
     "evaluate": stage_evaluate,
+    "score": stage_score,
     "publish": stage_publish,
 }
 assert tuple(STAGES) == catalog.STAGE_NAMES, "pipeline.STAGES and catalog.STAGES must list the same stages in order"
@@ -341,6 +362,7 @@ def summary(ctx: RunContext) -> str:
     return "\n".join(
         [
             f"run {ctx.record.run_id} published run_date={run_date} in {ctx.record.seconds:.0f} s",
+            f"published list: {ctx.record.published_model} ({ctx.record.published_why})",
             f"warehouse: {ctx.cfg.data_dir / 'warehouse'} (metastore: {ctx.cfg.warehouse.metastore}, database {db})",
             "tables: " + ", ".join(f"{db}.{t}" for t in sorted(ctx.stage_tables())) + f", {db}.runs",
             "query them with:",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -71,6 +72,39 @@ def metric_drop(value: float, users: int, before: float, users_before: int, cfg:
     )
     z = (floor - value) / se if se > 0 else math.inf
     return z if cfg.noise_z <= 0 or z > cfg.noise_z else None
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The list to publish tonight and why."""
+
+    model: str
+    why: str
+
+
+def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: QualityConfig) -> Champion:
+    """The configured model, unless the night's best list beats it by more than ``noise_z`` standard errors.
+
+    ``values`` maps every list evaluated tonight to ``(metric@k, users)`` on the same validation users. The
+    difference's standard error combines both lists' bounds (:func:`standard_error_bound`), a conservative
+    choice for two means over the same users. With ``on_regression = "fail"`` such a night raises
+    :class:`QualityGateFailed` instead.
+    """
+    key = f"{cfg.metric}@{cfg.k}"
+    best = max(sorted(values), key=lambda m: (values[m][0], m == configured))
+    if configured not in values:
+        return Champion(best, f"{configured} has no {key}; {best} has the best ({values[best][0]:.4f})")
+    (mine, users), (top, top_users) = values[configured], values[best]
+    if best == configured:
+        return Champion(configured, f"{configured} has the best {key} ({mine:.4f}) of {len(values)} lists")
+    se = math.hypot(standard_error_bound(mine, users), standard_error_bound(top, top_users))
+    z = (top - mine) / se if se > 0 else math.inf
+    versus = f"{configured} {key} {mine:.4f} vs {best} {top:.4f} on {users:,} users, {z:.1f} standard errors"
+    if z <= cfg.noise_z:
+        return Champion(configured, f"{versus}: within noise (quality.noise_z {cfg.noise_z})")
+    if cfg.on_regression == "fail":
+        raise QualityGateFailed(f"quality gate: {versus} (quality.on_regression = fail)")
+    return Champion(best, f"{versus}: published {best} (quality.on_regression = publish_best)")
 
 
 def check(

@@ -33,6 +33,8 @@ RUNS_SCHEMA = T.StructType(
         T.StructField("code_version", T.StringType()),
         T.StructField("source", T.StringType()),
         T.StructField("error", T.StringType()),
+        T.StructField("published_model", T.StringType()),
+        T.StructField("published_why", T.StringType()),
     ]
 )
 
@@ -70,6 +72,9 @@ class RunRecord:
     status: str = "running"
     error: str | None = None
     finished: datetime | None = None
+    published_model: str | None = None
+    """The list published (the ranker, or the candidate source that beat it) and why: set by publish."""
+    published_why: str | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[StageTimer]:
@@ -99,6 +104,6 @@ class RunRecord:
             self.run_id, self.run_date, self.status, self.started,
             self.finished or datetime.now(UTC), self.seconds,
             {s.name: round(s.seconds, 3) for s in self.stages}, {s.name: int(s.rows) for s in self.stages},
-            self.config_hash, code_version(), self.source, self.error,
+            self.config_hash, code_version(), self.source, self.error, self.published_model, self.published_why,
         )
         append_rows(spark, database, "runs", spark.createDataFrame([row], RUNS_SCHEMA))

@@ -62,10 +62,6 @@ class RunContext:
     def work(self) -> Path:
         return self.cfg.data_dir / "runs" / self.record.run_id
 
-    @property
-    def model_name(self) -> str:
-        return f"{self.cfg.train.model}@{self.record.run_id}"
-
     @classmethod
     def start(cls, spark: SparkSession, cfg: Config, run_date: date) -> RunContext:
         """A new attempt for ``run_date``; later stage jobs of that date pick it up."""

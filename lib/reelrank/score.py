@@ -49,5 +49,6 @@ def with_original_ids(recs: DataFrame, user_index: DataFrame, item_index: DataFr
     return (
         recs.join(F.broadcast(user_index), C.USER_IDX)
         .join(F.broadcast(item_index), C.ITEM_IDX)
-        .select(C.USER, C.ITEM, F.col(C.RANK).cast(T.IntegerType()), C.SCORE, F.lit(model).alias(C.MODEL))
+        .select(C.USER, C.ITEM, F.col(C.RANK).cast(T.IntegerType()), F.col(C.SCORE).cast(T.DoubleType()),
+                F.lit(model).alias(C.MODEL))
     )

@@ -154,9 +154,14 @@ class RunOutputs:
 
 
 def append_rows(spark: SparkSession, database: str, table: str, df: DataFrame) -> None:
-    """Append to an unpartitioned history table (runs), creating it on first use."""
+    """Append to an unpartitioned history table (runs), creating it on first use; columns the table lacks (a
+    newer reelrank added them) are added first."""
     name = f"{database}.{table}"
     if spark.catalog.tableExists(name):
+        have = set(spark.table(name).columns)
+        added = [c for c in df.columns if c not in have]
+        if added:
+            spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({_ddl_columns(df.select(*added))})")
         df.select(*spark.table(name).columns).write.insertInto(name)
     else:
         df.write.format("parquet").saveAsTable(name)

@@ -1,0 +1,72 @@
+"""EASE against independent references on MovieLens 100k: per-column ridge regressions and numpy top-N."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+import scipy.sparse as sp
+from conftest import dataset
+
+from reelrank import columns as C
+from reelrank import ease
+
+pytestmark = pytest.mark.spark
+
+LAM = 200.0
+
+
+@pytest.fixture(scope="module")
+def u1() -> pd.DataFrame:
+    pdf = pd.read_csv(dataset("ml-100k") / "u1.base", sep="\t", names=["user", "item", "rating", "ts"])
+    return pd.DataFrame({C.USER_IDX: pdf.user - 1, C.ITEM_IDX: pdf.item - 1, C.RATING: pdf.rating.astype(float),
+                         C.TS: pdf.ts})
+
+
+def _binary(pdf: pd.DataFrame) -> tuple[sp.csr_matrix, np.ndarray]:
+    items = np.unique(pdf[C.ITEM_IDX])
+    x = sp.csr_matrix((np.ones(len(pdf)), (pdf[C.USER_IDX], np.searchsorted(items, pdf[C.ITEM_IDX]))),
+                      shape=(pdf[C.USER_IDX].max() + 1, len(items)))
+    return x, items
+
+
+def test_weights_solve_each_items_ridge_regression(u1):
+    """Column j of B is the ridge regression of item j on every other item (Steck 2019, eq. 1 with diag(B) = 0),
+    solved here item by item with scipy, independently of the closed form."""
+    x, _ = _binary(u1)
+    b = ease.ease_weights(x, LAM, device="cpu")
+    assert np.all(np.diag(b) == 0)
+    dense = x.toarray()
+    rng = np.random.default_rng(0)
+    for j in rng.choice(dense.shape[1], size=5, replace=False):
+        others = np.delete(np.arange(dense.shape[1]), j)
+        a = dense[:, others]
+        ref = scipy.linalg.solve(a.T @ a + LAM * np.eye(len(others)), a.T @ dense[:, j], assume_a="pos")
+        np.testing.assert_allclose(b[others, j], ref, rtol=1e-3, atol=1e-6)
+
+
+def test_spark_top_n_equals_numpy(spark, u1):
+    """The Spark scoring path lists, per user, the n best unseen items of x_u·B (ties to the smaller item)."""
+    sample = u1[u1[C.USER_IDX] < 60]
+    df = spark.createDataFrame(sample)
+    model = ease.fit_ease(df, LAM, max_items=5000, device="cpu")
+    users = spark.createDataFrame(pd.DataFrame({C.USER_IDX: [0, 5, 17, 59, 9999]}))
+    got = ease.recommend_ease(model, users, df.select(C.USER_IDX, C.ITEM_IDX), 10, block_users=2).toPandas()
+    x, items = _binary(sample)
+    np.testing.assert_allclose(model.weights, ease.ease_weights(x, LAM, device="cpu"), rtol=1e-6)
+    scores = x.toarray() @ model.weights.astype(np.float64)
+    for user in (0, 5, 17, 59):
+        s = np.where(x[user].toarray().ravel() > 0, -np.inf, scores[user])
+        mine = got[got[C.USER_IDX] == user].sort_values(C.RANK)
+        assert mine[C.RANK].tolist() == list(range(1, 11))
+        # each listed score is that unseen item's x_u·B, and they are the ten best (robust to float32 near-ties)
+        np.testing.assert_allclose(mine[C.SCORE], s[np.searchsorted(items, mine[C.ITEM_IDX])], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(mine[C.SCORE], np.sort(s)[::-1][:10], rtol=1e-4, atol=1e-5)
+    assert len(got[got[C.USER_IDX] == 9999]) == 10  # no history: the popular list
+
+
+def test_catalogue_limit_is_a_clear_error(spark, u1):
+    df = spark.createDataFrame(u1[u1[C.USER_IDX] < 30])
+    with pytest.raises(ease.CatalogueTooLarge, match=r"more than candidates\.ease_max_items = 100"):
+        ease.fit_ease(df, LAM, max_items=100, device="cpu")
