@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -78,6 +79,11 @@ def test_nightly_then_query(published):
     conf, data, r = published
     assert r.returncode == 0, r.stderr[-3000:]
     assert "reelrank query" in r.stdout and "run_date=2026-01-02" in r.stdout
+    # the summary's example query, pasted as printed, finds this run's warehouse (--config and --data-dir included)
+    pasted = next(line.strip() for line in r.stdout.splitlines() if " query " in line and "recommendations" in line)
+    assert f"--data-dir {data}" in pasted and f"--config {conf}" in pasted
+    answer = subprocess.run(shlex.split(pasted), capture_output=True, text=True, timeout=300)
+    assert answer.returncode == 0 and "20 rows" in answer.stdout, answer.stderr[-2000:]
     for stage in ("ingest", "matrix", "train", "publish"):
         assert f"{stage} " in r.stderr  # one log line per stage
     (n, users), = [

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
+import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -36,7 +38,7 @@ from reelrank import (
     train,
 )
 from reelrank import columns as C
-from reelrank.config import Config
+from reelrank.config import Config, default_conf_dir
 from reelrank.loader import shard_schema
 from reelrank.runs import StageTimer
 from reelrank.runstate import RunContext, RunFailed, StageIO
@@ -359,6 +361,7 @@ def _neighbour_ids(nb: DataFrame, index: DataFrame, id_col: str, idx_col: str) -
 def summary(ctx: RunContext) -> str:
     """What a person reads at the end: where the outputs are and how to query them."""
     db, run_date = ctx.db, ctx.record.run_date
+    query = f"{_command()} query {_where_args(ctx.cfg)}"
     return "\n".join(
         [
             f"run {ctx.record.run_id} published run_date={run_date} in {ctx.record.seconds:.0f} s",
@@ -366,10 +369,25 @@ def summary(ctx: RunContext) -> str:
             f"warehouse: {ctx.cfg.data_dir / 'warehouse'} (metastore: {ctx.cfg.warehouse.metastore}, database {db})",
             "tables: " + ", ".join(f"{db}.{t}" for t in sorted(ctx.stage_tables())) + f", {db}.runs",
             "query them with:",
-            f"  reelrank query \"SELECT user_id, item_id, rank, score FROM {db}.recommendations "
+            f"  {query} \"SELECT user_id, item_id, rank, score FROM {db}.recommendations "
             f"WHERE run_date = DATE'{run_date}' ORDER BY user_id, rank LIMIT 20\"",
-            f"  reelrank query \"SELECT model, metric, k, value FROM {db}.metrics "
+            f"  {query} \"SELECT model, metric, k, value FROM {db}.metrics "
             f"WHERE run_date = DATE'{run_date}' ORDER BY metric, model\"",
             f"report: {ctx.report}" if ctx.report else "report: not written (see the log)",
         ]
     )
+
+
+def _command() -> str:
+    """The ``reelrank`` command beside this Python (a venv's bin/), so the printed queries work when pasted."""
+    beside = Path(sys.executable).with_name("reelrank")
+    return shlex.quote(str(beside)) if beside.exists() else "reelrank"
+
+
+def _where_args(cfg: Config) -> str:
+    """``--config`` (unless the default) and ``--data-dir`` of this run, for commands that must find its warehouse."""
+    env_file = cfg.origin.split(" + ")[-1]
+    args = f"--data-dir {shlex.quote(str(cfg.data_dir))}"
+    if env_file and Path(env_file).resolve() != (default_conf_dir() / "local.toml").resolve():
+        args = f"--config {shlex.quote(env_file)} {args}"
+    return args
