@@ -18,16 +18,13 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from reelrank.columns import ITEM_IDX, USER_IDX
 from reelrank.device import choose_device
-from reelrank.factorize import top_n_block
+from reelrank.factorize import SEEN, top_n_block, users_and_seen
 from reelrank.popularity import RECS_SCHEMA, item_users, popular_unseen
 
 log = logging.getLogger(__name__)
-
-_SEEN = "_seen"
 
 
 class CatalogueTooLarge(ValueError):
@@ -76,10 +73,7 @@ def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, 
     """Top-``n`` unseen items for every user in ``users`` by x_u·B; users without history get the popular list."""
     spark = users.sparkSession
     bc = spark.sparkContext.broadcast((model.item_ids, model.weights))
-    wanted = users.select(F.col(USER_IDX).cast("int").alias(USER_IDX)).distinct()
-    seen_lists = seen.groupBy(F.col(USER_IDX).cast("int").alias(USER_IDX)).agg(
-        F.collect_list(F.col(ITEM_IDX).cast("long")).alias(_SEEN)
-    )
+    wanted, seen_lists = users_and_seen(users, seen)
     warm = wanted.join(seen_lists, USER_IDX)
 
     def score(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -87,7 +81,7 @@ def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, 
         for pdf in batches:
             for start in range(0, len(pdf), block_users):
                 part = pdf.iloc[start : start + block_users]
-                seen_b = [np.unique(np.asarray(s, dtype=np.int64)) for s in part[_SEEN]]
+                seen_b = [np.unique(np.asarray(s, dtype=np.int64)) for s in part[SEEN]]
                 x = np.zeros((len(part), len(ids)), np.float32)
                 for row, s in enumerate(seen_b):
                     pos = np.searchsorted(ids, s)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 FEATURES = "features"
 _RESIDUAL = "_residual"
-_SEEN = "_seen"
+SEEN = "_seen"
 
 @dataclass(frozen=True)
 class FactorModel:
@@ -269,6 +269,16 @@ def top_n_block(
     )
 
 
+def users_and_seen(users: DataFrame, seen: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The distinct ``user_idx`` of ``users``, and each user's seen items as ``(user_idx, _seen array<long>)``:
+    the inputs of blocked top-N scoring (ALS here, EASE in :mod:`reelrank.ease`)."""
+    wanted = users.select(F.col(USER_IDX).cast("int").alias(USER_IDX)).distinct()
+    seen_lists = seen.groupBy(F.col(USER_IDX).cast("int").alias(USER_IDX)).agg(
+        F.collect_list(F.col(ITEM_IDX).cast("long")).alias(SEEN)
+    )
+    return wanted, seen_lists
+
+
 def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
     """Top-``n`` unseen items for every user in ``users``: ``(user_idx, item_idx, score, rank)``.
 
@@ -288,10 +298,7 @@ def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: in
     bc = spark.sparkContext.broadcast((item_ids, item_mat))
     block = model.block_users
 
-    wanted = users.select(F.col(USER_IDX).cast("int").alias(USER_IDX)).distinct()
-    seen_lists = seen.groupBy(F.col(USER_IDX).cast("int").alias(USER_IDX)).agg(
-        F.collect_list(F.col(ITEM_IDX).cast("long")).alias(_SEEN)
-    )
+    wanted, seen_lists = users_and_seen(users, seen)
     warm = wanted.join(user_f, USER_IDX).join(seen_lists, USER_IDX, "left")
 
     def score(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -300,7 +307,7 @@ def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: in
             for start in range(0, len(pdf), block):
                 part = pdf.iloc[start : start + block]
                 uf = np.stack(part[FEATURES].to_numpy()).astype(np.float32)
-                seen_b = [np.asarray(s, dtype=np.int64) if s is not None else None for s in part[_SEEN]]
+                seen_b = [np.asarray(s, dtype=np.int64) if s is not None else None for s in part[SEEN]]
                 yield top_n_block(part[USER_IDX].to_numpy(), uf, seen_b, ids, mat, n)
 
     warm_recs = warm.mapInPandas(score, RECS_SCHEMA)
