@@ -36,6 +36,7 @@ def cfg(data_dir) -> Config:
             "warehouse": {"data_dir": str(data_dir)},
             "synthetic": {"users": 200, "items": 150, "ratings": 6000},
             "train": {"epochs": 2, "batch_size": 512, "reader_workers": 1},
+            "sequence": {"epochs": 2, "max_len": 20, "dim": 16, "eval_every": 1, "batch_size": 64},
         },
     )
 

@@ -10,14 +10,22 @@ evaluation iterates over the same registry. The shape follows implicit's ``fit``
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import ease, factorize, neighbours, popularity
-from reelrank.config import ALSConfig, Config, NeighboursConfig
+from reelrank import ease, factorize, neighbours, popularity, sequences
+from reelrank.config import ALSConfig, Config, NeighboursConfig, SequenceConfig, TrainConfig
+from reelrank.device import choose_device, use_mixed_precision
+from reelrank.seqmodels import SeqEpoch, SequenceModel
+
+log = logging.getLogger(__name__)
 
 
 class CandidateSource(ABC):
@@ -119,6 +127,57 @@ class EaseSource(CandidateSource):
         return ease.recommend_ease(self.model, users, self._seen, n, self.block_users)
 
 
+class SequenceSource(CandidateSource):
+    """SASRec or its GRU variant (:mod:`reelrank.seqmodels`) over the sequence shards (:mod:`reelrank.sequences`);
+    users without history get the popular list."""
+
+    def __init__(self, kind: str, cfg: SequenceConfig, train: TrainConfig, work_dir: str | None = None,
+                 files: int = 4) -> None:
+        self.name, self.cfg, self.train_cfg, self.files = kind, cfg, train, files
+        self.work_dir = work_dir or tempfile.mkdtemp(prefix=f"reelrank-{kind}-")
+
+    def fit(self, interactions: DataFrame) -> SequenceSource:
+        cfg = self.cfg
+        self._interactions = interactions
+        self._popular = popularity.item_users(interactions).cache()
+        shards = f"{self.work_dir}/shards"
+        sequences.write_sequence_shards(interactions, shards, cfg, self.files)
+        users, tokens = sequences.read_sequences(shards, cfg.max_len + 1, self.train_cfg.reader_workers)
+        n_items = int(tokens.max()) if tokens.numel() else 1
+        device = choose_device(self.train_cfg.device)
+        log.info("%s: %d sequences of ≤ %d items, %d items, on %s (mixed precision %s)", self.name, len(users),
+                 cfg.max_len, n_items, device, use_mixed_precision(device, cfg.mixed_precision))
+        if self.train_cfg.num_processes > 1:
+            self.model = sequences.fit_distributed(self.name, n_items, cfg, tokens, self.train_cfg)
+        else:
+            self.model = SequenceModel(self.name, n_items, cfg)
+            self.model.fit(tokens, device, progress=self._progress)
+        h = self.model.history
+        log.info("%s: best validation ndcg@%d %.4f at epoch %d of %d%s", self.name, cfg.early_stopping_k,
+                 h.best_ndcg, h.best_epoch + 1, len(h.epochs), " (stopped early)" if h.stopped_early else "")
+        Path(self.work_dir, "model").mkdir(parents=True, exist_ok=True)
+        self.model_file = Path(self.work_dir, "model", f"{self.name}.pt")
+        self.model_file.write_bytes(self.model.to_bytes())
+        return self
+
+    def _progress(self, e: SeqEpoch) -> None:
+        if e.val_ndcg is not None:
+            log.info("%s epoch %d/%d loss %.4f val ndcg@%d %.4f, %.1f s, %.0f positions/s", self.name, e.epoch + 1,
+                     self.cfg.epochs, e.train_loss, self.cfg.early_stopping_k, e.val_ndcg, e.seconds,
+                     e.samples_per_s)
+
+    def recommend(self, users: DataFrame, n: int) -> DataFrame:
+        wanted = users.select(F.col(C.USER_IDX).cast("int").alias(C.USER_IDX)).distinct()
+        frame = sequences.sequence_frame(self._interactions, self.cfg.max_len, seen=True)
+        warm = frame.join(wanted, C.USER_IDX, "left_semi")
+        cold = wanted.join(frame, C.USER_IDX, "left_anti")
+        return sequences.score_sequences(warm, self.model.to_bytes(), n).unionByName(
+            popularity.popular_unseen(self._popular, cold, self._interactions.select(C.USER_IDX, C.ITEM_IDX), n))
+
+    def tables(self) -> dict[str, DataFrame]:
+        return {}
+
+
 REGISTRY: dict[str, Callable[[Config], CandidateSource]] = {
     "popular": lambda cfg: PopularitySource("popular"),
     "recent_popular": lambda cfg: PopularitySource("recent_popular", cfg.candidates.recent_days),
@@ -126,13 +185,19 @@ REGISTRY: dict[str, Callable[[Config], CandidateSource]] = {
     "als": lambda cfg: ALSSource(cfg.als),
     "ease": lambda cfg: EaseSource(cfg.candidates.ease_lambda, cfg.candidates.ease_max_items,
                                    cfg.als.topn_block_users, cfg.train.device),
+    "sasrec": lambda cfg: SequenceSource("sasrec", cfg.sequence, cfg.train),
+    "gru4rec": lambda cfg: SequenceSource("gru4rec", cfg.sequence, cfg.train),
 }
 """Every candidate source by name; ``[candidates] sources`` picks which the nightly fits."""
 
 
-def make(name: str, cfg: Config) -> CandidateSource:
-    """The unfitted source ``name`` configured from ``cfg``."""
-    return REGISTRY[name](cfg)
+def make(name: str, cfg: Config, work_dir: str | None = None) -> CandidateSource:
+    """The unfitted source ``name`` configured from ``cfg``; a source that writes files (the sequence models'
+    shards and weights) writes them under ``work_dir`` (a temporary folder when None)."""
+    source = REGISTRY[name](cfg)
+    if work_dir is not None and isinstance(source, SequenceSource):
+        source.work_dir = work_dir
+    return source
 
 
 def list_length(cfg: Config, name: str) -> int:

@@ -54,6 +54,8 @@ DATASETS: dict[str, Dataset] = {
         Dataset("user_factors", "table", "ALS user factors fitted on all interactions"),
         Dataset("item_factors", "table", "ALS item factors fitted on all interactions"),
         Dataset("item_nb_history", "frame", "item-item neighbour lists fitted on the history (rating predictions)"),
+        Dataset("sequences", "shards", "per-user item sequences (Petastorm shards) and the sequence models trained on "
+                "them, one folder per fit (history, full) and source"),
         Dataset("candidates_history", "frames", "each candidate source's top-n per user, fitted on the history"),
         Dataset("candidates_full", "frames", "each candidate source's top-n per user, fitted on all interactions"),
         Dataset("learn", "frame", "labelled candidates with features (history fit, holdout labels)"),
@@ -82,7 +84,8 @@ STAGES: tuple[StageDecl, ...] = (
     StageDecl(
         "candidates",
         ("interactions", "history", "user_index", "item_index"),
-        ("item_neighbours", "user_factors", "item_factors", "item_nb_history", "candidates_history", "candidates_full"),
+        ("item_neighbours", "user_factors", "item_factors", "item_nb_history", "sequences", "candidates_history",
+         "candidates_full"),
     ),
     StageDecl(
         "features",

@@ -64,7 +64,7 @@ ModelName = Literal["mlp", "neumf"]
 LossName = Literal["bce", "bpr"]
 DeviceSetting = Literal["auto", "cpu", "cuda"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
-CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als", "ease"]
+CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als", "ease", "sasrec", "gru4rec"]
 """Sources registered in :data:`reelrank.candidates.REGISTRY`."""
 FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular")
 """The candidate sources whose lists the ranker's features describe (:mod:`reelrank.features`)."""
@@ -225,7 +225,11 @@ class CandidatesConfig:
     als: PositiveInt
     """... ALS top-N, ..."""
     ease: PositiveInt
-    """... and EASE top-N."""
+    """... EASE top-N, ..."""
+    sasrec: PositiveInt
+    """... SASRec's next items, ..."""
+    gru4rec: PositiveInt
+    """... and the GRU sequence model's."""
     recent_days: PositiveFloat
     """Window of ``recent_popular``, in days before the latest interaction."""
     ease_lambda: PositiveFloat
@@ -233,6 +237,39 @@ class CandidatesConfig:
     ease_max_items: PositiveInt
     """EASE inverts an items × items matrix (16 × items² bytes on the driver): above this many items the run stops
     with a clear error instead."""
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """The sequence models (``sasrec``, ``gru4rec`` candidate sources; :mod:`reelrank.seqmodels`)."""
+
+    max_len: PositiveInt
+    """Latest items per user the model reads (L)."""
+    dim: PositiveInt
+    blocks: PositiveInt
+    """Self-attention blocks (SASRec) or GRU layers."""
+    heads: PositiveInt
+    dropout: Annotated[float, DROPOUT]
+    epochs: PositiveInt
+    """Most epochs; the best by validation NDCG is kept."""
+    batch_size: PositiveInt
+    """Users (sequences) per batch."""
+    learning_rate: PositiveFloat
+    weight_decay: NonNegativeFloat
+    eval_every: PositiveInt
+    """Epochs between validations (NDCG@k of each user's last fitted item among all unseen items)."""
+    patience: NonNegativeInt
+    """Validations without a better NDCG before stopping; 0 never stops early."""
+    early_stopping_k: PositiveInt
+    full_softmax_max_items: PositiveInt
+    """Cross-entropy over the whole catalogue up to this many items; sampled softmax above."""
+    negatives: PositiveInt
+    """Items sampled per batch for the sampled softmax."""
+    mixed_precision: bool
+    """bfloat16 autocast on CUDA; ignored on CPU."""
+    seed: int
+    rows_per_row_group: PositiveInt
+    """Users per row group of the sequence shards."""
 
 
 @dataclass(frozen=True)
@@ -335,6 +372,7 @@ class Config:
     neighbours: NeighboursConfig
     als: ALSConfig
     candidates: CandidatesConfig
+    sequence: SequenceConfig
     features: FeaturesConfig
     train: TrainConfig
     score: ScoreConfig
@@ -410,6 +448,8 @@ _CROSS_CHECKS: list[tuple[str, Callable[[Config], Any], Callable[[Config], bool]
      "greater than ingest.rating_min"),
     ("candidates.sources", lambda c: c.candidates.sources,
      lambda c: set(FEATURE_SOURCES) <= set(c.candidates.sources), f"a list holding {', '.join(FEATURE_SOURCES)}"),
+    ("sequence.heads", lambda c: c.sequence.heads, lambda c: c.sequence.dim % c.sequence.heads == 0,
+     "a divisor of sequence.dim"),
     ("quality.k", lambda c: c.quality.k, lambda c: not c.quality.enabled or c.quality.k in c.evaluate.ks,
      "one of evaluate.ks (the gate reads the metric evaluated at that k)"),
 ]

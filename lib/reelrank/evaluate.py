@@ -149,6 +149,23 @@ def ranking_metrics_pandas(
     return {key: v / n_users for key, v in sums.items()}
 
 
+def per_user_ranking(recs: pd.DataFrame, truth: pd.DataFrame, k: int, user_col: str = USER_IDX,
+                     item_col: str = ITEM_IDX, rank_col: str = RANK) -> pd.DataFrame:
+    """Per user of ``truth``: ``ndcg``, ``hit`` and ``recall`` at ``k`` (0 for a user without a list), for paired
+    comparisons and bootstrap intervals; the means equal :func:`ranking_metrics`'."""
+    rel = truth[[user_col, item_col]].drop_duplicates()
+    n_rel = rel.groupby(user_col).size().rename("n_rel")
+    top = recs.loc[recs[rank_col] <= k, [user_col, item_col, rank_col]]
+    hits = top.merge(rel, on=[user_col, item_col])
+    hits = hits.assign(dcg=1.0 / np.log2(hits[rank_col].to_numpy(float) + 1.0))
+    agg = hits.groupby(user_col).agg(n_hit=(item_col, "size"), dcg=("dcg", "sum"))
+    out = pd.DataFrame(n_rel).join(agg, how="left").fillna({"n_hit": 0, "dcg": 0.0})
+    discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
+    idcg = discounts[np.minimum(out["n_rel"].to_numpy(), k) - 1]
+    return pd.DataFrame({"ndcg": out["dcg"].to_numpy() / idcg, "hit": (out["n_hit"] > 0).astype(float).to_numpy(),
+                         "recall": out["n_hit"].to_numpy() / out["n_rel"].to_numpy()}, index=out.index)
+
+
 def coverage(recs: DataFrame, catalogue: DataFrame, item_col: str = ITEM_IDX) -> float:
     """Share of the catalogue's distinct items that appear in at least one recommendation list."""
     items = catalogue.select(item_col).distinct()

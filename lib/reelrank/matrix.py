@@ -36,12 +36,13 @@ def extend_index(ids: DataFrame, existing: DataFrame | None, id_col: str, idx_co
 
 
 def index_interactions(accepted: DataFrame, user_index: DataFrame, item_index: DataFrame) -> DataFrame:
-    """Accepted interactions with their user and item indexes attached."""
+    """Accepted interactions with their user and item indexes attached, and where each came from (file, row:
+    the order of interactions within the same second, for time-ordered holdouts and sequences)."""
     return (
-        accepted.select(C.USER, C.ITEM, C.RATING, C.TS)
+        accepted.select(C.USER, C.ITEM, C.RATING, C.TS, C.SOURCE_FILE, C.SOURCE_ROW)
         .join(F.broadcast(user_index), C.USER)
         .join(F.broadcast(item_index), C.ITEM)
-        .select(C.USER, C.ITEM, C.RATING, C.TS, C.USER_IDX, C.ITEM_IDX)
+        .select(C.USER, C.ITEM, C.RATING, C.TS, C.USER_IDX, C.ITEM_IDX, C.SOURCE_FILE, C.SOURCE_ROW)
     )
 
 

@@ -106,10 +106,12 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
                  "item_factors": lambda df: _with_ids(df, io.read("item_index"), C.ITEM_IDX, ctx.record.run_id)}
     kept_from_history = {"item_neighbours": "item_nb_history"}
     rows = {}
+    seq_dir = io.path("sequences")
+    Path(seq_dir).mkdir(parents=True, exist_ok=True)
     for split, data in (("history", io.read("history")), ("full", _ratings(io.read("interactions")))):
         users = data.select(C.USER_IDX).distinct()
         for name in names:
-            source = candidates.make(name, cfg).fit(data)
+            source = candidates.make(name, cfg, work_dir=f"{seq_dir}/{split}/{name}").fit(data)
             for table, df in source.tables().items():
                 if split == "full":
                     io.write(table, published[table](df))
@@ -339,7 +341,9 @@ def run_stage(spark: SparkSession, cfg: Config, run_date: date, name: str) -> Ru
 
 
 def _ratings(interactions: DataFrame) -> DataFrame:
-    return interactions.select(C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS)
+    """What candidate sources fit on; the input position (file, row) orders interactions of the same second."""
+    order = [c for c in (C.SOURCE_FILE, C.SOURCE_ROW) if c in interactions.columns]
+    return interactions.select(C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS, *order)
 
 
 def _with_ids(factors: DataFrame, index: DataFrame, idx_col: str, run_id: str) -> DataFrame:

@@ -1,4 +1,5 @@
-"""Train/test splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time."""
+"""Train/test splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time, and a
+global time split at a quantile."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from reelrank.columns import ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX
+from reelrank.columns import ITEM, ITEM_IDX, RATING, SOURCE_FILE, SOURCE_ROW, TS, USER, USER_IDX
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,14 @@ def leave_last_by_time(
 ) -> tuple[DataFrame, DataFrame]:
     """Hold out each user's ``n`` most recent interactions; users with ``<= n`` interactions keep all in train.
 
-    Ties in time are broken by ``item_col`` (descending) so the split is deterministic.
+    Ties in time are broken by input order (a later ``source_file``/``source_row`` is more recent) where the
+    frame has it, then by ``item_col`` (descending), so the split is deterministic.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    recent_first = Window.partitionBy(user_col).orderBy(F.col(ts_col).desc(), F.col(item_col).desc())
+    order = [c for c in (SOURCE_FILE, SOURCE_ROW) if c in df.columns]
+    recent_first = Window.partitionBy(user_col).orderBy(
+        *[F.col(c).desc() for c in (ts_col, *order, item_col)])
     marked = (
         df.withColumn("_pos", F.row_number().over(recent_first))
         .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(user_col)))
@@ -98,6 +102,24 @@ def leave_last_by_time(
         .drop("_pos", "_n")
     )
     return _partition(marked)
+
+
+def global_time_split(
+    df: DataFrame, quantile: float, user_col: str = USER_IDX, item_col: str = ITEM_IDX, ts_col: str = TS
+) -> tuple[DataFrame, DataFrame]:
+    """Everything before the ``quantile`` of time trains; the test keeps the later interactions of users and items
+    seen in train, on pairs not in train (no cold users or items, nothing to re-recommend)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    cut = df.approxQuantile(ts_col, [quantile], 0.0)[0]
+    train = df.where(F.col(ts_col) < F.lit(cut))
+    later = df.where(F.col(ts_col) >= F.lit(cut))
+    test = (
+        later.join(train.select(user_col).distinct(), user_col, "left_semi")
+        .join(train.select(item_col).distinct(), item_col, "left_semi")
+        .join(train.select(user_col, item_col), [user_col, item_col], "left_anti")
+    )
+    return train, test
 
 
 def _partition(marked: DataFrame) -> tuple[DataFrame, DataFrame]:

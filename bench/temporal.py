@@ -1,0 +1,211 @@
+"""What users do next: every list the nightly can publish, and the baselines, on time-based holdouts of a MovieLens
+dataset, with paired bootstrap intervals of each list's difference to the best baseline.
+
+Protocols (lib/reelrank/splits.py):
+* ``loo``: each user's last interaction by time (ties by file order) is the test; full ranking, seen items removed.
+* ``global``: everything before the ``--quantile`` of time trains; the test is the later interactions of warm
+  users on warm items.
+
+Every source is fitted on the train part with the nightly's config (conf/local.toml unless --config); the sequence
+models pick their epoch on each user's last train item (an inner split by the same protocol), and EASE's λ is
+chosen on an inner split made by the same protocol from the train part. ``--nightly`` also runs the whole nightly
+on the train part, as a user would, and scores the list it published.
+
+    python bench/temporal.py                                  # ml-100k, both protocols, appends to results
+    python bench/temporal.py --data ~/ml-1m --protocols loo --no-save
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from benchlib import DATASETS, append_result, markdown
+from reelrank import columns as C
+from reelrank.bootstrap import add_common, config_from_args, setup_logging
+from reelrank.candidates import PopularitySource, make
+from reelrank.config import Config
+from reelrank.evaluate import per_user_ranking
+from reelrank.session import build_spark
+from reelrank.splits import global_time_split, leave_last_by_time
+
+RESULTS = Path(__file__).resolve().parent / "results" / "temporal.md"
+BASELINES = ("popular", "recent_popular_7d", "recent_popular_30d", "item_neighbours", "als", "ease")
+SEQUENTIAL = ("sasrec", "gru4rec")
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 500.0, 1000.0)
+K = 10
+log = logging.getLogger("temporal")
+
+
+def read_movielens(folder: Path) -> pd.DataFrame:
+    """user, item, rating, ts and the file row of ml-100k's ``u.data``, ML-1M's ``ratings.dat`` or a MovieLens
+    ``ratings.csv``."""
+    if (folder / "u.data").is_file():
+        df = pd.read_csv(folder / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
+    elif (folder / "ratings.dat").is_file():
+        df = pd.read_csv(folder / "ratings.dat", sep="::", engine="python", names=["user", "item", "rating", "ts"])
+    elif (folder / "ratings.csv").is_file():
+        df = pd.read_csv(folder / "ratings.csv").rename(
+            columns={"userId": "user", "movieId": "item", "timestamp": "ts"})[["user", "item", "rating", "ts"]]
+    else:
+        raise SystemExit(f"{folder}: no u.data, ratings.dat or ratings.csv")
+    df[C.SOURCE_ROW] = np.arange(1, len(df) + 1)
+    return df
+
+
+def to_spark(spark: SparkSession, df: pd.DataFrame) -> DataFrame:
+    """Dense indexes (sorted ids) and reelrank's column names."""
+    users = {u: i for i, u in enumerate(sorted(df["user"].unique()))}
+    items = {u: i for i, u in enumerate(sorted(df["item"].unique()))}
+    pdf = pd.DataFrame({C.USER_IDX: df["user"].map(users).astype("int32"),
+                        C.ITEM_IDX: df["item"].map(items).astype("int32"),
+                        C.RATING: df["rating"].astype(float), C.TS: df["ts"].astype("int64"),
+                        C.SOURCE_FILE: "ratings", C.SOURCE_ROW: df[C.SOURCE_ROW].astype("int64")})
+    return spark.createDataFrame(pdf).repartition(4).cache()
+
+
+def split(df: DataFrame, protocol: str, quantile: float) -> tuple[DataFrame, DataFrame]:
+    if protocol == "loo":
+        return leave_last_by_time(df, 1)
+    return global_time_split(df, quantile)
+
+
+def fit_lists(train: DataFrame, users: DataFrame, names: list[str],
+              cfg: Config) -> dict[str, tuple[pd.DataFrame, float]]:
+    """Top-K of each named list for ``users``, fitted on ``train``, with its fit + recommend seconds."""
+    out = {}
+    for name in names:
+        t0 = time.perf_counter()
+        if name.startswith("recent_popular_"):
+            source = PopularitySource(name, float(name.removeprefix("recent_popular_").removesuffix("d")))
+        else:
+            source = make(name, cfg)
+        recs = source.fit(train).recommend(users, K).toPandas()
+        out[name] = (recs, time.perf_counter() - t0)
+        log.info("%s: %d rows in %.1f s", name, len(recs), out[name][1])
+    return out
+
+
+def choose_ease_lambda(train: DataFrame, protocol: str, quantile: float, cfg: Config) -> float:
+    """EASE's λ with the best NDCG@K on an inner split of ``train`` made by the same protocol."""
+    inner, inner_test = split(train, protocol, quantile)
+    truth = inner_test.toPandas()
+    users = inner_test.select(C.USER_IDX).distinct()
+    best, best_lam = -1.0, cfg.candidates.ease_lambda
+    for lam in EASE_LAMBDAS:
+        c = cfg.replace(candidates={"ease_lambda": lam})
+        recs = make("ease", c).fit(inner).recommend(users, K).toPandas()
+        ndcg = per_user_ranking(recs, truth, K)["ndcg"].mean()
+        log.info("EASE λ %g: inner ndcg@%d %.4f", lam, K, ndcg)
+        if ndcg > best:
+            best, best_lam = ndcg, lam
+    return best_lam
+
+
+def run_nightly_on(train: DataFrame, cfg: Config, spark: SparkSession) -> tuple[pd.DataFrame, str]:
+    """The nightly run as a user would on ``train`` (a CSV of it): its published top-K with indexes, and why."""
+    from reelrank.pipeline import run_nightly
+
+    work = Path(tempfile.mkdtemp(prefix="reelrank-temporal-"))
+    pdf = train.toPandas().sort_values(C.SOURCE_ROW)
+    path = work / "ratings.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["user_id", "item_id", "rating", "timestamp"])
+        w.writerows(pdf[[C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS]].itertuples(index=False))
+    ncfg = cfg.replace(warehouse={"data_dir": str(work / "data")}, source={"kind": "csv", "input": str(path)},
+                       quality={"enabled": cfg.quality.enabled})
+    ctx = run_nightly(spark, ncfg, date(2026, 1, 1))
+    recs = ctx.table("recommendations").select(
+        F.col(C.USER).cast("int").alias(C.USER_IDX), F.col(C.ITEM).cast("int").alias(C.ITEM_IDX), C.SCORE,
+        C.RANK).toPandas()
+    return recs, f"{ctx.record.published_model}: {ctx.record.published_why}"
+
+
+def bootstrap_diff(a: np.ndarray, b: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
+    """Mean of ``a - b`` (paired by user) and its percentile-bootstrap 95% interval."""
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(reps, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def table(lists: dict[str, tuple[pd.DataFrame, float]], truth: pd.DataFrame, n_items: int, reps: int,
+          seed: int) -> tuple[str, dict]:
+    per = {name: per_user_ranking(recs, truth, K) for name, (recs, _) in lists.items()}
+    base = max((n for n in per if n in BASELINES), key=lambda n: per[n]["ndcg"].mean())
+    rows = []
+    for name, (recs, seconds) in lists.items():
+        m = per[name]
+        mean, lo, hi = bootstrap_diff(m["ndcg"].to_numpy(), per[base]["ndcg"].to_numpy(), reps, seed)
+        rows.append({
+            "list": name + (" (best baseline)" if name == base else ""),
+            f"ndcg@{K}": f"{m['ndcg'].mean():.4f}", f"hr@{K}": f"{m['hit'].mean():.4f}",
+            f"recall@{K}": f"{m['recall'].mean():.4f}",
+            f"coverage@{K}": f"{recs.loc[recs[C.RANK] <= K, C.ITEM_IDX].nunique() / n_items:.3f}",
+            f"× {base}": f"{m['ndcg'].mean() / max(per[base]['ndcg'].mean(), 1e-12):.2f}",
+            "Δ ndcg [95% CI]": "" if name == base else f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]",
+            "seconds": f"{seconds:.0f}",
+        })
+    return markdown(rows), {n: float(per[n]["ndcg"].mean()) for n in per}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(ap)
+    ap.add_argument("--data", type=Path, default=DATASETS / "ml-100k", help="a MovieLens folder")
+    ap.add_argument("--protocols", default="loo,global")
+    ap.add_argument("--quantile", type=float, default=0.9)
+    ap.add_argument("--lists", default=",".join(BASELINES + SEQUENTIAL))
+    ap.add_argument("--nightly", action="store_true", help="also run the nightly on the train part")
+    ap.add_argument("--bootstrap", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args()
+    setup_logging(args.verbose)
+    cfg = config_from_args(args)
+    spark = build_spark(cfg)
+    raw = read_movielens(args.data)
+    df = to_spark(spark, raw)
+    n_items = int(raw["item"].nunique())
+    for protocol in args.protocols.split(","):
+        train, test = (d.cache() for d in split(df, protocol, args.quantile))
+        truth = test.toPandas()
+        users = test.select(C.USER_IDX).distinct()
+        names = args.lists.split(",")
+        pcfg = cfg
+        if "ease" in names:
+            pcfg = cfg.replace(candidates={"ease_lambda": choose_ease_lambda(train, protocol, args.quantile, cfg)})
+        lists = fit_lists(train, users, names, pcfg)
+        why = ""
+        if args.nightly:
+            t0 = time.perf_counter()
+            recs, why = run_nightly_on(train, cfg, spark)
+            lists["published by the nightly"] = (recs, time.perf_counter() - t0)
+        body, ndcg = table(lists, truth, n_items, args.bootstrap, args.seed)
+        where = f" at the {args.quantile} quantile" if protocol == "global" else ""
+        title = (f"{args.data.name} · {protocol}{where}"
+                 + f" · {truth[C.USER_IDX].nunique()} test users, {len(truth)} test rows · EASE λ "
+                 f"{pcfg.candidates.ease_lambda:g} (inner split) · sequence L {cfg.sequence.max_len}, d "
+                 f"{cfg.sequence.dim}, {cfg.sequence.blocks} blocks, dropout {cfg.sequence.dropout}")
+        note = f"\n\nnightly published {why}" if why else ""
+        print(f"\n{title}\n\n{body}{note}")
+        if not args.no_save:
+            append_result(RESULTS, title, body + note)
+        train.unpersist()
+        test.unpersist()
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
