@@ -142,7 +142,9 @@ def test_run_directory_holds_exactly_the_declared_outputs(cfg, nightly):
     ctx = nightly["second"]
     declared = {n for n, d in catalog.DATASETS.items() if d.kind in ("frame", "frames")}
     assert {p.name for p in (ctx.work / "frames").iterdir()} == declared
-    assert {p.name for p in (ctx.work / "shards").iterdir()} == {"train", "val", "score"}
+    shards = {n.removeprefix("shards_") for n, d in catalog.DATASETS.items() if d.kind == "shards"}
+    assert shards == {"train", "val", "score", "sequences"}
+    assert {p.name for p in (ctx.work / "shards").iterdir()} == shards
     assert all(ctx.complete(name) for name in catalog.DATASETS)
     for split in ("candidates_history", "candidates_full"):
         assert sorted(p.name for p in ctx.local_dir(split).iterdir() if p.is_dir()) == sorted(cfg.candidates.sources)

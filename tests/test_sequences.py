@@ -48,7 +48,7 @@ def test_sequence_shards_round_trip_through_petastorm(cycles, tmp_path, cfg):
     write_sequence_shards(df, str(tmp_path / "seq"), seq_cfg, files=2)
     users, tokens = read_sequences(str(tmp_path / "seq"), seq_cfg.max_len + 1)
     assert users.tolist() == list(range(N_USERS)) and tokens.shape == (N_USERS, 7)
-    for user, row in zip(users, tokens.numpy()):
+    for user, row in zip(users, tokens.numpy(), strict=True):
         expect = pdf[pdf[C.USER_IDX] == user].sort_values([C.TS, C.SOURCE_ROW])[C.ITEM_IDX].to_numpy()[-7:] + 1
         assert row[-len(expect):].tolist() == expect.tolist()
         assert (row[: 7 - len(expect)] == PAD).all()

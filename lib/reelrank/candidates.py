@@ -10,6 +10,7 @@ evaluation iterates over the same registry. The shape follows implicit's ``fit``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from abc import ABC, abstractmethod
@@ -135,6 +136,9 @@ class SequenceSource(CandidateSource):
                  files: int = 4) -> None:
         self.name, self.cfg, self.train_cfg, self.files = kind, cfg, train, files
         self.work_dir = work_dir or tempfile.mkdtemp(prefix=f"reelrank-{kind}-")
+        self.warm_start: SequenceModel | None = None
+        """Weights to start from (the nightly's fit on all interactions starts from the history fit's), trained
+        at most ``sequence.refit_epochs`` more."""
 
     def fit(self, interactions: DataFrame) -> SequenceSource:
         cfg = self.cfg
@@ -147,10 +151,16 @@ class SequenceSource(CandidateSource):
         device = choose_device(self.train_cfg.device)
         log.info("%s: %d sequences of ≤ %d items, %d items, on %s (mixed precision %s)", self.name, len(users),
                  cfg.max_len, n_items, device, use_mixed_precision(device, cfg.mixed_precision))
+        init = None
+        if self.warm_start is not None and self.warm_start.n_items <= n_items:
+            cfg = dataclasses.replace(cfg, epochs=min(cfg.epochs, cfg.refit_epochs))
+            init = self.warm_start.grown_to(n_items)
+            log.info("%s: starting from the history fit's weights, at most %d epochs", self.name, cfg.epochs)
         if self.train_cfg.num_processes > 1:
-            self.model = sequences.fit_distributed(self.name, n_items, cfg, tokens, self.train_cfg)
+            self.model = sequences.fit_distributed(self.name, n_items, cfg, tokens, self.train_cfg, init)
         else:
-            self.model = SequenceModel(self.name, n_items, cfg)
+            self.model = init or SequenceModel(self.name, n_items, cfg)
+            self.model.cfg = cfg
             self.model.fit(tokens, device, progress=self._progress)
         h = self.model.history
         log.info("%s: best validation ndcg@%d %.4f at epoch %d of %d%s", self.name, cfg.early_stopping_k,

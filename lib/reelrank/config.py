@@ -66,7 +66,7 @@ DeviceSetting = Literal["auto", "cpu", "cuda"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
 CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als", "ease", "sasrec", "gru4rec"]
 """Sources registered in :data:`reelrank.candidates.REGISTRY`."""
-FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular")
+FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular", "ease", "sasrec")
 """The candidate sources whose lists the ranker's features describe (:mod:`reelrank.features`)."""
 Metastore = Literal["derby", "external"]
 SparkLogLevel = Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "TRACE", "OFF"]
@@ -252,6 +252,8 @@ class SequenceConfig:
     dropout: Annotated[float, DROPOUT]
     epochs: PositiveInt
     """Most epochs; the best by validation NDCG is kept."""
+    refit_epochs: PositiveInt
+    """Most epochs of the nightly's fit on all interactions, which starts from the history fit's weights."""
     batch_size: PositiveInt
     """Users (sequences) per batch."""
     learning_rate: PositiveFloat

@@ -149,6 +149,10 @@ def ranking_metrics_pandas(
     return {key: v / n_users for key, v in sums.items()}
 
 
+PER_USER_METRICS = {"ndcg": "ndcg", "hit_rate": "hit", "recall": "recall"}
+"""Metric names (as in ``metric@k`` keys) → the columns of :func:`per_user_ranking`."""
+
+
 def per_user_ranking(recs: pd.DataFrame, truth: pd.DataFrame, k: int, user_col: str = USER_IDX,
                      item_col: str = ITEM_IDX, rank_col: str = RANK) -> pd.DataFrame:
     """Per user of ``truth``: ``ndcg``, ``hit`` and ``recall`` at ``k`` (0 for a user without a list), for paired

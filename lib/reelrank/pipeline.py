@@ -42,6 +42,7 @@ from reelrank.config import Config, default_conf_dir
 from reelrank.loader import shard_schema
 from reelrank.runs import StageTimer
 from reelrank.runstate import RunContext, RunFailed, StageIO
+from reelrank.seqmodels import SequenceModel
 from reelrank.sources import ITEMS_SCHEMA
 
 log = logging.getLogger("reelrank")
@@ -108,10 +109,16 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     rows = {}
     seq_dir = io.path("sequences")
     Path(seq_dir).mkdir(parents=True, exist_ok=True)
+    history_models: dict[str, SequenceModel] = {}
     for split, data in (("history", io.read("history")), ("full", _ratings(io.read("interactions")))):
         users = data.select(C.USER_IDX).distinct()
         for name in names:
-            source = candidates.make(name, cfg, work_dir=f"{seq_dir}/{split}/{name}").fit(data)
+            source = candidates.make(name, cfg, work_dir=f"{seq_dir}/{split}/{name}")
+            if isinstance(source, candidates.SequenceSource):
+                source.warm_start = history_models.get(name)
+            source.fit(data)
+            if isinstance(source, candidates.SequenceSource):
+                history_models[name] = source.model
             for table, df in source.tables().items():
                 if split == "full":
                     io.write(table, published[table](df))
@@ -202,10 +209,16 @@ def stage_evaluate(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     lists = {name: io.read("candidates_history", part=name) for name in io.parts("candidates_history")}
     lists[cfg.train.model] = score.top_n(score.score_candidates(val_rows, _model_bytes(ctx, io)), kmax)
     rows = []
+    per_user = {}
+    truth_pdf = truth.select(C.USER_IDX, C.ITEM_IDX).toPandas()
     for name, recs in lists.items():
-        recs = recs.join(val_users, C.USER_IDX).filter(F.col(C.RANK) <= kmax)
+        recs = recs.join(val_users, C.USER_IDX).filter(F.col(C.RANK) <= kmax).cache()
         metrics = evaluate.ranking_metrics(recs, truth, ks, user_col=C.USER_IDX, item_col=C.ITEM_IDX)
         rows += evaluate.metric_rows(name, metrics, n_users)
+        if cfg.quality.metric in evaluate.PER_USER_METRICS:
+            per_user[name] = evaluate.per_user_ranking(recs.toPandas(), truth_pdf, cfg.quality.k)[
+                evaluate.PER_USER_METRICS[cfg.quality.metric]].sort_index().to_numpy()
+        recs.unpersist()
     preds = neighbours.predict(io.read("history"), holdout, "item", cfg.neighbours, mode="topk",
                                neighbours=io.read("item_nb_history")).cache()
     n_rated = holdout.select(C.USER_IDX).distinct().count()
@@ -215,7 +228,7 @@ def stage_evaluate(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     preds.unpersist()
     metrics_df = io.write("metrics", evaluate.metrics_frame(ctx.spark, rows))
     gate = {r[0]: (r[3], r[4]) for r in rows if r[1] == cfg.quality.metric and r[2] == cfg.quality.k}
-    champion = quality.choose_champion(gate, cfg.train.model, cfg.quality)
+    champion = quality.choose_champion(gate, cfg.train.model, cfg.quality, per_user or None)
     io.write("champion", ctx.spark.createDataFrame([(champion.model, champion.why)], "model STRING, why STRING"))
     log.info("champion   %s", champion.why)
     st.rows = metrics_df.count()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -82,12 +84,15 @@ class Champion:
     why: str
 
 
-def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: QualityConfig) -> Champion:
+def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: QualityConfig,
+                    per_user: Mapping[str, np.ndarray] | None = None) -> Champion:
     """The configured model, unless the night's best list beats it by more than ``noise_z`` standard errors.
 
-    ``values`` maps every list evaluated tonight to ``(metric@k, users)`` on the same validation users. The
-    difference's standard error combines both lists' bounds (:func:`standard_error_bound`), a conservative
-    choice for two means over the same users. With ``on_regression = "fail"`` such a night raises
+    ``values`` maps every list evaluated tonight to ``(metric@k, users)`` on the same validation users. With
+    ``per_user`` (each list's metric per validation user, aligned), the difference is tested paired: its
+    standard error is the per-user differences' (a list that re-ranks another's candidates moves with it, so
+    this is far tighter). Without, it combines both lists' bounds (:func:`standard_error_bound`), conservative
+    for two means over the same users. With ``on_regression = "fail"`` such a night raises
     :class:`QualityGateFailed` instead.
     """
     key = f"{cfg.metric}@{cfg.k}"
@@ -97,9 +102,16 @@ def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: 
     (mine, users), (top, top_users) = values[configured], values[best]
     if best == configured:
         return Champion(configured, f"{configured} has the best {key} ({mine:.4f}) of {len(values)} lists")
-    se = math.hypot(standard_error_bound(mine, users), standard_error_bound(top, top_users))
+    paired = per_user is not None and configured in per_user and best in per_user and len(per_user[best]) > 1
+    if paired:
+        assert per_user is not None
+        diff = np.asarray(per_user[best], float) - np.asarray(per_user[configured], float)
+        se = float(diff.std(ddof=1)) / math.sqrt(len(diff))
+    else:
+        se = math.hypot(standard_error_bound(mine, users), standard_error_bound(top, top_users))
     z = (top - mine) / se if se > 0 else math.inf
-    versus = f"{configured} {key} {mine:.4f} vs {best} {top:.4f} on {users:,} users, {z:.1f} standard errors"
+    versus = (f"{configured} {key} {mine:.4f} vs {best} {top:.4f} on {users:,} users, {z:.1f} "
+              f"{'paired ' if paired else ''}standard errors")
     if z <= cfg.noise_z:
         return Champion(configured, f"{versus}: within noise (quality.noise_z {cfg.noise_z})")
     if cfg.on_regression == "fail":

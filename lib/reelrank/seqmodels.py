@@ -145,6 +145,19 @@ class SequenceModel:
         self.item_embedding: nn.Embedding = self.net.items  # type: ignore[assignment]
         self.history = SeqHistory()
 
+    def grown_to(self, n_items: int) -> SequenceModel:
+        """A copy for a catalogue of ``n_items >= self.n_items`` items: the same weights, new items' embeddings
+        initialised as a fresh model's (items keep their index from night to night)."""
+        grown = SequenceModel(self.kind, n_items, self.cfg)
+        state = grown.net.state_dict()
+        for key, value in self.net.state_dict().items():
+            if state[key].shape == value.shape:
+                state[key] = value.clone()
+            else:
+                state[key][: value.shape[0]] = value
+        grown.net.load_state_dict(state)
+        return grown
+
     # -- scoring -------------------------------------------------------------------------------------
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of every item (not the padding token) for hidden states [..., d]."""
@@ -172,7 +185,8 @@ class SequenceModel:
         gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.net.to(device)
-        inputs, targets = seqs[:, :-1], seqs[:, 1:]
+        # the last column is the validation target: it is never a training target
+        inputs, targets = seqs[:, :-2], seqs[:, 1:-1]
         trainable = (targets != PAD).sum(1) > 0
         inputs, targets = inputs[trainable], targets[trainable]
         val_input, val_target = seqs[:, :-1], seqs[:, -1]

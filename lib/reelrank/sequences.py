@@ -116,20 +116,21 @@ def score_sequences(frame: DataFrame, model_bytes: bytes, n: int, block: int = 2
 
 
 def fit_distributed(kind: str, n_items: int, cfg: SequenceConfig, tokens: torch.Tensor,
-                    train: TrainConfig) -> SequenceModel:
+                    train: TrainConfig, init: SequenceModel | None = None) -> SequenceModel:
     """Train in ``train.num_processes`` local processes through ``TorchDistributor`` (each takes every n-th user,
     gradients all-reduced by DDP); rank 0's weights come back."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
     use_gpu = choose_device(train.device).type == "cuda"
     distributor = TorchDistributor(num_processes=train.num_processes, local_mode=True, use_gpu=use_gpu)
-    out = distributor.run(_distributed_worker, kind, n_items, dataclasses.asdict(cfg), tokens.numpy(), use_gpu)
+    out = distributor.run(_distributed_worker, kind, n_items, dataclasses.asdict(cfg), tokens.numpy(), use_gpu,
+                          init.to_bytes() if init is not None else None)
     assert out is not None  # run() returns rank 0's return value for a callable
     return SequenceModel.from_bytes(out)
 
 
 def _distributed_worker(kind: str, n_items: int, cfg_dict: dict[str, Any], tokens: np.ndarray,
-                        use_gpu: bool) -> bytes:
+                        use_gpu: bool, init: bytes | None) -> bytes:
     import os
 
     import torch.distributed as dist
@@ -141,6 +142,8 @@ def _distributed_worker(kind: str, n_items: int, cfg_dict: dict[str, Any], token
     dist.init_process_group(backend="nccl" if use_gpu else "gloo")
     try:
         model = SequenceModel(kind, n_items, SequenceConfig(**cfg_dict))
+        if init is not None:
+            model.net.load_state_dict(SequenceModel.from_bytes(init).net.state_dict())
         model.fit(torch.from_numpy(tokens), device, distributed=True)
         dist.barrier()
         return model.to_bytes()
