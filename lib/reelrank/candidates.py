@@ -24,7 +24,8 @@ from reelrank import columns as C
 from reelrank import ease, factorize, neighbours, popularity, sequences
 from reelrank.config import ALSConfig, Config, NeighboursConfig, SequenceConfig, TrainConfig
 from reelrank.device import choose_device, use_mixed_precision
-from reelrank.seqmodels import SeqEpoch, SequenceModel
+from reelrank.models import EpochStats
+from reelrank.seqmodels import SequenceModel
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class SequenceSource(CandidateSource):
         self.model_file.write_bytes(self.model.to_bytes())
         return self
 
-    def _progress(self, e: SeqEpoch) -> None:
+    def _progress(self, e: EpochStats) -> None:
         if e.val_ndcg is not None:
             log.info("%s epoch %d/%d loss %.4f val ndcg@%d %.4f, %.1f s, %.0f positions/s", self.name, e.epoch + 1,
                      self.cfg.epochs, e.train_loss, self.cfg.early_stopping_k, e.val_ndcg, e.seconds,

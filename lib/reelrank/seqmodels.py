@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from reelrank.config import SequenceConfig
 from reelrank.device import autocast
+from reelrank.models import EpochStats
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +117,8 @@ NETS: dict[str, Callable[[int, SequenceConfig], nn.Module]] = {"sasrec": SASRecN
 
 
 @dataclass
-class SeqEpoch:
-    epoch: int
-    train_loss: float
-    val_ndcg: float | None
-    seconds: float
-    samples_per_s: float
-    """Training positions (next-item targets) per second."""
-
-
-@dataclass
 class SeqHistory:
-    epochs: list[SeqEpoch] = field(default_factory=list)
+    epochs: list[EpochStats] = field(default_factory=list)
     best_epoch: int = -1
     best_ndcg: float = -1.0
     stopped_early: bool = False
@@ -178,7 +169,7 @@ class SequenceModel:
         return torch.cat(out) if out else torch.zeros(0, self.n_items)
 
     # -- training ------------------------------------------------------------------------------------
-    def fit(self, seqs: torch.Tensor, device: torch.device, progress: Callable[[SeqEpoch], None] | None = None,
+    def fit(self, seqs: torch.Tensor, device: torch.device, progress: Callable[[EpochStats], None] | None = None,
             distributed: bool = False) -> SeqHistory:
         """Train on ``seqs`` [U, ≤L+1] (left-padded tokens): each user's last item is the validation target
         (early stopping on NDCG@k over all unseen items), the rest teach next-item prediction at every position.
@@ -229,7 +220,7 @@ class SequenceModel:
             ndcg = None
             if (epoch + 1) % cfg.eval_every == 0 or last:
                 ndcg = self.validate(val_input, val_target, device)
-            stats = SeqEpoch(epoch, total / max(positions, 1), ndcg, seconds, positions / max(seconds, 1e-9))
+            stats = EpochStats(epoch, total / max(positions, 1), None, ndcg, positions / max(seconds, 1e-9), seconds)
             hist.epochs.append(stats)
             if progress:
                 progress(stats)
@@ -289,8 +280,9 @@ class SequenceModel:
         model = cls(payload["kind"], payload["n_items"], SequenceConfig(**payload["config"]))
         model.net.load_state_dict(payload["state"])
         hist = payload["history"]
-        model.history = SeqHistory([SeqEpoch(**e) for e in hist["epochs"]], hist["best_epoch"], hist["best_ndcg"],
-                                   hist["stopped_early"], hist.get("out_of_time", False))
+        epochs = [EpochStats(**{"val_loss": None, **e}) for e in hist["epochs"]]
+        model.history = SeqHistory(epochs, hist["best_epoch"], hist["best_ndcg"], hist["stopped_early"],
+                                   hist.get("out_of_time", False))
         model.net.eval()
         return model
 
