@@ -151,3 +151,16 @@ def test_trains_and_scores_on_cuda(kind, cfg):
     assert hist.best_ndcg > 0.9 and hist.epochs[-1].train_loss < hist.epochs[0].train_loss
     assert next(model.net.parameters()).device.type == "cpu"  # handed back ready for Spark's executors
     assert torch.isfinite(model.score_last(seqs, torch.device("cuda"))).any(1).all()
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_two_processes_through_torch_distributor(spark, cfg):
+    from reelrank.sequences import fit_distributed
+
+    seqs = pad_left([(_cycles().query(f"{C.USER_IDX} == {u}")[C.ITEM_IDX].to_numpy() + 1) for u in range(N_USERS)],
+                    13)
+    train_cfg = dataclasses.replace(cfg.train, num_processes=2, device="cpu")
+    model = fit_distributed("gru4rec", N_ITEMS, _small(cfg, epochs=30, eval_every=5, patience=0), seqs, train_cfg)
+    assert len(model.history.epochs) == 30 and model.history.best_ndcg > 0.8
+    assert model.history.epochs[-1].train_loss < model.history.epochs[0].train_loss

@@ -185,11 +185,11 @@ class SequenceModel:
         val_input, val_target = seqs[:, :-1], seqs[:, -1]
         val_ok = (val_target != PAD) & ((val_input != PAD).sum(1) > 0)
         val_input, val_target = val_input[val_ok], val_target[val_ok]
+        rank, world = 0, 1
         if distributed:
             import torch.distributed as dist
 
-            inputs, targets = inputs[dist.get_rank()::dist.get_world_size()], targets[dist.get_rank()::
-                                                                                      dist.get_world_size()]
+            rank, world = dist.get_rank(), dist.get_world_size()
             net: nn.Module = nn.parallel.DistributedDataParallel(self.net)
         else:
             net = self.net
@@ -201,7 +201,9 @@ class SequenceModel:
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
             net.train()
-            order = torch.randperm(len(inputs), generator=gen)
+            order = torch.randperm(len(inputs), generator=gen)  # the same on every process (same seed)
+            # each process takes every world-th user of an equal share, so all run the same number of steps
+            order = order[rank:len(order) // world * world:world]
             total, positions = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
@@ -216,6 +218,10 @@ class SequenceModel:
                 positions += n
             seconds = time.perf_counter() - t0
             out_of_time = cfg.max_seconds > 0 and time.perf_counter() - started > cfg.max_seconds
+            if distributed:  # every process stops after the same epoch
+                flag = torch.tensor([float(out_of_time)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
             last = epoch == cfg.epochs - 1 or out_of_time
             ndcg = None
             if (epoch + 1) % cfg.eval_every == 0 or last:
