@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from reelrank import columns as C
@@ -57,6 +58,9 @@ def test_index_interactions_and_stats(spark):
     assert stats["u1"]["std_rating"] == pytest.approx(np.std([4.0, 2.0]))
     assert stats["u2"]["std_rating"] == 0.0
     assert (stats["u1"]["first_ts"], stats["u1"]["last_ts"]) == (10, 20)
+    traced = acc.withColumn(C.SOURCE_FILE, F.lit("r.csv")).withColumn(C.SOURCE_ROW, F.monotonically_increasing_id())
+    kept = matrix.index_interactions(traced, users, items)
+    assert {C.SOURCE_FILE, C.SOURCE_ROW} <= set(kept.columns) and kept.count() == 3
 
 
 def test_items_frame_without_metadata(spark):

@@ -37,12 +37,13 @@ def extend_index(ids: DataFrame, existing: DataFrame | None, id_col: str, idx_co
 
 def index_interactions(accepted: DataFrame, user_index: DataFrame, item_index: DataFrame) -> DataFrame:
     """Accepted interactions with their user and item indexes attached, and where each came from (file, row:
-    the order of interactions within the same second, for time-ordered holdouts and sequences)."""
+    the order of interactions within the same second, for time-ordered holdouts and sequences) when it has it."""
+    origin = [c for c in (C.SOURCE_FILE, C.SOURCE_ROW) if c in accepted.columns]
     return (
-        accepted.select(C.USER, C.ITEM, C.RATING, C.TS, C.SOURCE_FILE, C.SOURCE_ROW)
+        accepted.select(C.USER, C.ITEM, C.RATING, C.TS, *origin)
         .join(F.broadcast(user_index), C.USER)
         .join(F.broadcast(item_index), C.ITEM)
-        .select(C.USER, C.ITEM, C.RATING, C.TS, C.USER_IDX, C.ITEM_IDX, C.SOURCE_FILE, C.SOURCE_ROW)
+        .select(C.USER, C.ITEM, C.RATING, C.TS, C.USER_IDX, C.ITEM_IDX, *origin)
     )
 
 
