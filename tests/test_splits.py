@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 from conftest import dataset
 
-from reelrank.splits import leave_last_by_time, read_ml100k_fold, read_stratified_split, stratified_split
+from reelrank.splits import (
+    global_time_split,
+    leave_last_by_time,
+    read_ml100k_fold,
+    read_stratified_split,
+    stratified_split,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -45,6 +51,32 @@ def test_leave_last_by_time_matches_pandas(interactions):
     assert (first_test >= last_train[first_test.index]).all()
     with pytest.raises(ValueError):
         leave_last_by_time(interactions, 0)
+
+
+def test_leave_last_breaks_ties_in_time_by_input_order(spark):
+    """Three interactions in the same second: the one on the latest file row is the most recent, whatever the
+    item ids (the peers' protocol: ties by file order)."""
+    rows = [(0, 9, 4.0, 100, "r.csv", 1), (0, 1, 4.0, 100, "r.csv", 3), (0, 5, 4.0, 100, "r.csv", 2),
+            (0, 7, 4.0, 50, "r.csv", 4)]
+    df = spark.createDataFrame(rows, SCHEMA + ", source_file STRING, source_row LONG")
+    _, test = leave_last_by_time(df, 1)
+    assert [r.item_idx for r in test.collect()] == [1]
+    _, test2 = leave_last_by_time(df, 2)
+    assert sorted(r.item_idx for r in test2.collect()) == [1, 5]
+
+
+def test_global_time_split_keeps_warm_unseen_pairs(spark):
+    rows = [(0, 0, 1.0, 1), (0, 1, 1.0, 2), (1, 1, 1.0, 3), (1, 2, 1.0, 4),  # before the cut
+            (0, 2, 1.0, 8), (1, 0, 1.0, 9),  # warm user, warm item, new pair: test
+            (2, 0, 1.0, 8),  # a user new after the cut
+            (0, 3, 1.0, 9),  # an item new after the cut
+            (0, 1, 1.0, 9)]  # a pair already in train
+    df = spark.createDataFrame(rows, SCHEMA)
+    train, test = global_time_split(df, 0.5)  # the cut falls at ts 8
+    assert sorted((r.user_idx, r.item_idx) for r in train.collect()) == [(0, 0), (0, 1), (1, 1), (1, 2)]
+    assert sorted((r.user_idx, r.item_idx) for r in test.collect()) == [(0, 2), (1, 0)]
+    with pytest.raises(ValueError):
+        global_time_split(df, 1.0)
 
 
 def test_stratified_split_per_user_ratio(interactions):
