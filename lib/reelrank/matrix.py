@@ -38,7 +38,7 @@ def extend_index(ids: DataFrame, existing: DataFrame | None, id_col: str, idx_co
 def index_interactions(accepted: DataFrame, user_index: DataFrame, item_index: DataFrame) -> DataFrame:
     """Accepted interactions with their user and item indexes attached, and where each came from (file, row:
     the order of interactions within the same second, for time-ordered holdouts and sequences) when it has it."""
-    origin = [c for c in (C.SOURCE_FILE, C.SOURCE_ROW) if c in accepted.columns]
+    origin = C.origin_columns(accepted.columns)
     return (
         accepted.select(C.USER, C.ITEM, C.RATING, C.TS, *origin)
         .join(F.broadcast(user_index), C.USER)

@@ -355,8 +355,7 @@ def run_stage(spark: SparkSession, cfg: Config, run_date: date, name: str) -> Ru
 
 def _ratings(interactions: DataFrame) -> DataFrame:
     """What candidate sources fit on; the input position (file, row) orders interactions of the same second."""
-    order = [c for c in (C.SOURCE_FILE, C.SOURCE_ROW) if c in interactions.columns]
-    return interactions.select(C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS, *order)
+    return interactions.select(C.USER_IDX, C.ITEM_IDX, C.RATING, C.TS, *C.origin_columns(interactions.columns))
 
 
 def _with_ids(factors: DataFrame, index: DataFrame, idx_col: str, run_id: str) -> DataFrame:

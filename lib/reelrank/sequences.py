@@ -40,8 +40,7 @@ ITEMS = "items"
 def order_columns(interactions: DataFrame) -> list[str]:
     """How a user's interactions are ordered: time, then input order where the frame has it (file, row), then
     item index, so the order is total and the same on every run."""
-    extra = [c for c in (C.SOURCE_FILE, C.SOURCE_ROW) if c in interactions.columns]
-    return [C.TS, *extra, C.ITEM_IDX]
+    return [C.TS, *C.origin_columns(interactions.columns), C.ITEM_IDX]
 
 
 def sequence_frame(interactions: DataFrame, keep: int | None, seen: bool = False) -> DataFrame:

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from reelrank.columns import ITEM, ITEM_IDX, RATING, SOURCE_FILE, SOURCE_ROW, TS, USER, USER_IDX
+from reelrank.columns import ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX, origin_columns
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def leave_last_by_time(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    order = [c for c in (SOURCE_FILE, SOURCE_ROW) if c in df.columns]
+    order = origin_columns(df.columns)
     recent_first = Window.partitionBy(user_col).orderBy(
         *[F.col(c).desc() for c in (ts_col, *order, item_col)])
     marked = (
