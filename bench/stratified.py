@@ -35,7 +35,7 @@ from reelrank.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stratified.md"
 # The implicit-ALS settings tuned on this split (tests/test_als_oracle.py).
-ALS = dict(implicit=True, rank=64, reg_param=0.25, alpha=0.5, max_iter=15, checkpoint_interval=0)
+ALS = dict(implicit=True, rank=64, reg_param=0.25, alpha=0.5, max_iter=15)
 METRICS = ("precision@10", "recall@10", "ndcg@10", "map@10", "hit_rate@10", "coverage@10")
 
 

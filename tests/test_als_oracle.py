@@ -31,7 +31,7 @@ IMPLICIT = dict(implicit=True, rank=64, reg_param=0.25, alpha=0.5, max_iter=15)
 
 def test_explicit_als_rmse_on_ml100k_folds(spark, cfg):
     path = dataset("ml-100k")
-    als = dataclasses.replace(cfg.als, checkpoint_interval=0, **EXPLICIT)
+    als = dataclasses.replace(cfg.als, **EXPLICIT)
     rmse, mae = [], []
     for fold in ("u1", "u2", "u3", "u4", "u5"):
         train, test = read_ml100k_fold(spark, path, fold)
@@ -48,7 +48,7 @@ def test_implicit_als_ndcg_on_stratified_split(spark, cfg):
     train, test = read_stratified_split(spark, dataset("ml-100k-stratified"))
     train, test = train.cache(), test.cache()
     users, seen = test.select("user_idx").distinct(), train.select("user_idx", "item_idx")
-    model = fit_als(train, dataclasses.replace(cfg.als, checkpoint_interval=0, **IMPLICIT))
+    model = fit_als(train, dataclasses.replace(cfg.als, **IMPLICIT))
     als_recs = recommend_top_n(model, users, seen, 10).cache()
     pop_recs = recommend_popular(train, users, seen, 10).cache()
     als = evaluate_top_n(als_recs, test, train, [10])
