@@ -5,6 +5,8 @@ Protocols (lib/reelrank/splits.py):
 * ``loo``: each user's last interaction by time (ties by file order) is the test; full ranking, seen items removed.
 * ``global``: everything before the ``--quantile`` of time trains; the test is the later interactions of warm
   users on warm items.
+* ``stratified``: the fixed random 75/25 split of ``--stratified`` (train.csv / test.csv, ml-100k-stratified's
+  protocol), not a time protocol: it shows what the nightly publishes when the held-out rows are random.
 
 Every source is fitted on the train part with the nightly's config (conf/local.toml unless --config); the sequence
 models pick their epoch on each user's last train item (an inner split by the same protocol), and EASE's λ is
@@ -13,6 +15,7 @@ on the train part, as a user would, and scores the list it published.
 
     python bench/temporal.py                                  # ml-100k, both protocols, appends to results
     python bench/temporal.py --data ~/ml-1m --protocols loo --no-save
+    python bench/temporal.py --protocols stratified --nightly
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from reelrank.config import Config
 from reelrank.evaluate import per_user_ranking
 from reelrank.runstate import RunFailed
 from reelrank.session import build_spark
-from reelrank.splits import global_time_split, leave_last_by_time
+from reelrank.splits import global_time_split, leave_last_by_time, stratified_split
 
 RESULTS = Path(__file__).resolve().parent / "results" / "temporal.md"
 BASELINES = ("popular", "recent_popular_7d", "recent_popular_30d", "item_neighbours", "als", "ease")
@@ -67,18 +70,33 @@ def read_movielens(folder: Path) -> pd.DataFrame:
     return df
 
 
+def with_stratified_parts(raw: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """``raw`` with a ``part`` column (train / test) from the fixed split in ``folder``, matched on (user, item)."""
+    parts = pd.concat([pd.read_csv(folder / f"{part}.csv", usecols=["user", "item"]).assign(part=part)
+                       for part in ("train", "test")])
+    out = raw.merge(parts, on=["user", "item"], how="inner", validate="one_to_one")
+    if len(out) != len(parts):
+        raise SystemExit(f"{folder}: {len(parts) - len(out)} rows of the split are not in the dataset")
+    return out.sort_values(C.SOURCE_ROW)
+
+
 def to_spark(spark: SparkSession, df: pd.DataFrame) -> DataFrame:
-    """Dense indexes (sorted ids) and reelrank's column names."""
+    """Dense indexes (sorted ids) and reelrank's column names (and the stratified ``part`` when present)."""
     users = {u: i for i, u in enumerate(sorted(df["user"].unique()))}
     items = {u: i for i, u in enumerate(sorted(df["item"].unique()))}
     pdf = pd.DataFrame({C.USER_IDX: df["user"].map(users).astype("int32"),
                         C.ITEM_IDX: df["item"].map(items).astype("int32"),
                         C.RATING: df["rating"].astype(float), C.TS: df["ts"].astype("int64"),
                         C.SOURCE_FILE: "ratings", C.SOURCE_ROW: df[C.SOURCE_ROW].astype("int64")})
+    if "part" in df:
+        pdf["part"] = df["part"].to_numpy()
     return spark.createDataFrame(pdf).repartition(4).cache()
 
 
 def split(df: DataFrame, protocol: str, quantile: float) -> tuple[DataFrame, DataFrame]:
+    if protocol == "stratified":
+        return tuple(df.filter(F.col("part") == part).drop("part") for part in ("train", "test"))
+    df = df.drop("part") if "part" in df.columns else df
     if protocol == "loo":
         return leave_last_by_time(df, 1)
     return global_time_split(df, quantile)
@@ -102,7 +120,10 @@ def fit_lists(train: DataFrame, users: DataFrame, names: list[str],
 
 def choose_ease_lambda(train: DataFrame, protocol: str, quantile: float, cfg: Config) -> float:
     """EASE's λ with the best NDCG@K on an inner split of ``train`` made by the same protocol."""
-    inner, inner_test = split(train, protocol, quantile)
+    if protocol == "stratified":
+        inner, inner_test = stratified_split(train, 0.75, seed=7)
+    else:
+        inner, inner_test = split(train, protocol, quantile)
     truth = inner_test.toPandas()
     users = inner_test.select(C.USER_IDX).distinct()
     best, best_lam = -1.0, cfg.candidates.ease_lambda
@@ -167,10 +188,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(ap)
     ap.add_argument("--data", type=Path, default=DATASETS / "ml-100k", help="a MovieLens folder")
-    ap.add_argument("--protocols", default="loo,global")
+    ap.add_argument("--protocols", default="loo,global", help="any of loo, global, stratified")
+    ap.add_argument("--stratified", type=Path, default=DATASETS / "ml-100k-stratified",
+                    help="train.csv / test.csv of the stratified protocol")
     ap.add_argument("--quantile", type=float, default=0.9)
     ap.add_argument("--lists", default=",".join(BASELINES + SEQUENTIAL))
     ap.add_argument("--nightly", action="store_true", help="also run the nightly on the train part")
+    ap.add_argument("--holdouts", default="latest",
+                    help="the nightly's evaluate.holdout values, one nightly each (latest, random)")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-save", action="store_true")
@@ -182,6 +207,8 @@ def main() -> None:
         cfg = cfg.replace(warehouse={"data_dir": tempfile.mkdtemp(prefix="reelrank-temporal-")})
     spark = build_spark(cfg)
     raw = read_movielens(args.data)
+    if "stratified" in args.protocols.split(","):
+        raw = with_stratified_parts(raw, args.stratified)
     df = to_spark(spark, raw)
     n_items = int(raw["item"].nunique())
     for protocol in args.protocols.split(","):
@@ -193,21 +220,24 @@ def main() -> None:
         if "ease" in names:
             pcfg = cfg.replace(candidates={"ease_lambda": choose_ease_lambda(train, protocol, args.quantile, cfg)})
         lists = fit_lists(train, users, names, pcfg)
-        why = ""
-        if args.nightly:
+        whys = []
+        for holdout in args.holdouts.split(",") if args.nightly else []:
             t0 = time.perf_counter()
+            label = "published by the nightly" + (f" (holdout {holdout})" if args.holdouts != "latest" else "")
             try:
-                recs, why = run_nightly_on(train, cfg, spark)
-                lists["published by the nightly"] = (recs, time.perf_counter() - t0)
+                recs, why = run_nightly_on(train, cfg.replace(evaluate={"holdout": holdout}), spark)
+                lists[label] = (recs, time.perf_counter() - t0)
             except RunFailed as e:  # the lists above still make a table
                 why = f"nothing: {e}"
+            whys.append(f"{label}: {why}")
         body, ndcg = table(lists, truth, n_items, args.bootstrap, args.seed)
-        where = f" at the {args.quantile} quantile" if protocol == "global" else ""
+        where = {"global": f" at the {args.quantile} quantile", "stratified": f" ({args.stratified.name})"}.get(
+            protocol, "")
         title = (f"{args.data.name} · {protocol}{where}"
                  + f" · {truth[C.USER_IDX].nunique()} test users, {len(truth)} test rows · EASE λ "
                  f"{pcfg.candidates.ease_lambda:g} (inner split) · sequence L {cfg.sequence.max_len}, d "
                  f"{cfg.sequence.dim}, {cfg.sequence.blocks} blocks, dropout {cfg.sequence.dropout}")
-        note = f"\n\nnightly published {why}" if why else ""
+        note = "".join(f"\n\n{why}" for why in whys)
         print(f"\n{title}\n\n{body}{note}")
         if not args.no_save:
             append_result(RESULTS, title, body + note)

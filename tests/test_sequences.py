@@ -102,6 +102,24 @@ def test_fit_is_deterministic_with_a_seed(cfg):
     assert torch.equal(a.score_last(seqs), b.score_last(seqs))
 
 
+def test_a_fit_broken_after_two_epochs_resumes_to_the_unbroken_weights(cfg, tmp_path):
+    seqs = pad_left([(_cycles().query(f"{C.USER_IDX} == {u}")[C.ITEM_IDX].to_numpy() + 1) for u in range(30)], 13)
+    ckpt = tmp_path / "sasrec.ckpt"
+    unbroken = SequenceModel("sasrec", N_ITEMS, _small(cfg, epochs=4, dropout=0.2, patience=0))
+    unbroken.fit(seqs, torch.device("cpu"))
+    SequenceModel("sasrec", N_ITEMS, _small(cfg, epochs=2, dropout=0.2, patience=0)).fit(
+        seqs, torch.device("cpu"), checkpoint_path=ckpt)  # the "killed" run: its last checkpoint is epoch 2
+    resumed = SequenceModel("sasrec", N_ITEMS, _small(cfg, epochs=4, dropout=0.2, patience=0))
+    hist = resumed.fit(seqs, torch.device("cpu"), checkpoint_path=ckpt)
+    assert len(hist.epochs) == 4 and hist.best_epoch == unbroken.history.best_epoch
+    assert [e.train_loss for e in hist.epochs] == [e.train_loss for e in unbroken.history.epochs]
+    assert torch.equal(resumed.score_last(seqs), unbroken.score_last(seqs))
+
+    # other sequences: the checkpoint is ignored and the fit starts from scratch
+    other = SequenceModel("sasrec", N_ITEMS, _small(cfg, epochs=1, dropout=0.2, patience=0))
+    assert len(other.fit(seqs[:20], torch.device("cpu"), checkpoint_path=ckpt).epochs) == 1
+
+
 def test_time_budget_keeps_the_best_validated_weights(cfg):
     seqs = pad_left([(_cycles().query(f"{C.USER_IDX} == {u}")[C.ITEM_IDX].to_numpy() + 1) for u in range(N_USERS)],
                     13)

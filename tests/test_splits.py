@@ -9,7 +9,9 @@ from conftest import dataset
 
 from reelrank.splits import (
     global_time_split,
+    holdout_split,
     leave_last_by_time,
+    leave_random_out,
     read_ml100k_fold,
     read_stratified_split,
     stratified_split,
@@ -63,6 +65,24 @@ def test_leave_last_breaks_ties_in_time_by_input_order(spark):
     assert [r.item_idx for r in test.collect()] == [1]
     _, test2 = leave_last_by_time(df, 2)
     assert sorted(r.item_idx for r in test2.collect()) == [1, 5]
+
+
+def test_leave_random_out_holds_out_n_per_user_whatever_the_partitioning(interactions):
+    train, test = leave_random_out(interactions, 2)
+    got = test.toPandas()
+    assert got.groupby("user_idx").size().to_dict() == {2: 2, 3: 2, 4: 2}  # users with <= 2 keep everything
+    assert train.count() + len(got) == interactions.count()
+    assert train.join(test, ["user_idx", "item_idx"]).count() == 0
+    again = leave_random_out(interactions.repartition(5).sortWithinPartitions("ts"), 2)[1].toPandas()
+    key = ["user_idx", "item_idx"]
+    assert sorted(map(tuple, got[key].to_numpy())) == sorted(map(tuple, again[key].to_numpy()))
+    # random, not the latest: over the 25-interaction user, at least one of the two is not among the latest two
+    latest = leave_last_by_time(interactions, 2)[1].toPandas()
+    assert set(got.query("user_idx == 4").item_idx) != set(latest.query("user_idx == 4").item_idx)
+    assert sorted(map(tuple, holdout_split(interactions, "random", 2)[1].toPandas()[key].to_numpy())) == sorted(
+        map(tuple, got[key].to_numpy()))
+    with pytest.raises(ValueError, match="unknown holdout"):
+        holdout_split(interactions, "oldest", 2)
 
 
 def test_global_time_split_keeps_warm_unseen_pairs(spark):

@@ -80,3 +80,16 @@ def test_append_rows_and_latest_partition(spark, wcfg):
     _publish(spark, wcfg, D2, "r2", 3, "b")
     latest = warehouse.latest_partition(spark, db, "recs")
     assert latest.count() == 3 and C.RUN_DATE not in latest.columns
+
+
+def test_a_newer_night_with_more_columns_adds_them_to_the_table(spark, wcfg):
+    """An existing warehouse's interactions table gained source_file/source_row (issue 11): a night that writes
+    them makes them queryable; earlier nights read null there."""
+    db = wcfg.warehouse.database
+    _publish(spark, wcfg, D1, "r1", 2, "a")
+    out = warehouse.RunOutputs(spark, wcfg, D2, "r2")
+    out.stage("recs", spark.range(3).withColumn("tag", F.lit("b")).withColumn(C.SOURCE_ROW, F.col("id") + 10))
+    out.publish(["recs"])
+    rows = spark.sql(f"SELECT {C.RUN_DATE}, id, {C.SOURCE_ROW} FROM {db}.recs").collect()
+    assert sorted((str(r[0]), r[1], r[2]) for r in rows) == [
+        (str(D1), 0, None), (str(D1), 1, None), (str(D2), 0, 10), (str(D2), 1, 11), (str(D2), 2, 12)]

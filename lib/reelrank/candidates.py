@@ -34,10 +34,17 @@ class CandidateSource(ABC):
     """A source of top-n lists: ``fit`` once, then ``recommend`` for any users (seen items are those fitted)."""
 
     name: str
+    work_dir: str | None = None
+    """Where a source that writes files (shards, weights, checkpoints) writes them; None: a temporary folder."""
 
     @abstractmethod
     def fit(self, interactions: DataFrame) -> CandidateSource:
         """Fit on ``(user_idx, item_idx, rating, ts)``; return self."""
+
+    def start_from(self, fitted: CandidateSource) -> None:
+        """Before ``fit``: reuse what ``fitted`` (the same source fitted on earlier data) learnt, where that saves
+        work (the nightly's fit on all interactions after the history fit). Most sources start afresh."""
+        return None
 
     @abstractmethod
     def recommend(self, users: DataFrame, n: int) -> DataFrame:
@@ -136,15 +143,20 @@ class SequenceSource(CandidateSource):
     def __init__(self, kind: str, cfg: SequenceConfig, train: TrainConfig, work_dir: str | None = None,
                  files: int = 4) -> None:
         self.name, self.cfg, self.train_cfg, self.files = kind, cfg, train, files
-        self.work_dir = work_dir or tempfile.mkdtemp(prefix=f"reelrank-{kind}-")
+        self.work_dir = work_dir
         self.warm_start: SequenceModel | None = None
         """Weights to start from (the nightly's fit on all interactions starts from the history fit's), trained
         at most ``sequence.refit_epochs`` more."""
+
+    def start_from(self, fitted: CandidateSource) -> None:
+        if isinstance(fitted, SequenceSource) and fitted.name == self.name:
+            self.warm_start = fitted.model
 
     def fit(self, interactions: DataFrame) -> SequenceSource:
         cfg = self.cfg
         self._interactions = interactions
         self._popular = popularity.item_users(interactions).cache()
+        self.work_dir = self.work_dir or tempfile.mkdtemp(prefix=f"reelrank-{self.name}-")
         shards = f"{self.work_dir}/shards"
         sequences.write_sequence_shards(interactions, shards, cfg, self.files)
         users, tokens = sequences.read_sequences(shards, cfg.max_len + 1, self.train_cfg.reader_workers)
@@ -157,12 +169,14 @@ class SequenceSource(CandidateSource):
             cfg = dataclasses.replace(cfg, epochs=min(cfg.epochs, cfg.refit_epochs))
             init = self.warm_start.grown_to(n_items)
             log.info("%s: starting from the history fit's weights, at most %d epochs", self.name, cfg.epochs)
+        # a rerun of the stage (nightly --resume) continues from the last finished epoch
+        ckpt = Path(self.work_dir, "model", f"{self.name}.ckpt")
         if self.train_cfg.num_processes > 1:
-            self.model = sequences.fit_distributed(self.name, n_items, cfg, tokens, self.train_cfg, init)
+            self.model = sequences.fit_distributed(self.name, n_items, cfg, tokens, self.train_cfg, init, ckpt)
         else:
             self.model = init or SequenceModel(self.name, n_items, cfg)
             self.model.cfg = cfg
-            self.model.fit(tokens, device, progress=self._progress)
+            self.model.fit(tokens, device, progress=self._progress, checkpoint_path=ckpt)
         h = self.model.history
         why = (" (stopped early)" if h.stopped_early
                else f" (time budget {cfg.max_seconds:g} s)" if h.out_of_time else "")
@@ -208,8 +222,7 @@ def make(name: str, cfg: Config, work_dir: str | None = None) -> CandidateSource
     """The unfitted source ``name`` configured from ``cfg``; a source that writes files (the sequence models'
     shards and weights) writes them under ``work_dir`` (a temporary folder when None)."""
     source = REGISTRY[name](cfg)
-    if work_dir is not None and isinstance(source, SequenceSource):
-        source.work_dir = work_dir
+    source.work_dir = work_dir
     return source
 
 

@@ -63,6 +63,7 @@ ModelName = Literal["mlp", "neumf"]
 """Rankers registered in :data:`reelrank.models.RANKERS`."""
 LossName = Literal["bce", "bpr"]
 DeviceSetting = Literal["auto", "cpu", "cuda"]
+HoldoutKind = Literal["latest", "random"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
 CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als", "ease", "sasrec", "gru4rec"]
 """Sources registered in :data:`reelrank.candidates.REGISTRY`."""
@@ -335,8 +336,10 @@ class ScoreConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    holdout: HoldoutKind
+    """Which interactions per user are held out: the latest (what users do next) or random ones."""
     holdout_per_user: PositiveInt
-    """Most recent interactions per user held out for evaluation (leave-last-by-time)."""
+    """Interactions per user held out for evaluation, re-ranker labels and champion selection."""
     ks: list[PositiveInt]
     relevance_threshold: float
     """A held-out rating at or above this counts as relevant for ranking metrics."""

@@ -42,7 +42,6 @@ from reelrank.config import Config, default_conf_dir
 from reelrank.loader import shard_schema
 from reelrank.runs import StageTimer
 from reelrank.runstate import RunContext, RunFailed, StageIO
-from reelrank.seqmodels import SequenceModel
 from reelrank.sources import ITEMS_SCHEMA
 
 log = logging.getLogger("reelrank")
@@ -79,7 +78,8 @@ def stage_matrix(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     io.write("items", matrix.items_frame(io.read("raw_items"), item_index))
     io.write("user_stats", matrix.entity_stats(inter, C.USER, C.USER_IDX))
     io.write("item_stats", matrix.entity_stats(inter, C.ITEM, C.ITEM_IDX))
-    history, holdout = splits.leave_last_by_time(_ratings(inter), ctx.cfg.evaluate.holdout_per_user)
+    ev = ctx.cfg.evaluate
+    history, holdout = splits.holdout_split(_ratings(inter), ev.holdout, ev.holdout_per_user)
     io.write("history", history)
     holdout = io.write("holdout", holdout)
     st.rows = inter.count()
@@ -109,16 +109,15 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     rows = {}
     seq_dir = io.path("sequences")
     Path(seq_dir).mkdir(parents=True, exist_ok=True)
-    history_models: dict[str, SequenceModel] = {}
+    from_history: dict[str, candidates.CandidateSource] = {}
     for split, data in (("history", io.read("history")), ("full", _ratings(io.read("interactions")))):
         users = data.select(C.USER_IDX).distinct()
         for name in names:
             source = candidates.make(name, cfg, work_dir=f"{seq_dir}/{split}/{name}")
-            if isinstance(source, candidates.SequenceSource):
-                source.warm_start = history_models.get(name)
+            if name in from_history:
+                source.start_from(from_history[name])
             source.fit(data)
-            if isinstance(source, candidates.SequenceSource):
-                history_models[name] = source.model
+            from_history.setdefault(name, source)
             for table, df in source.tables().items():
                 if split == "full":
                     io.write(table, published[table](df))

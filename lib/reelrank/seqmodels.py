@@ -17,12 +17,16 @@ left, so the last position is always the latest item. This module knows nothing 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 
 PAD = 0
 """The padding token; item ``i`` is token ``i + 1``."""
+
+_RUN_LENGTH_KEYS = ("epochs", "max_seconds", "patience", "refit_epochs")
+"""Settings that only say how long to train: a checkpoint written under other values still resumes."""
 
 
 class SASRecNet(nn.Module):
@@ -170,10 +177,12 @@ class SequenceModel:
 
     # -- training ------------------------------------------------------------------------------------
     def fit(self, seqs: torch.Tensor, device: torch.device, progress: Callable[[EpochStats], None] | None = None,
-            distributed: bool = False) -> SeqHistory:
+            distributed: bool = False, checkpoint_path: str | os.PathLike | None = None) -> SeqHistory:
         """Train on ``seqs`` [U, ≤L+1] (left-padded tokens): each user's last item is the validation target
         (early stopping on NDCG@k over all unseen items), the rest teach next-item prediction at every position.
-        Keeps the best epoch's weights."""
+        Keeps the best epoch's weights. With ``checkpoint_path``, the state after every epoch is written there and
+        a fit of the same sequences and settings continues from it (in one process, to the same weights as an unbroken
+        fit)."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -196,9 +205,27 @@ class SequenceModel:
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         hist = self.history = SeqHistory()
         best_state: dict[str, torch.Tensor] | None = None
-        waited = 0
+        waited, first = 0, 0
+        ckpt = Path(checkpoint_path) if checkpoint_path else None
+        fingerprint = self._fingerprint(seqs, world) if ckpt else ""
+        if ckpt and ckpt.exists():
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            if state.get("fingerprint") != fingerprint:
+                log.warning("ignoring checkpoint %s: written for other sequences or settings", ckpt)
+            else:
+                self.net.load_state_dict(state["net"])
+                opt.load_state_dict(state["optimizer"])
+                gen.set_state(state["generator"])
+                torch.set_rng_state(state["torch_rng"])
+                hist = self.history = SeqHistory(**{**state["history"], "epochs": [
+                    EpochStats(**e) for e in state["history"]["epochs"]]})
+                best_state, waited, first = state["best_state"], state["waited"], len(hist.epochs)
+                log.info("%s: resuming from %s after epoch %d%s", self.kind, ckpt, first,
+                         " (it had stopped early)" if state["stopped_early"] else "")
+                if state["stopped_early"]:
+                    first = cfg.epochs
         started = time.perf_counter()
-        for epoch in range(cfg.epochs):
+        for epoch in range(first, cfg.epochs):
             t0 = time.perf_counter()
             net.train()
             order = torch.randperm(len(inputs), generator=gen)  # the same on every process (same seed)
@@ -236,16 +263,34 @@ class SequenceModel:
                     best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
                 else:
                     waited += 1
-                    if cfg.patience and waited >= cfg.patience:
-                        hist.stopped_early = True
-                        break
-            if out_of_time:
-                hist.out_of_time = True
+                    hist.stopped_early = bool(cfg.patience and waited >= cfg.patience)
+            hist.out_of_time = out_of_time
+            if ckpt and rank == 0:
+                self._write_checkpoint(ckpt, fingerprint, opt, gen, best_state, waited, hist.stopped_early)
+            if hist.stopped_early or out_of_time:
                 break
         if best_state is not None:
             self.net.load_state_dict(best_state)
         self.net.cpu()
         return hist
+
+    def _fingerprint(self, seqs: torch.Tensor, world: int) -> str:
+        """What a checkpoint must share with this fit to be resumed: the sequences, the model and settings."""
+        c = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in _RUN_LENGTH_KEYS}
+        digest = hashlib.sha256(seqs.contiguous().numpy().tobytes()).hexdigest()
+        return json.dumps({"kind": self.kind, "n_items": self.n_items, "cfg": c, "world": world,
+                           "sequences": [list(seqs.shape), digest]}, sort_keys=True)
+
+    def _write_checkpoint(self, ckpt: Path, fingerprint: str, opt: torch.optim.Optimizer, gen: torch.Generator,
+                          best_state: dict[str, torch.Tensor] | None, waited: int, stopped_early: bool) -> None:
+        state = {"fingerprint": fingerprint, "net": self.net.state_dict(), "optimizer": opt.state_dict(),
+                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "history": dataclasses.asdict(self.history), "best_state": best_state, "waited": waited,
+                 "stopped_early": stopped_early}
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt)  # a kill mid-write leaves the previous epoch's checkpoint
 
     def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy of the next item over the non-padding positions (full or sampled softmax)."""

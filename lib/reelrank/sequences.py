@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -115,7 +116,8 @@ def score_sequences(frame: DataFrame, model_bytes: bytes, n: int, block: int = 2
 
 
 def fit_distributed(kind: str, n_items: int, cfg: SequenceConfig, tokens: torch.Tensor,
-                    train: TrainConfig, init: SequenceModel | None = None) -> SequenceModel:
+                    train: TrainConfig, init: SequenceModel | None = None,
+                    checkpoint_path: str | os.PathLike | None = None) -> SequenceModel:
     """Train in ``train.num_processes`` local processes through ``TorchDistributor`` (each takes every n-th user,
     gradients all-reduced by DDP); rank 0's weights come back."""
     from pyspark.ml.torch.distributor import TorchDistributor
@@ -123,13 +125,14 @@ def fit_distributed(kind: str, n_items: int, cfg: SequenceConfig, tokens: torch.
     use_gpu = choose_device(train.device).type == "cuda"
     distributor = TorchDistributor(num_processes=train.num_processes, local_mode=True, use_gpu=use_gpu)
     out = distributor.run(_distributed_worker, kind, n_items, dataclasses.asdict(cfg), tokens.numpy(), use_gpu,
-                          init.to_bytes() if init is not None else None)
+                          init.to_bytes() if init is not None else None,
+                          str(checkpoint_path) if checkpoint_path else None)
     assert out is not None  # run() returns rank 0's return value for a callable
     return SequenceModel.from_bytes(out)
 
 
 def _distributed_worker(kind: str, n_items: int, cfg_dict: dict[str, Any], tokens: np.ndarray,
-                        use_gpu: bool, init: bytes | None) -> bytes:
+                        use_gpu: bool, init: bytes | None, checkpoint_path: str | None) -> bytes:
     import os
 
     import torch.distributed as dist
@@ -143,7 +146,7 @@ def _distributed_worker(kind: str, n_items: int, cfg_dict: dict[str, Any], token
         model = SequenceModel(kind, n_items, SequenceConfig(**cfg_dict))
         if init is not None:
             model.net.load_state_dict(SequenceModel.from_bytes(init).net.state_dict())
-        model.fit(torch.from_numpy(tokens), device, distributed=True)
+        model.fit(torch.from_numpy(tokens), device, distributed=True, checkpoint_path=checkpoint_path)
         dist.barrier()
         return model.to_bytes()
     finally:

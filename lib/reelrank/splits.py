@@ -1,5 +1,5 @@
-"""Train/test splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time, and a
-global time split at a quantile."""
+"""Train/test splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time, per-user
+leave-random-out, and a global time split at a quantile."""
 
 from __future__ import annotations
 
@@ -102,6 +102,35 @@ def leave_last_by_time(
         .drop("_pos", "_n")
     )
     return _partition(marked)
+
+
+def leave_random_out(
+    df: DataFrame, n: int, user_col: str = USER_IDX, item_col: str = ITEM_IDX
+) -> tuple[DataFrame, DataFrame]:
+    """Hold out ``n`` interactions per user drawn at random; users with ``<= n`` interactions keep all in train.
+
+    The draw is a hash of (user, item), so it does not depend on partitioning or on the run.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    drawn = Window.partitionBy(user_col).orderBy(F.xxhash64(user_col, item_col), item_col)
+    marked = (
+        df.withColumn("_pos", F.row_number().over(drawn))
+        .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(user_col)))
+        .withColumn("_train", (F.col("_n") <= n) | (F.col("_pos") > n))
+        .drop("_pos", "_n")
+    )
+    return _partition(marked)
+
+
+def holdout_split(df: DataFrame, how: str, n: int) -> tuple[DataFrame, DataFrame]:
+    """The nightly's (history, holdout): each user's ``n`` latest interactions (``how = "latest"``: what users
+    do next) or ``n`` random ones (``"random"``: the protocol of random per-user splits)."""
+    if how == "latest":
+        return leave_last_by_time(df, n)
+    if how == "random":
+        return leave_random_out(df, n)
+    raise ValueError(f"unknown holdout {how!r}: expected 'latest' or 'random'")
 
 
 def global_time_split(

@@ -16,7 +16,7 @@ from reelrank.config import Config
 from reelrank.evaluate import ranking_metrics, rating_metrics
 from reelrank.factorize import fit_als, predict_ratings, recommend_top_n
 from reelrank.metric_keys import RATING_METRICS, parse_metric_key
-from reelrank.splits import leave_last_by_time
+from reelrank.splits import holdout_split
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ def tune_als(interactions: DataFrame, cfg: Config) -> tuple[DataFrame, dict[str,
     """Fit every grid point on the training part, score on the held-out part; returns (results, chosen values).
 
     The grid is ``als.tune_ranks x als.tune_reg_params x als.tune_alphas`` (alpha only in implicit mode); the
-    hold-out is each user's ``evaluate.holdout_per_user`` most recent interactions; the metric is
+    hold-out is the nightly's (``evaluate.holdout``, ``evaluate.holdout_per_user`` per user); the metric is
     ``evaluate.tune_metric``.
     """
-    train, valid = leave_last_by_time(interactions, cfg.evaluate.holdout_per_user)
+    train, valid = holdout_split(interactions, cfg.evaluate.holdout, cfg.evaluate.holdout_per_user)
     train, valid = train.cache(), valid.cache()
     alphas = cfg.als.tune_alphas if cfg.als.implicit else [cfg.als.alpha]
     lower = cfg.evaluate.tune_metric in _LOWER_IS_BETTER

@@ -44,8 +44,15 @@ def _ddl_columns(df: DataFrame) -> str:
 
 
 def ensure_partitioned_table(spark: SparkSession, database: str, table: str, df: DataFrame) -> None:
-    """Create ``database.table`` (Parquet, partitioned by run_date DATE) with ``df``'s columns if it is missing."""
-    if spark.catalog.tableExists(f"{database}.{table}"):
+    """Create ``database.table`` (Parquet, partitioned by run_date DATE) with ``df``'s columns if it is missing;
+    add the columns an existing table lacks (a newer reelrank wrote them), so SQL sees them too."""
+    name = f"{database}.{table}"
+    if spark.catalog.tableExists(name):
+        have = {c.lower() for c in spark.table(name).columns}
+        added = [c for c in df.columns if c.lower() not in have]
+        if added:
+            log.info("adding column(s) %s to %s", ", ".join(added), name)
+            spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({_ddl_columns(df.select(*added))})")
         return
     root = table_root(spark, database, table)
     spark.sql(
