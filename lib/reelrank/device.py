@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -36,3 +39,20 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
     """An autocast context for the forward pass: bfloat16 on CUDA when ``enabled``, a no-op otherwise."""
     on = use_mixed_precision(device, enabled)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+
+
+@contextmanager
+def process_group(use_gpu: bool) -> Iterator[torch.device]:
+    """Inside a process started by torchrun (TorchDistributor): join the process group (NCCL on this process's
+    local GPU, gloo on the CPU), yield the device, leave the group on exit."""
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_gpu:
+        torch.cuda.set_device(local_rank)
+    device = torch.device("cuda", local_rank) if use_gpu else torch.device("cpu")
+    dist.init_process_group(backend="nccl" if use_gpu else "gloo")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from reelrank import columns as C
 from reelrank.config import SequenceConfig, TrainConfig
-from reelrank.device import choose_device
+from reelrank.device import choose_device, process_group
 from reelrank.factorize import SEEN, top_n_block
 from reelrank.loader import shard_url
 from reelrank.popularity import RECS_SCHEMA
@@ -133,21 +133,12 @@ def fit_distributed(kind: str, n_items: int, cfg: SequenceConfig, tokens: torch.
 
 def _distributed_worker(kind: str, n_items: int, cfg_dict: dict[str, Any], tokens: np.ndarray,
                         use_gpu: bool, init: bytes | None, checkpoint_path: str | None) -> bytes:
-    import os
-
     import torch.distributed as dist
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if use_gpu else torch.device("cpu")
-    if use_gpu:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_gpu else "gloo")
-    try:
+    with process_group(use_gpu) as device:
         model = SequenceModel(kind, n_items, SequenceConfig(**cfg_dict))
         if init is not None:
             model.net.load_state_dict(SequenceModel.from_bytes(init).net.state_dict())
         model.fit(torch.from_numpy(tokens), device, distributed=True, checkpoint_path=checkpoint_path)
         dist.barrier()
         return model.to_bytes()
-    finally:
-        dist.destroy_process_group()

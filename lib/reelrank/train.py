@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import random
 import sys
 import time
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from reelrank.config import TrainConfig
-from reelrank.device import choose_device, use_mixed_precision
+from reelrank.device import choose_device, process_group, use_mixed_precision
 from reelrank.models import EpochStats, History, make_ranker
 
 log = logging.getLogger(__name__)
@@ -164,16 +163,9 @@ def _distributed_worker(train_dir: str, val_dir: str | None, cfg_dict: dict[str,
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = TrainConfig(**cfg_dict)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_gpu:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    dist.init_process_group(backend="nccl" if use_gpu else "gloo")
-    try:
+    with process_group(use_gpu) as device:
         seed_everything(cfg.seed)
         ranker = make_ranker(cfg, n_users, n_items)
         rank = dist.get_rank()
@@ -183,7 +175,5 @@ def _distributed_worker(train_dir: str, val_dir: str | None, cfg_dict: dict[str,
         if rank == 0:
             ranker.save(out_path)
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
     return {"epochs": [dataclasses.asdict(e) for e in hist.epochs], "best_epoch": hist.best_epoch,
             "stopped_early": hist.stopped_early}
