@@ -256,3 +256,10 @@ def test_inconsistent_fields_are_named(tmp_path, text, message):
 
 def test_quality_k_outside_ks_is_fine_when_the_gate_is_off(tmp_path):
     assert load_config(_env_file(tmp_path, "[quality]\nenabled = false\nk = 5\n")).quality.k == 5
+
+
+@pytest.mark.parametrize("name", ["reelrank; DROP TABLE x", "1nights", "a-b", "", "x" * 129])
+def test_database_must_be_an_identifier(tmp_path, name):
+    with pytest.raises(ConfigError, match=r"env\.toml: warehouse\.database must be an SQL identifier .*got '"):
+        load_config(_env_file(tmp_path, f'[warehouse]\ndatabase = "{name}"\n'))
+    assert load_config(_env_file(tmp_path, '[warehouse]\ndatabase = "night_2"\n')).warehouse.database == "night_2"

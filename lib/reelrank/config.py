@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -48,6 +49,9 @@ POSITIVE = Check(lambda v: v > 0, "> 0")
 NON_NEGATIVE = Check(lambda v: v >= 0, ">= 0")
 FRACTION = Check(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 DROPOUT = Check(lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+IDENTIFIER = Check(lambda v: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", v) is not None,
+                   "an SQL identifier (a letter or _, then letters, digits or _; at most 128)")
+"""Names that go into SQL text (the database), checked before any SQL is built."""
 METRIC_KEY = Check(_is_metric_key, "rmse, mae or NAME@K (NAME one of "
                    + ", ".join(typing.get_args(RankingMetric)) + "; K a positive integer)")
 
@@ -94,7 +98,7 @@ class WarehouseConfig:
     """Root for the warehouse, the embedded metastore, shards and models (``~`` and env vars expand).
     Resolved once by :func:`load_config` to an absolute path: an explicit override (``--data-dir``) wins, then
     ``$REELRANK_DATA_DIR``, then the files."""
-    database: str
+    database: Annotated[str, IDENTIFIER]
     metastore: Metastore
     """``derby`` (embedded, one process at a time) or ``external`` (settings in ``metastore_conf``)."""
     metastore_conf: dict[str, str]
