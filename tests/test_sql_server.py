@@ -113,19 +113,17 @@ def _run_id(log: Path) -> str:
 
 
 def _publish_window(log: Path, ended: float) -> tuple[float, float]:
-    """Wall-clock seconds of the publish stage, from its log line ("HH:MM:SS INFO  publish ... 12.3 s")."""
-    m = re.search(r"^(\d\d:\d\d:\d\d) INFO\s+publish\s.*?([\d.]+) s ", log.read_text(), re.M)
+    """Wall-clock seconds of the publish stage, from its log line ("YYYY-MM-DD HH:MM:SS INFO  publish ... 12.3 s")."""
+    m = re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) INFO\s+publish\s.*?([\d.]+) s ", log.read_text(), re.M)
     assert m, f"no publish line in {log}"
-    end_day = datetime.fromtimestamp(ended)
-    end = datetime.combine(end_day.date(), datetime.strptime(m.group(1), "%H:%M:%S").time())
-    if end > end_day + timedelta(minutes=1):
-        end -= timedelta(days=1)
+    end = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+    assert end <= datetime.fromtimestamp(ended) + timedelta(minutes=1)
     return end.timestamp() - float(m.group(2)) - 1.0, end.timestamp() + 1.0
 
 
 def _wait_for_stage(log: Path, stage: str, proc: subprocess.Popen) -> None:
     """Return once the nightly logged the end of ``stage``; fail if it exits or takes too long first."""
-    done = re.compile(rf"^\d\d:\d\d:\d\d INFO\s+{stage}\s+[\d,]+ rows", re.M)
+    done = re.compile(rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d INFO\s+{stage}\s+[\d,]+ rows", re.M)
     deadline = time.time() + NIGHTLY_TIMEOUT_S
     while not done.search(log.read_text(errors="replace")):
         assert proc.poll() is None, (

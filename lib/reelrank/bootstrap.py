@@ -27,7 +27,7 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-5s %(message)s",
-        datefmt="%H:%M:%S",
+        datefmt="%Y-%m-%d %H:%M:%S",  # a scheduler's log spans days
         stream=sys.stderr,
     )
     for noisy in ("py4j", "petastorm", "pyarrow"):
