@@ -83,6 +83,28 @@ def test_build_features_union_labels_and_values(spark, frames, cfg):
     assert all(v == v for row in rows.values() for k, v in row.items() if k.startswith("f_"))
 
 
+def test_every_feature_source_adds_its_candidates_and_features(spark, frames, cfg):
+    """EASE's and the sequence model's lists join the union and give the ranker their z-scores and ranks."""
+    history, items = frames
+    assert set(features.PREFIX) >= set(features.SOURCES)
+    lists = {"als": spark.createDataFrame([(0, 2, 0.9, 1)], LIST_SCHEMA),
+             "item_neighbours": spark.createDataFrame([(1, 1, 0.7, 1)], LIST_SCHEMA),
+             "popular": recommend_popular(history, history, history, 1),
+             "ease": spark.createDataFrame([(0, 2, 2.0, 1), (0, 3, 1.0, 2)], LIST_SCHEMA),
+             "sasrec": spark.createDataFrame([(0, 4, 5.0, 1), (0, 2, 3.0, 2)], LIST_SCHEMA)}
+    out = features.build_features(history, items, lists, features.missing_rank(cfg))
+    rows = {(r[C.USER_IDX], r[C.ITEM_IDX]): r.asDict() for r in out.collect()}
+    assert set(rows) == {(0, 2), (0, 3), (0, 4), (1, 1), (2, 2)}  # (0, 3) only from EASE, (0, 4) only from SASRec
+    missing = math.log1p(features.missing_rank(cfg))
+    assert rows[(0, 4)]["f_sasrec_rank"] == pytest.approx(math.log1p(1)) and rows[(0, 4)]["f_sasrec_score"] > 0
+    assert rows[(0, 4)]["f_ease_rank"] == pytest.approx(missing) and rows[(0, 4)]["f_ease_score"] == features.MISSING_Z
+    assert rows[(0, 3)]["f_ease_rank"] == pytest.approx(math.log1p(2)) and rows[(0, 3)]["f_als_rank"] == pytest.approx(
+        missing)
+    assert "f_in_popular" in rows[(0, 2)] and "f_pop_score" not in rows[(0, 2)]
+    with pytest.raises(ValueError, match="at least one"):
+        features.build_features(history, items, {}, 10.0)
+
+
 def test_validation_users_are_stable(spark):
     users = spark.range(2000).withColumnRenamed("id", C.USER_IDX)
     a = {r[0] for r in users.filter(features.is_validation_user(0.2)).collect()}

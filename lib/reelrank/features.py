@@ -1,4 +1,4 @@
-"""Candidates per user (ALS ∪ item neighbours ∪ popular, seen items removed) with ranking features.
+"""Candidates per user (the union of the feature sources' lists, seen items removed) with ranking features.
 
 Every feature is computed from the interaction history the candidates came from, so a model trained
 on labels from a later window never sees the future. Features are float columns named ``f_*``; the
@@ -28,6 +28,10 @@ MISSING_Z = -3.0
 
 SOURCES: tuple[str, ...] = FEATURE_SOURCES
 """The candidate sources whose lists the ranker's features describe (each must be in ``[candidates] sources``)."""
+PREFIX = {"als": "als", "item_neighbours": "nb", "popular": "pop", "ease": "ease", "sasrec": "sasrec"}
+"""Each source's feature prefix: ``f_<prefix>_score`` (z-score in the user's list), ``f_<prefix>_rank``."""
+MEMBERSHIP_ONLY = ("popular",)
+"""Sources whose list says only "proposed or not" (``f_in_<source>``): their scores are the same for every user."""
 
 
 def missing_rank(cfg: Config) -> float:
@@ -70,9 +74,13 @@ def build_features(
 ) -> DataFrame:
     """Union the candidate lists and attach features (and a 0/1 label when ``labels`` is given).
 
-    ``lists`` holds the (user_idx, item_idx, score, rank) lists of :data:`SOURCES`, seen items removed;
-    ``missing_rank`` is the rank feature of a candidate a source did not propose (:func:`missing_rank`).
+    ``lists`` holds the (user_idx, item_idx, score, rank) lists of :data:`SOURCES` (those given), seen items
+    removed; ``missing_rank`` is the rank feature of a candidate a source did not propose (:func:`missing_rank`).
     """
+    names = [name for name in SOURCES if name in lists]
+    if not names:
+        raise ValueError(f"build_features needs the list of at least one of {', '.join(SOURCES)}")
+
     def source(df: DataFrame, name: str) -> DataFrame:
         # Scores as z-scores within the user's list: raw ALS/neighbour scores grow with the amount of history, so
         # a model trained on the history fit would see a different scale on the full fit it scores.
@@ -81,11 +89,13 @@ def build_features(
         z = (F.col(C.SCORE) - F.avg(C.SCORE).over(w)) / F.when(sd > 0, sd).otherwise(F.lit(1.0))
         return df.select(C.USER_IDX, C.ITEM_IDX, z.alias(f"f_{name}_score"), F.col(C.RANK).alias(f"_{name}_rank"))
 
-    cands = (
-        source(lists["als"], "als")
-        .join(source(lists["item_neighbours"], "nb"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
-        .join(source(lists["popular"], "pop").drop("f_pop_score"), [C.USER_IDX, C.ITEM_IDX], "full_outer")
-    )
+    cands = None
+    for name in names:
+        one = source(lists[name], PREFIX[name])
+        if name in MEMBERSHIP_ONLY:
+            one = one.drop(f"f_{PREFIX[name]}_score")
+        cands = one if cands is None else cands.join(one, [C.USER_IDX, C.ITEM_IDX], "full_outer")
+    assert cands is not None
     agg_row = history.agg(
         F.max(C.TS), F.count(F.lit(1)), F.countDistinct(C.USER_IDX), F.countDistinct(C.ITEM_IDX), F.avg(C.RATING)
     ).first()
@@ -111,14 +121,19 @@ def build_features(
         cands.join(item_stats, C.ITEM_IDX, "left")
         .join(user_stats, C.USER_IDX, "left")
         .join(genre_affinity(history, items, cands), [C.USER_IDX, C.ITEM_IDX], "left")
-        .withColumn("f_als_rank", F.log1p(F.coalesce(F.col("_als_rank").cast("double"), F.lit(missing_rank))))
-        .withColumn("f_nb_rank", F.log1p(F.coalesce(F.col("_nb_rank").cast("double"), F.lit(missing_rank))))
-        .withColumn("f_in_popular", F.col("_pop_rank").isNotNull().cast("double"))
-        .fillna({"f_als_score": MISSING_Z, "f_nb_score": MISSING_Z, "f_item_pop": -log_item_mean,
-                 "f_item_mean": global_mean, "f_item_age": 0.0, "f_item_recency": math.log1p(1e4),
-                 "f_genre_affinity": 0.0, "f_user_count": -log_user_mean, "f_user_mean": global_mean,
-                 "f_user_std": 0.0})
     )
+    fills = {"f_item_pop": -log_item_mean, "f_item_mean": global_mean, "f_item_age": 0.0,
+             "f_item_recency": math.log1p(1e4), "f_genre_affinity": 0.0, "f_user_count": -log_user_mean,
+             "f_user_mean": global_mean, "f_user_std": 0.0}
+    for name in names:
+        rank = F.col(f"_{PREFIX[name]}_rank")
+        if name in MEMBERSHIP_ONLY:
+            out = out.withColumn(f"f_in_{name}", rank.isNotNull().cast("double"))
+        else:
+            out = out.withColumn(f"f_{PREFIX[name]}_rank",
+                                 F.log1p(F.coalesce(rank.cast("double"), F.lit(missing_rank))))
+            fills[f"f_{PREFIX[name]}_score"] = MISSING_Z
+    out = out.fillna(fills)
     if labels is None:
         out = out.withColumn(C.LABEL, F.lit(0.0))
     else:
