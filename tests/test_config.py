@@ -263,3 +263,9 @@ def test_database_must_be_an_identifier(tmp_path, name):
     with pytest.raises(ConfigError, match=r"env\.toml: warehouse\.database must be an SQL identifier .*got '"):
         load_config(_env_file(tmp_path, f'[warehouse]\ndatabase = "{name}"\n'))
     assert load_config(_env_file(tmp_path, '[warehouse]\ndatabase = "night_2"\n')).warehouse.database == "night_2"
+
+
+def test_embedding_dim_zero_means_features_only_and_neumf_needs_ids(tmp_path):
+    assert load_config(_env_file(tmp_path, "[train]\nembedding_dim = 0\n")).train.embedding_dim == 0
+    with pytest.raises(ConfigError, match=r"train\.embedding_dim must be > 0 for train\.model = 'neumf', got 0"):
+        load_config(_env_file(tmp_path, "[train]\nmodel = 'neumf'\nembedding_dim = 0\n"))

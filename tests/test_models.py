@@ -195,6 +195,18 @@ def test_mlp_standardises_with_train_statistics(fitted, shards):
     np.testing.assert_allclose(ranker.module.std.numpy(), x.std(axis=0), rtol=1e-4)
 
 
+def test_mlp_without_id_embeddings_learns_from_features_and_reloads(cfg, shards):
+    """embedding_dim 0 (the nightly's default): the features alone rank, and the model round-trips."""
+    c = tcfg(cfg, "mlp", embedding_dim=0)
+    ranker = make_ranker(c, N_USERS, N_ITEMS)
+    hist = ranker.fit(shards["train"], shards["val"], c)
+    val = learnable_frame(600, 1)
+    shuffled = ndcg_at_k(val[USER_IDX], val[LABEL], np.random.default_rng(0).random(len(val)), 10)
+    assert hist.epochs[hist.best_epoch].val_ndcg > shuffled + 0.05
+    again = models.from_bytes(ranker.to_bytes())
+    assert np.array_equal(again.score_frame(score_input()), ranker.score_frame(score_input()))
+
+
 def test_mlp_rejects_pairwise_loss(cfg, shards):
     c = tcfg(cfg, "mlp", loss="bpr")
     with pytest.raises(ModelError, match="bce"):

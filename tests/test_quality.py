@@ -62,11 +62,17 @@ def test_false_alarms_and_misses_on_simulated_runs(gate):
         assert caught >= power * 200, (share, caught)
 
 
-def test_champion_is_the_ranker_when_it_is_best_or_within_noise(gate):
+def test_champion_is_the_best_list_or_within_noise_the_configured_one(gate):
     best = quality.choose_champion({"mlp": (0.33, 1000), "als": (0.13, 1000), "popular": (0.12, 1000)}, "mlp", gate)
     assert best.model == "mlp" and "best ndcg@10" in best.why
+    assert gate.champion == "best"
     close = quality.choose_champion({"mlp": (0.30, 200), "als": (0.32, 200)}, "mlp", gate)
+    assert close.model == "als" and "within noise" in close.why and "published the better als" in close.why
+    keep = dataclasses.replace(gate, champion="configured")
+    close = quality.choose_champion({"mlp": (0.30, 200), "als": (0.32, 200)}, "mlp", keep)
     assert close.model == "mlp" and "within noise" in close.why
+    # a tie keeps the configured model
+    assert quality.choose_champion({"mlp": (0.30, 200), "als": (0.30, 200)}, "mlp", gate).model == "mlp"
 
 
 def test_champion_is_the_best_list_when_the_ranker_is_worse_beyond_noise(gate):
@@ -90,6 +96,7 @@ def test_champion_paired_test_sees_a_consistent_small_gain(gate):
     mlp = rng.uniform(0, 0.6, 200)
     seq = mlp + np.where(rng.random(200) < 0.9, 0.02, 0.0)
     values = {"mlp": (float(mlp.mean()), 200), "sasrec": (float(seq.mean()), 200)}
-    assert quality.choose_champion(values, "mlp", gate).model == "mlp"
-    paired = quality.choose_champion(values, "mlp", gate, {"mlp": mlp, "sasrec": seq})
+    keep = dataclasses.replace(gate, champion="configured")
+    assert quality.choose_champion(values, "mlp", keep).model == "mlp"
+    paired = quality.choose_champion(values, "mlp", keep, {"mlp": mlp, "sasrec": seq})
     assert paired.model == "sasrec" and "paired standard errors" in paired.why

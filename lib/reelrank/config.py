@@ -300,7 +300,8 @@ class TrainConfig:
     learning_rate: PositiveFloat
     hidden: list[PositiveInt]
     """Sizes of the MLP's hidden layers."""
-    embedding_dim: PositiveInt
+    embedding_dim: NonNegativeInt
+    """User and item id embedding size; 0: the MLP ranks on the features alone (neumf needs > 0)."""
     dropout: Annotated[float, DROPOUT]
     """Dropout after each hidden layer of the MLP ranker (0 disables it)."""
     weight_decay: NonNegativeFloat
@@ -366,6 +367,9 @@ class QualityConfig:
     on_regression: Literal["publish_best", "fail"]
     """When ``train.model``'s list is worse than the best list of the night (candidate sources included) by more
     than ``noise_z`` standard errors of ``metric``@``k``: publish that best list instead, or fail the run."""
+    champion: Literal["best", "configured"]
+    """Within noise: ``best`` publishes the list with the best ``metric``@``k`` on the validation users (the
+    night never publishes a list worse than another it computed); ``configured`` keeps ``train.model``'s."""
 
 
 @dataclass(frozen=True)
@@ -460,6 +464,8 @@ _CROSS_CHECKS: list[tuple[str, Callable[[Config], Any], Callable[[Config], bool]
      "greater than ingest.rating_min"),
     ("candidates.sources", lambda c: c.candidates.sources,
      lambda c: set(FEATURE_SOURCES) <= set(c.candidates.sources), f"a list holding {', '.join(FEATURE_SOURCES)}"),
+    ("train.embedding_dim", lambda c: c.train.embedding_dim,
+     lambda c: c.train.model != "neumf" or c.train.embedding_dim > 0, "> 0 for train.model = 'neumf'"),
     ("sequence.heads", lambda c: c.sequence.heads, lambda c: c.sequence.dim % c.sequence.heads == 0,
      "a divisor of sequence.dim"),
     ("quality.k", lambda c: c.quality.k, lambda c: not c.quality.enabled or c.quality.k in c.evaluate.ks,

@@ -86,7 +86,8 @@ class Champion:
 
 def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: QualityConfig,
                     per_user: Mapping[str, np.ndarray] | None = None) -> Champion:
-    """The configured model, unless the night's best list beats it by more than ``noise_z`` standard errors.
+    """The night's best list (``champion = "best"``) or the configured model (``"configured"``); a configured model
+    beaten by more than ``noise_z`` standard errors is replaced, or fails the run (``on_regression``).
 
     ``values`` maps every list evaluated tonight to ``(metric@k, users)`` on the same validation users. With
     ``per_user`` (each list's metric per validation user, aligned), the difference is tested paired: its
@@ -113,6 +114,9 @@ def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: 
     versus = (f"{configured} {key} {mine:.4f} vs {best} {top:.4f} on {users:,} users, {z:.1f} "
               f"{'paired ' if paired else ''}standard errors")
     if z <= cfg.noise_z:
+        if cfg.champion == "best":
+            return Champion(best, f"{versus}: within noise (quality.noise_z {cfg.noise_z}), published the better "
+                                  f"{best} (quality.champion = best)")
         return Champion(configured, f"{versus}: within noise (quality.noise_z {cfg.noise_z})")
     if cfg.on_regression == "fail":
         raise QualityGateFailed(f"quality gate: {versus} (quality.on_regression = fail)")
