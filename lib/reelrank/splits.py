@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -90,18 +90,8 @@ def leave_last_by_time(
     Ties in time are broken by input order (a later ``source_file``/``source_row`` is more recent) where the
     frame has it, then by ``item_col`` (descending), so the split is deterministic.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
     order = origin_columns(df.columns)
-    recent_first = Window.partitionBy(user_col).orderBy(
-        *[F.col(c).desc() for c in (ts_col, *order, item_col)])
-    marked = (
-        df.withColumn("_pos", F.row_number().over(recent_first))
-        .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(user_col)))
-        .withColumn("_train", (F.col("_n") <= n) | (F.col("_pos") > n))
-        .drop("_pos", "_n")
-    )
-    return _partition(marked)
+    return _hold_out_first(df, n, user_col, *[F.col(c).desc() for c in (ts_col, *order, item_col)])
 
 
 def leave_random_out(
@@ -111,11 +101,15 @@ def leave_random_out(
 
     The draw is a hash of (user, item), so it does not depend on partitioning or on the run.
     """
+    return _hold_out_first(df, n, user_col, F.xxhash64(user_col, item_col), F.col(item_col))
+
+
+def _hold_out_first(df: DataFrame, n: int, user_col: str, *order: Column) -> tuple[DataFrame, DataFrame]:
+    """Hold out each user's first ``n`` rows in ``order``; users with ``<= n`` rows keep all in train."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    drawn = Window.partitionBy(user_col).orderBy(F.xxhash64(user_col, item_col), item_col)
     marked = (
-        df.withColumn("_pos", F.row_number().over(drawn))
+        df.withColumn("_pos", F.row_number().over(Window.partitionBy(user_col).orderBy(*order)))
         .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(user_col)))
         .withColumn("_train", (F.col("_n") <= n) | (F.col("_pos") > n))
         .drop("_pos", "_n")
