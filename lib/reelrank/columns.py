@@ -16,12 +16,12 @@ SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
 ORIGIN = (SOURCE_FILE, SOURCE_ROW)
 """Where an interaction came from; within one second, a later file row is the more recent interaction."""
+REASON = "reason"
+TITLE = "title"
+GENRES = "genres"
+YEAR = "year"
 
 
 def origin_columns(columns: list[str]) -> list[str]:
     """The :data:`ORIGIN` columns among ``columns`` (a frame without them is ordered by time and item alone)."""
     return [c for c in ORIGIN if c in columns]
-REASON = "reason"
-TITLE = "title"
-GENRES = "genres"
-YEAR = "year"

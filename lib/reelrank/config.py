@@ -67,8 +67,9 @@ ModelName = Literal["mlp", "neumf"]
 """Rankers registered in :data:`reelrank.models.RANKERS`."""
 LossName = Literal["bce", "bpr"]
 DeviceSetting = Literal["auto", "cpu", "cuda"]
-HoldoutKind = Literal["latest", "random"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
+HoldoutKind = Literal["latest", "random"]
+"""Holdouts of :func:`reelrank.splits.holdout_split`."""
 CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als", "ease", "sasrec", "gru4rec"]
 """Sources registered in :data:`reelrank.candidates.REGISTRY`."""
 FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular", "ease", "sasrec")

@@ -164,6 +164,14 @@ def make_ranker(cfg: TrainConfig, n_users: int, n_items: int) -> Ranker:
     return RANKERS[cfg.model](n_users, n_items)
 
 
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill mid-write leaves the previous checkpoint whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def ndcg_at_k(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int) -> float:
     """Mean NDCG@k over users with at least one relevant row (binary gains, ties broken by row order)."""
     users = np.asarray(users)
@@ -385,10 +393,7 @@ class TorchRanker(Ranker):
         state = {"fingerprint": fingerprint, "module": self.module.state_dict(), "optimizer": opt.state_dict(),
                  "epochs": [dataclasses.asdict(e) for e in hist.epochs], "best_epoch": hist.best_epoch,
                  "best_state": best_state, "best_metric": best_metric, "bad_epochs": bad_epochs}
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt)
+        save_checkpoint(state, ckpt)
 
     # -- scoring and serialisation ------------------------------------------------------------------
 

@@ -114,10 +114,10 @@ def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: 
     versus = (f"{configured} {key} {mine:.4f} vs {best} {top:.4f} on {users:,} users, {z:.1f} "
               f"{'paired ' if paired else ''}standard errors")
     if z <= cfg.noise_z:
+        within = f"{versus}: within noise (quality.noise_z {cfg.noise_z})"
         if cfg.champion == "best":
-            return Champion(best, f"{versus}: within noise (quality.noise_z {cfg.noise_z}), published the better "
-                                  f"{best} (quality.champion = best)")
-        return Champion(configured, f"{versus}: within noise (quality.noise_z {cfg.noise_z})")
+            return Champion(best, f"{within}, published the better {best} (quality.champion = best)")
+        return Champion(configured, within)
     if cfg.on_regression == "fail":
         raise QualityGateFailed(f"quality gate: {versus} (quality.on_regression = fail)")
     return Champion(best, f"{versus}: published {best} (quality.on_regression = publish_best)")

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from reelrank.config import SequenceConfig
 from reelrank.device import autocast
-from reelrank.models import EpochStats
+from reelrank.models import EpochStats, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +287,7 @@ class SequenceModel:
                  "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                  "history": dataclasses.asdict(self.history), "best_state": best_state, "waited": waited,
                  "stopped_early": stopped_early}
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt)  # a kill mid-write leaves the previous epoch's checkpoint
+        save_checkpoint(state, ckpt)
 
     def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy of the next item over the non-padding positions (full or sampled softmax)."""

@@ -43,16 +43,22 @@ def _ddl_columns(df: DataFrame) -> str:
     return ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema.fields)
 
 
+def _add_missing_columns(spark: SparkSession, name: str, df: DataFrame) -> None:
+    """Add to existing table ``name`` the columns of ``df`` it lacks (a newer reelrank writes them); the
+    metastore keeps names in lower case, so the comparison ignores case."""
+    have = {c.lower() for c in spark.table(name).columns}
+    added = [c for c in df.columns if c.lower() not in have]
+    if added:
+        log.info("adding column(s) %s to %s", ", ".join(added), name)
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({_ddl_columns(df.select(*added))})")
+
+
 def ensure_partitioned_table(spark: SparkSession, database: str, table: str, df: DataFrame) -> None:
     """Create ``database.table`` (Parquet, partitioned by run_date DATE) with ``df``'s columns if it is missing;
     add the columns an existing table lacks (a newer reelrank wrote them), so SQL sees them too."""
     name = f"{database}.{table}"
     if spark.catalog.tableExists(name):
-        have = {c.lower() for c in spark.table(name).columns}
-        added = [c for c in df.columns if c.lower() not in have]
-        if added:
-            log.info("adding column(s) %s to %s", ", ".join(added), name)
-            spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({_ddl_columns(df.select(*added))})")
+        _add_missing_columns(spark, name, df)
         return
     root = table_root(spark, database, table)
     spark.sql(
@@ -165,10 +171,7 @@ def append_rows(spark: SparkSession, database: str, table: str, df: DataFrame) -
     newer reelrank added them) are added first."""
     name = f"{database}.{table}"
     if spark.catalog.tableExists(name):
-        have = set(spark.table(name).columns)
-        added = [c for c in df.columns if c not in have]
-        if added:
-            spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({_ddl_columns(df.select(*added))})")
+        _add_missing_columns(spark, name, df)
         df.select(*spark.table(name).columns).write.insertInto(name)
     else:
         df.write.format("parquet").saveAsTable(name)
