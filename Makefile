@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test check install check-java clean
+.PHONY: run test check install check-java package clean
 
 $(BIN)/activate:
 	@command -v $(PYTHON) >/dev/null || { echo "reelrank needs Python 3.11 ($(PYTHON) not found): install python3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -27,10 +27,14 @@ run: install check-java
 test: install check-java
 	$(BIN)/python -m pytest $(ARGS)
 
+# the wheel and the packed Python environment for a cluster's executors, in dist/ (deploy/build.sh)
+package: install
+	PYTHON=$(PYTHON) RR_VENV=$(VENV) deploy/build.sh dist
+
 # lint (ruff: style, import order, bug patterns) and type check (mypy on lib/); .ci/run runs it before the tests
 check: install
 	$(BIN)/ruff check lib jobs tests bench
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache lib/*.egg-info
+	rm -rf $(VENV) .pytest_cache lib/*.egg-info dist

@@ -70,7 +70,7 @@ class Trainer:
             torch.cuda.synchronize()
 
 
-def feed_batched(shards: Path, t: Trainer, args: argparse.Namespace, max_batches: int | None) -> tuple[int, float]:
+def feed_batched(shards: str, t: Trainer, args: argparse.Namespace, max_batches: int | None) -> tuple[int, float]:
     rows, start = 0, time.perf_counter()
     opts = {"shuffle": True, "seed": 0, "workers": args.workers, "shuffle_buffer": args.shuffle_buffer}
     with open_batches(shards, args.batch, **opts) as batches:
@@ -83,7 +83,7 @@ def feed_batched(shards: Path, t: Trainer, args: argparse.Namespace, max_batches
     return rows, time.perf_counter() - start
 
 
-def feed_rowwise(shards: Path, t: Trainer, args: argparse.Namespace, max_batches: int | None) -> tuple[int, float]:
+def feed_rowwise(shards: str, t: Trainer, args: argparse.Namespace, max_batches: int | None) -> tuple[int, float]:
     rows, start = 0, time.perf_counter()
     reader = make_batch_reader(shard_url(shards), workers_count=args.workers, shuffle_row_groups=True, seed=0,
                                num_epochs=1)

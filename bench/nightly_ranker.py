@@ -50,7 +50,7 @@ def main() -> None:
     setup_logging(args.verbose)
     cfg = config_from_args(args)
     runs = sorted(
-        (p for p in (cfg.data_dir / "runs").glob("2*") if (p / "shards" / "val").is_dir()), key=lambda p: p.name
+        (p for p in (Path(cfg.data_dir) / "runs").glob("2*") if (p / "shards" / "val").is_dir()), key=lambda p: p.name
     )
     run = Path(args.run_dir) if args.run_dir else runs[-1]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ranker-"))

@@ -77,7 +77,7 @@ def test_invalid_toml_names_file(tmp_path):
 
 def test_data_dir_env_override(monkeypatch, tmp_path):
     monkeypatch.setenv("REELRANK_DATA_DIR", str(tmp_path / "d"))
-    assert load_config(CONF / "local.toml").data_dir == (tmp_path / "d").resolve()
+    assert load_config(CONF / "local.toml").data_dir == str((tmp_path / "d").resolve())
 
 
 def test_replace_and_fingerprint():
@@ -216,11 +216,11 @@ def test_parse_metric_key():
 def test_data_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("REELRANK_DATA_DIR", raising=False)
     env_file = _env_file(tmp_path, f"[warehouse]\ndata_dir = '{tmp_path / 'from-file'}'\n")
-    assert load_config(env_file).data_dir == tmp_path / "from-file"
+    assert load_config(env_file).data_dir == str(tmp_path / "from-file")
     monkeypatch.setenv("REELRANK_DATA_DIR", str(tmp_path / "from-env"))
-    assert load_config(env_file).data_dir == tmp_path / "from-env"
+    assert load_config(env_file).data_dir == str(tmp_path / "from-env")
     explicit = load_config(env_file, {"warehouse": {"data_dir": str(tmp_path / "from-flag")}})
-    assert explicit.data_dir == tmp_path / "from-flag"
+    assert explicit.data_dir == str(tmp_path / "from-flag")
 
 
 def test_data_dir_is_resolved_once(monkeypatch, tmp_path):
@@ -228,12 +228,12 @@ def test_data_dir_is_resolved_once(monkeypatch, tmp_path):
     monkeypatch.delenv("REELRANK_DATA_DIR", raising=False)
     cfg = load_config(CONF / "base.toml")  # data_dir = "~/.local/share/reelrank"
     assert cfg.warehouse.data_dir == str(tmp_path / "home" / ".local" / "share" / "reelrank")
-    assert cfg.data_dir == Path(cfg.warehouse.data_dir) and cfg.data_dir.is_absolute()
+    assert cfg.data_dir == cfg.warehouse.data_dir and Path(cfg.data_dir).is_absolute()
     monkeypatch.setenv("REELRANK_DATA_DIR", str(tmp_path / "later"))  # read at load, not on access
-    assert cfg.data_dir == tmp_path / "home" / ".local" / "share" / "reelrank"
+    assert cfg.data_dir == str(tmp_path / "home" / ".local" / "share" / "reelrank")
     assert cfg.replace(score={"top_n": 3}).data_dir == cfg.data_dir  # replace does not read the env again
     moved = cfg.replace(warehouse={"data_dir": "~/elsewhere"})
-    assert moved.data_dir == tmp_path / "home" / "elsewhere"
+    assert moved.data_dir == str(tmp_path / "home" / "elsewhere")
 
 
 def test_relative_data_dir_is_made_absolute(monkeypatch, tmp_path):

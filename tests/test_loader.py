@@ -33,7 +33,7 @@ def tiny_frame(rows: int = ROWS, seed: int = 0) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
+def shards(tmp_path_factory) -> str:
     # 3 files of ~333 rows in row groups of 70: 15 row groups, several per file, uneven tails.
     return write_shards(tiny_frame(), tmp_path_factory.mktemp("shards") / "train", files=3, row_group_rows=70)
 
@@ -45,7 +45,7 @@ def read_ids(shard_dir, **kw) -> list[np.ndarray]:
 
 
 def test_layout_has_spark_side_files(shards):
-    names = {p.name for p in shards.iterdir()}
+    names = {p.name for p in Path(shards).iterdir()}
     assert "_SUCCESS" in names and any(n.endswith(".crc") for n in names)
     assert len([n for n in names if n.startswith("part-")]) == 3
 
@@ -149,6 +149,15 @@ def test_shard_url():
     assert shard_url("file:/a/b") == "file:///a/b"
     assert shard_url("file:///a/b") == "file:///a/b"
     assert shard_url("hdfs://nn:8020/a") == "hdfs://nn:8020/a"
+    assert shard_url("file:///a%20b") == "file:///a b"  # Petastorm takes the path as it is
+
+
+def test_a_folder_with_a_space_reads(tmp_path):
+    """pyarrow wants a percent-encoded URL and Petastorm a plain one: both read a data dir with a space."""
+    shards = write_shards(tiny_frame(100), tmp_path / "a b" / "train", files=2, row_group_rows=30)
+    assert shards == str(tmp_path / "a b" / "train")
+    assert shard_schema(shards) == (FEATURES, 100)
+    assert np.array_equal(np.sort(np.concatenate(read_ids(shards))), np.arange(100))
 
 
 @pytest.mark.spark

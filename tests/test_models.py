@@ -98,7 +98,9 @@ def test_save_load_gives_identical_scores(fitted, tmp_path):
     pdf = score_input()
     assert type(loaded) is type(ranker)
     assert np.array_equal(loaded.score_frame(pdf), ranker.score_frame(pdf))
-    meta = json.loads(path.with_suffix(".json").read_text())
+    assert path == str(tmp_path / "m" / "model.pt")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.pt"]
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["model"] == ranker.name and meta["config"] == dataclasses.asdict(c)
     assert meta["n_users"] == N_USERS and meta["n_items"] == N_ITEMS
 

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from reelrank import catalog, pipeline
+from reelrank import catalog, pipeline, storage
 from reelrank import columns as C
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -109,11 +109,12 @@ def test_failed_run_leaves_published_output_intact(spark, cfg, nightly, tmp_path
 
 def test_report_is_written(nightly):
     ctx = nightly["second"]
-    assert ctx.report is not None and ctx.report.name == "report.html"
-    pngs = {p.name: p.stat().st_size for p in ctx.report.parent.glob("*.png")}
+    assert ctx.report is not None and storage.name(ctx.report) == "report.html"
+    folder = storage.parent(ctx.report)
+    pngs = {n: len(storage.read_bytes(storage.join(folder, n))) for n in storage.listdir(folder) if n.endswith(".png")}
     assert set(pngs) == {"metrics.png", "scores.png", "coverage.png", "loss.png"}
     assert all(size > 1000 for size in pngs.values())
-    page = ctx.report.read_text()
+    page = storage.read_text(ctx.report)
     assert all(f'src="{name}"' in page for name in pngs) and ctx.record.run_id in page
 
 
@@ -141,13 +142,13 @@ def test_run_directory_holds_exactly_the_declared_outputs(cfg, nightly):
     """What the stages wrote is what the catalog declares, every output marked complete."""
     ctx = nightly["second"]
     declared = {n for n, d in catalog.DATASETS.items() if d.kind in ("frame", "frames")}
-    assert {p.name for p in (ctx.work / "frames").iterdir()} == declared
+    assert set(storage.listdir(storage.join(ctx.work, "frames"))) == declared
     shards = {n.removeprefix("shards_") for n, d in catalog.DATASETS.items() if d.kind == "shards"}
     assert shards == {"train", "val", "score", "sequences"}
-    assert {p.name for p in (ctx.work / "shards").iterdir()} == shards
+    assert set(storage.listdir(storage.join(ctx.work, "shards"))) == shards
     assert all(ctx.complete(name) for name in catalog.DATASETS)
     for split in ("candidates_history", "candidates_full"):
-        assert sorted(p.name for p in ctx.local_dir(split).iterdir() if p.is_dir()) == sorted(cfg.candidates.sources)
+        assert storage.listdir(ctx.location(split), dirs_only=True) == sorted(cfg.candidates.sources)
 
 
 def test_resume_after_a_stage_died_midway_reruns_from_it(spark, cfg, nightly, caplog, monkeypatch):

@@ -61,8 +61,8 @@ def test_train_end_to_end_learns_the_label(cfg, shards, tmp_path):
     out = tmp_path / "models" / "mlp.pt"
     result = train(str(shards["train"]), str(shards["val"]), c, out, N_USERS, N_ITEMS)
 
-    assert result.model_path == out and out.exists() and out.with_suffix(".json").exists()
-    assert not checkpoint_path(out).exists()
+    assert result.model_path == str(out) and out.exists() and out.with_suffix(".json").exists()
+    assert not Path(checkpoint_path(result.model_path)).exists()
     assert result.device == "cpu" and result.num_processes == 1
     assert len(result.train_loss) == len(result.val_loss) == 3
     assert result.train_loss[-1] < 0.6 * result.train_loss[0]  # initial loss ~ln 2

@@ -15,13 +15,12 @@ import logging
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import ease, factorize, neighbours, popularity, sequences
+from reelrank import ease, factorize, neighbours, popularity, sequences, storage
 from reelrank.config import ALSConfig, Config, NeighboursConfig, SequenceConfig, TrainConfig
 from reelrank.device import choose_device, use_mixed_precision
 from reelrank.models import EpochStats
@@ -157,7 +156,7 @@ class SequenceSource(CandidateSource):
         self._interactions = interactions
         self._popular = popularity.item_users(interactions).cache()
         self.work_dir = self.work_dir or tempfile.mkdtemp(prefix=f"reelrank-{self.name}-")
-        shards = f"{self.work_dir}/shards"
+        shards = storage.join(self.work_dir, "shards")
         sequences.write_sequence_shards(interactions, shards, cfg, self.files)
         users, tokens = sequences.read_sequences(shards, cfg.max_len + 1, self.train_cfg.reader_workers)
         n_items = int(tokens.max()) if tokens.numel() else 1
@@ -170,7 +169,7 @@ class SequenceSource(CandidateSource):
             init = self.warm_start.grown_to(n_items)
             log.info("%s: starting from the history fit's weights, at most %d epochs", self.name, cfg.epochs)
         # a rerun of the stage (nightly --resume) continues from the last finished epoch
-        ckpt = Path(self.work_dir, "model", f"{self.name}.ckpt")
+        ckpt = storage.join(self.work_dir, "model", f"{self.name}.ckpt")
         if self.train_cfg.num_processes > 1:
             self.model = sequences.fit_distributed(self.name, n_items, cfg, tokens, self.train_cfg, init, ckpt)
         else:
@@ -182,9 +181,8 @@ class SequenceSource(CandidateSource):
                else f" (time budget {cfg.max_seconds:g} s)" if h.out_of_time else "")
         log.info("%s: best validation ndcg@%d %.4f at epoch %d of %d%s", self.name, cfg.early_stopping_k,
                  h.best_ndcg, h.best_epoch + 1, len(h.epochs), why)
-        Path(self.work_dir, "model").mkdir(parents=True, exist_ok=True)
-        self.model_file = Path(self.work_dir, "model", f"{self.name}.pt")
-        self.model_file.write_bytes(self.model.to_bytes())
+        self.model_file = storage.join(self.work_dir, "model", f"{self.name}.pt")
+        storage.write_bytes(self.model_file, self.model.to_bytes())
         return self
 
     def _progress(self, e: EpochStats) -> None:

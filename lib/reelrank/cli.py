@@ -8,6 +8,7 @@ spark-conf). Nothing heavy is imported until a command runs, so ``--help`` never
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from reelrank import __version__, sqlserver
@@ -112,7 +113,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _spark_conf(args: argparse.Namespace) -> int:
-    """Print the session's settings as spark-submit options (driver settings must be given at submit time).
+    """Print the config's master and settings as spark-submit options (driver settings must be given at submit
+    time): shell-quoted, one per line, or with ``--null`` one argument per NUL-terminated field, which
+    ``deploy/submit.sh`` reads so that a value with spaces stays one argument.
 
     Secrets (the metastore password) are left out: the job sets them from its config when it starts, so they
     never appear on a command line.
@@ -120,10 +123,18 @@ def _spark_conf(args: argparse.Namespace) -> int:
     from reelrank.session import spark_settings, split_secrets
 
     cfg = config_from_args(args)
-    print(f"--master {cfg.spark.master}")
-    for key, value in split_secrets(spark_settings(cfg))[0].items():
-        print(f"--conf {key}={value}")
+    options = [("--master", cfg.spark.master)] + [("--conf", f"{k}={v}")
+                                                 for k, v in split_secrets(spark_settings(cfg))[0].items()]
+    if args.null:
+        sys.stdout.write("".join(f"{flag}\0{value}\0" for flag, value in options))
+    else:
+        print("\n".join(f"{flag} {shlex.quote(value)}" for flag, value in options))
     return 0
+
+
+def _spark_conf_args(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--null", action="store_true", help="NUL-separated arguments (for scripts) instead of lines")
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
@@ -174,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("report", "print the path of the latest run's HTML report", "Print the path of the latest run report.",
             add_common, _report)
     command("spark-conf", "print the config's Spark settings as spark-submit options",
-            "Print --conf options for spark-submit.", add_common, _spark_conf)
+            "Print --master and --conf options for spark-submit.", _spark_conf_args, _spark_conf)
     serve = sub.add_parser("serve-sql", help="start/stop the SQL (JDBC/Thrift) server over the warehouse",
                            description=sqlserver.DESCRIPTION)
     sqlserver.add_arguments(serve)

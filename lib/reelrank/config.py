@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from reelrank import storage
 from reelrank.metric_keys import RankingMetric, parse_metric_key
 
 
@@ -89,6 +90,8 @@ class SparkConfig:
     driver_memory: str
     ui_enabled: bool
     log_level: SparkLogLevel
+    event_log: bool
+    """Write Spark's event log to ``<data_dir>/spark-events``, where pyspark's history server can replay a night."""
     extra: dict[str, str]
     """Any further ``spark.*`` settings, passed through verbatim."""
 
@@ -400,9 +403,9 @@ class Config:
     """The files this config was read from (for logs)."""
 
     @property
-    def data_dir(self) -> Path:
-        """``warehouse.data_dir``, already absolute (see :func:`load_config`)."""
-        return Path(self.warehouse.data_dir)
+    def data_dir(self) -> str:
+        """``warehouse.data_dir``: an absolute local path or a remote URI (see :func:`load_config`, :mod:`storage`)."""
+        return self.warehouse.data_dir
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -424,9 +427,14 @@ class Config:
 
 
 def default_conf_dir() -> Path:
-    """``$REELRANK_CONF_DIR``, else the repository's ``conf/`` beside ``lib/``."""
+    """``$REELRANK_CONF_DIR``, else the repository's ``conf/`` beside ``lib/`` (a source checkout), else the
+    copy of ``conf/`` installed with the package (``reelrank/conf`` in the wheel)."""
     env = os.environ.get("REELRANK_CONF_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    checkout = here.parents[1] / "conf"
+    return checkout if (checkout / "base.toml").is_file() else here / "conf"
 
 
 DATA_DIR_ENV = "REELRANK_DATA_DIR"
@@ -441,7 +449,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     env_file = Path(path) if path else default_conf_dir() / "local.toml"
     if not env_file.is_file():
         raise ConfigError(f"config file not found: {env_file}")
+    # base.toml beside the file; else the installed defaults (a config shipped alone, e.g. spark-submit --files)
     base_file = env_file.parent / "base.toml"
+    if not base_file.is_file():
+        base_file = default_conf_dir() / "base.toml"
     if not base_file.is_file():
         raise ConfigError(f"config file not found: {base_file} (every environment file extends base.toml)")
     data = _read(base_file)
@@ -483,8 +494,11 @@ def _check(cfg: Config, where: str) -> Config:
 
 
 def _resolve_data_dir(cfg: Config) -> Config:
-    """``warehouse.data_dir`` with ``~`` and ``$VAR`` expanded, made absolute."""
-    resolved = str(Path(os.path.expandvars(cfg.warehouse.data_dir)).expanduser().resolve())
+    """``warehouse.data_dir`` with ``~`` and ``$VAR`` expanded, made absolute (a ``file://`` URI becomes a path)."""
+    try:
+        resolved = storage.resolve(cfg.warehouse.data_dir)
+    except storage.StorageError as e:
+        raise ConfigError(f"warehouse.data_dir: {e}") from None
     if resolved == cfg.warehouse.data_dir:
         return cfg
     return dataclasses.replace(cfg, warehouse=dataclasses.replace(cfg.warehouse, data_dir=resolved))

@@ -11,6 +11,7 @@ and :class:`petastorm.pytorch.BatchedDataLoader` (columnar batching in torch); t
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
@@ -18,8 +19,6 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -31,6 +30,7 @@ import torch
 from petastorm import make_batch_reader
 from petastorm.pytorch import BatchedDataLoader
 
+from reelrank import storage
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,15 @@ class ShardError(ValueError):
 
 def shard_url(shard_dir: str | os.PathLike) -> str:
     """A URL Petastorm accepts: ``file:///abs/path`` for local paths (also Spark's ``file:/path``); other
-    schemes (``hdfs://``, ``s3://``) pass through unchanged."""
+    schemes (``hdfs://``, ``s3://``) pass through unchanged. Unlike :func:`storage.url` a local path is not
+    percent-encoded: Petastorm 0.12 takes the URL's path as it is, so ``/a%20b`` would not be ``/a b``."""
     raw = os.fspath(shard_dir)
-    parsed = urlparse(raw)
-    if parsed.scheme in ("", "file"):
-        path = parsed.path if parsed.scheme == "file" else raw
-        return "file://" + os.path.abspath(os.path.expanduser(path))
-    return raw
+    local = storage.local_path(raw)
+    return "file://" + os.path.abspath(os.path.expanduser(local)) if local is not None else raw
 
 
 def _dataset(shard_dir: str | os.PathLike) -> ds.Dataset:
-    fs, path = pafs.FileSystem.from_uri(shard_url(shard_dir))
+    fs, path = pafs.FileSystem.from_uri(storage.url(os.fspath(shard_dir)))  # pyarrow decodes percent-escapes
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.Directory:
         raise ShardError(f"shard folder not found: {shard_dir}")
@@ -172,21 +170,19 @@ def open_batches(
         reader.join()
 
 
-def write_shards(pdf: pd.DataFrame, shard_dir: str | os.PathLike, *, files: int, row_group_rows: int) -> Path:
+def write_shards(pdf: pd.DataFrame, shard_dir: str | os.PathLike, *, files: int, row_group_rows: int) -> str:
     """Write ``pdf`` as Spark lays out a split (``part-*.parquet`` plus ``_SUCCESS`` and ``.crc`` side files).
 
     For tests and benchmarks; the pipeline's shards come from Spark. Rows are split into ``files``
-    contiguous parts, each with row groups of ``row_group_rows`` rows."""
-    url = shard_url(shard_dir)
-    if not url.startswith("file://"):
-        raise ValueError(f"write_shards writes local folders only, got {shard_dir}")
-    path = Path(url[len("file://"):])
-    path.mkdir(parents=True, exist_ok=True)
+    contiguous parts, each with row groups of ``row_group_rows`` rows. Returns the folder's location."""
+    location = storage.resolve(shard_dir)
     table = pa.Table.from_pandas(pdf, preserve_index=False)
     bounds = np.linspace(0, len(pdf), files + 1).astype(int)
     for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         name = f"part-{i:05d}-reelrank.snappy.parquet"
-        pq.write_table(table.slice(a, b - a), path / name, row_group_size=row_group_rows)
-        (path / f".{name}.crc").write_bytes(b"crc")
-    (path / "_SUCCESS").write_bytes(b"")
-    return path
+        buf = io.BytesIO()
+        pq.write_table(table.slice(a, b - a), buf, row_group_size=row_group_rows)
+        storage.write_bytes(storage.join(location, name), buf.getvalue())
+        storage.write_bytes(storage.join(location, f".{name}.crc"), b"crc")
+    storage.write_bytes(storage.join(location, "_SUCCESS"), b"")
+    return location

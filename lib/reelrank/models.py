@@ -26,11 +26,11 @@ import json
 import logging
 import math
 import os
+import posixpath
 import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from reelrank import storage
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 from reelrank.config import TrainConfig
 from reelrank.device import autocast
@@ -128,16 +129,14 @@ class Ranker(ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-able facts saved beside the model file (name, config, features, sizes)."""
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike) -> str:
         """Write the model to ``path`` and its description to ``path`` with a ``.json`` suffix."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps(self.describe(), indent=2, sort_keys=True) + "\n")
-        log.info("saved %s model to %s", self.name, path)
-        return path
+        location = os.fspath(path)
+        storage.write_bytes(location, self.to_bytes())
+        description = json.dumps(self.describe(), indent=2, sort_keys=True) + "\n"
+        storage.write_text(posixpath.splitext(location)[0] + ".json", description)
+        log.info("saved %s model to %s", self.name, location)
+        return location
 
 
 def from_bytes(data: bytes) -> Ranker:
@@ -154,7 +153,7 @@ def from_bytes(data: bytes) -> Ranker:
 
 def load(path: str | os.PathLike) -> Ranker:
     """Read a model written by :meth:`Ranker.save`."""
-    return from_bytes(Path(path).read_bytes())
+    return from_bytes(storage.read_bytes(os.fspath(path)))
 
 
 def make_ranker(cfg: TrainConfig, n_users: int, n_items: int) -> Ranker:
@@ -164,12 +163,19 @@ def make_ranker(cfg: TrainConfig, n_users: int, n_items: int) -> Ranker:
     return RANKERS[cfg.model](n_users, n_items)
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill mid-write leaves the previous checkpoint whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(state: dict[str, Any], path: str) -> None:
+    """Write the whole checkpoint at once (:func:`storage.write_bytes`): a kill mid-write leaves the previous one
+    whole."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    storage.write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str, map_location: torch.device | str) -> dict[str, Any] | None:
+    """The checkpoint :func:`save_checkpoint` wrote at ``path`` (tensors and plain values only), or None."""
+    if not storage.exists(path):
+        return None
+    return torch.load(io.BytesIO(storage.read_bytes(path)), map_location=map_location, weights_only=True)
 
 
 def ndcg_at_k(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int) -> float:
@@ -276,13 +282,13 @@ class TorchRanker(Ranker):
             ids = [device.index] if device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        ckpt = Path(checkpoint_path) if checkpoint_path else None
+        ckpt = os.fspath(checkpoint_path) if checkpoint_path else None
         fingerprint = self._fingerprint(cfg, n_rows)
         hist = History()
         best_state: dict[str, torch.Tensor] | None = None
         best_metric, bad_epochs, start = -math.inf, 0, 0
-        if ckpt and cfg.resume and ckpt.exists():
-            state = torch.load(ckpt, map_location=device, weights_only=True)
+        state = load_checkpoint(ckpt, device) if ckpt and cfg.resume else None
+        if state is not None:
             if state.get("fingerprint") == fingerprint:
                 self.module.load_state_dict(state["module"])
                 opt.load_state_dict(state["optimizer"])
@@ -387,7 +393,7 @@ class TorchRanker(Ranker):
         return json.dumps({"cfg": {k: c[k] for k in _RESUME_KEYS}, "features": self.features, "rows": n_rows,
                            "n_users": self.n_users, "n_items": self.n_items}, sort_keys=True)
 
-    def _write_checkpoint(self, ckpt: Path, fingerprint: str, opt: torch.optim.Optimizer, hist: History,
+    def _write_checkpoint(self, ckpt: str, fingerprint: str, opt: torch.optim.Optimizer, hist: History,
                           best_state: dict[str, torch.Tensor] | None, best_metric: float, bad_epochs: int) -> None:
         assert self.module is not None
         state = {"fingerprint": fingerprint, "module": self.module.state_dict(), "optimizer": opt.state_dict(),

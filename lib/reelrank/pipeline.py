@@ -35,6 +35,7 @@ from reelrank import (
     score,
     sources,
     splits,
+    storage,
     train,
 )
 from reelrank import columns as C
@@ -107,13 +108,12 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
                  "item_factors": lambda df: _with_ids(df, io.read("item_index"), C.ITEM_IDX, ctx.record.run_id)}
     kept_from_history = {"item_neighbours": "item_nb_history"}
     rows = {}
-    seq_dir = io.path("sequences")
-    Path(seq_dir).mkdir(parents=True, exist_ok=True)
+    seq_dir = storage.makedirs(io.path("sequences"))
     from_history: dict[str, candidates.CandidateSource] = {}
     for split, data in (("history", io.read("history")), ("full", _ratings(io.read("interactions")))):
         users = data.select(C.USER_IDX).distinct()
         for name in names:
-            source = candidates.make(name, cfg, work_dir=f"{seq_dir}/{split}/{name}")
+            source = candidates.make(name, cfg, work_dir=storage.join(seq_dir, split, name))
             if name in from_history:
                 source.start_from(from_history[name])
             source.fit(data)
@@ -149,7 +149,7 @@ def stage_features(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     n_score = ctx.spark.read.parquet(score_shards).count()
     n_learn = learn.count()
     st.rows = n_learn + n_score
-    st.detail = f"{n_learn:,} labelled + {n_score:,} to score, shards in {ctx.work / 'shards'}"
+    st.detail = f"{n_learn:,} labelled + {n_score:,} to score, shards in {storage.join(ctx.work, 'shards')}"
 
 
 def stage_train(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
@@ -162,8 +162,8 @@ def stage_train(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
                  f"{result.train_loss[0]:.4f} → {result.train_loss[-1]:.4f}, {result.samples_per_s:,.0f} samples/s")
 
 
-def _model_file(ctx: RunContext, io: StageIO) -> Path:
-    return Path(io.path("model")) / f"{ctx.cfg.train.model}.pt"
+def _model_file(ctx: RunContext, io: StageIO) -> str:
+    return storage.join(io.path("model"), f"{ctx.cfg.train.model}.pt")
 
 
 def _model_bytes(ctx: RunContext, io: StageIO) -> bytes:
@@ -253,7 +253,7 @@ def stage_publish(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     st.rows, st.detail = len(published), f"{len(published)} tables at run_date={ctx.record.run_date}"
 
 
-def write_run_report(ctx: RunContext) -> Path | None:
+def write_run_report(ctx: RunContext) -> str | None:
     """The run's HTML report next to its outputs; a plotting failure is logged, never fails a published run."""
     cfg, db = ctx.cfg, ctx.db
     try:
@@ -261,19 +261,20 @@ def write_run_report(ctx: RunContext) -> Path | None:
             ctx.spark.table(f"{db}.metrics").select(C.RUN_DATE, C.MODEL, "metric", "k", "value")
             .orderBy(F.col(C.RUN_DATE).desc()).limit(cfg.report.history_runs * 64).toPandas()
         )
-        model_json = Path(ctx.location("model")) / f"{cfg.train.model}.json"
+        model_json = storage.join(ctx.location("model"), f"{cfg.train.model}.json")
         path = report.write_report(
             report.report_dir(cfg.data_dir, ctx.record.run_date, ctx.record.run_id),
             title=f"reelrank run {ctx.record.run_id} ({ctx.record.run_date})",
             summary={
                 "run": ctx.record.run_id, "run date": str(ctx.record.run_date),
                 "published list": f"{ctx.record.published_model}: {ctx.record.published_why}",
-                "source": ctx.record.source, "config": cfg.origin, "warehouse": str(cfg.data_dir / "warehouse"),
+                "source": ctx.record.source, "config": cfg.origin,
+                "warehouse": storage.join(cfg.data_dir, "warehouse"),
                 **{s.name: f"{s.rows:,} rows, {s.seconds:.1f} s" for s in ctx.record.stages},
             },
             metrics_history=metrics, metric=cfg.quality.metric, k=cfg.quality.k,
             recommendations=ctx.table("recommendations"), item_stats=ctx.table("item_stats"),
-            epochs=json.loads(model_json.read_text()).get("epochs") if model_json.exists() else None,
+            epochs=json.loads(storage.read_text(model_json)).get("epochs") if storage.exists(model_json) else None,
         )
         log.info("report     %s", path)
         return path
@@ -381,7 +382,8 @@ def summary(ctx: RunContext) -> str:
         [
             f"run {ctx.record.run_id} published run_date={run_date} in {ctx.record.seconds:.0f} s",
             f"published list: {ctx.record.published_model} ({ctx.record.published_why})",
-            f"warehouse: {ctx.cfg.data_dir / 'warehouse'} (metastore: {ctx.cfg.warehouse.metastore}, database {db})",
+            f"warehouse: {storage.join(ctx.cfg.data_dir, 'warehouse')} "
+            f"(metastore: {ctx.cfg.warehouse.metastore}, database {db})",
             "tables: " + ", ".join(f"{db}.{t}" for t in sorted(ctx.stage_tables())) + f", {db}.runs",
             "query them with:",
             f"  {query} \"SELECT user_id, item_id, rank, score FROM {db}.recommendations "
@@ -402,7 +404,7 @@ def _command() -> str:
 def _where_args(cfg: Config) -> str:
     """``--config`` (unless the default) and ``--data-dir`` of this run, for commands that must find its warehouse."""
     env_file = cfg.origin.split(" + ")[-1]
-    args = f"--data-dir {shlex.quote(str(cfg.data_dir))}"
+    args = f"--data-dir {shlex.quote(cfg.data_dir)}"
     if env_file and Path(env_file).resolve() != (default_conf_dir() / "local.toml").resolve():
         args = f"--config {shlex.quote(env_file)} {args}"
     return args

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import html
+import io
 import logging
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 
 from reelrank import columns as C
+from reelrank import storage
 
 log = logging.getLogger(__name__)
 
 
-def report_dir(data_dir: Path, run_date: date, run_id: str) -> Path:
-    return data_dir / "reports" / run_date.isoformat() / run_id
+def report_dir(data_dir: str, run_date: date, run_id: str) -> str:
+    return storage.join(data_dir, "reports", run_date.isoformat(), run_id)
 
 
-def latest_report(data_dir: Path) -> Path | None:
+def latest_report(data_dir: str) -> str | None:
     """The most recently written report, or None."""
-    reports = sorted((data_dir / "reports").glob("*/*/report.html"), key=lambda p: p.stat().st_mtime)
-    return reports[-1] if reports else None
+    root = storage.join(data_dir, "reports")
+    reports = [storage.join(root, day, run, "report.html")
+               for day in storage.listdir(root, dirs_only=True)
+               for run in storage.listdir(storage.join(root, day), dirs_only=True)]
+    return max((r for r in reports if storage.exists(r)), key=storage.mtime, default=None)
 
 
 def _figure():
@@ -36,7 +40,16 @@ def _figure():
     return plt, fig, ax
 
 
-def plot_metric_history(metrics: pd.DataFrame, metric: str, k: int, path: Path) -> Path:
+def _save(plt, fig, path: str) -> str:
+    """The figure as a PNG at ``path`` (any storage location), then closed."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return storage.write_bytes(path, buf.getvalue())
+
+
+def plot_metric_history(metrics: pd.DataFrame, metric: str, k: int, path: str) -> str:
     """One line per model: ``metric@k`` by run date."""
     plt, fig, ax = _figure()
     sel = metrics[(metrics["metric"] == metric) & (metrics["k"] == k)]
@@ -47,25 +60,19 @@ def plot_metric_history(metrics: pd.DataFrame, metric: str, k: int, path: Path) 
     ax.set_ylabel(f"{metric}@{k}")
     ax.legend(loc="best", fontsize=8)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
-def plot_hist(values: np.ndarray, title: str, xlabel: str, path: Path, bins: int = 50) -> Path:
+def plot_hist(values: np.ndarray, title: str, xlabel: str, path: str, bins: int = 50) -> str:
     plt, fig, ax = _figure()
     ax.hist(values, bins=bins, color="#4c72b0")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("rows")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
-def plot_coverage(popularity: pd.DataFrame, path: Path) -> Path:
+def plot_coverage(popularity: pd.DataFrame, path: str) -> str:
     """Items ordered by popularity (most rated first) against how often tonight's lists recommend them."""
     plt, fig, ax = _figure()
     pop = popularity.sort_values("n_ratings", ascending=False).reset_index(drop=True)
@@ -74,13 +81,10 @@ def plot_coverage(popularity: pd.DataFrame, path: Path) -> Path:
     ax.set_title(f"recommendations by item popularity rank (coverage {covered:.1%})")
     ax.set_xlabel("item popularity rank (most rated first)")
     ax.set_ylabel("times recommended")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
-def plot_loss(history: dict, path: Path) -> Path:
+def plot_loss(history: dict, path: str) -> str:
     plt, fig, ax = _figure()
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     ax.plot(epochs, history["train_loss"], marker="o", label="train")
@@ -91,14 +95,11 @@ def plot_loss(history: dict, path: Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_report(
-    out: Path,
+    out: str,
     *,
     title: str,
     summary: dict[str, str],
@@ -108,12 +109,11 @@ def write_report(
     recommendations: DataFrame,
     item_stats: DataFrame,
     epochs: list[dict] | None,
-) -> Path:
+) -> str:
     """Write ``report.html`` and its PNGs into ``out``; return the HTML path.
 
     ``epochs`` are the trained model's per-epoch statistics from its JSON description (``train_loss``, ``val_loss``).
     """
-    out.mkdir(parents=True, exist_ok=True)
     scores_pdf: pd.DataFrame = recommendations.select(C.SCORE).toPandas()
     scores = scores_pdf[C.SCORE].to_numpy()
     times = recommendations.groupBy(C.ITEM).count().withColumnRenamed("count", "times_recommended")
@@ -121,21 +121,25 @@ def write_report(
         item_stats.select(C.ITEM, "n_ratings").join(times, C.ITEM, "left").fillna({"times_recommended": 0}).toPandas()
     )
     plots = [
-        (f"{metric}@{k} over the last runs", plot_metric_history(metrics_history, metric, k, out / "metrics.png")),
+        (
+            f"{metric}@{k} over the last runs",
+            plot_metric_history(metrics_history, metric, k, storage.join(out, "metrics.png")),
+        ),
         (
             "score distribution of the published lists",
-            plot_hist(scores, "published scores", "score", out / "scores.png"),
+            plot_hist(scores, "published scores", "score", storage.join(out, "scores.png")),
         ),
-        ("item-popularity coverage", plot_coverage(popularity, out / "coverage.png")),
+        ("item-popularity coverage", plot_coverage(popularity, storage.join(out, "coverage.png"))),
     ]
     if epochs:
         losses = {"train_loss": [e["train_loss"] for e in epochs], "val_loss": [e.get("val_loss") for e in epochs]}
-        plots.append(("training loss", plot_loss(losses, out / "loss.png")))
+        plots.append(("training loss", plot_loss(losses, storage.join(out, "loss.png"))))
     latest = metrics_history[metrics_history[C.RUN_DATE] == metrics_history[C.RUN_DATE].max()]
     table = latest.pivot_table(index=C.MODEL, columns=["metric", "k"], values="value", dropna=False)
     rows = "".join(f"<tr><th>{html.escape(k_)}</th><td>{html.escape(v)}</td></tr>" for k_, v in summary.items())
     figures = "".join(
-        f'<figure><img src="{p.name}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
+        f'<figure><img src="{storage.name(p)}" alt="{html.escape(cap)}">'
+        f"<figcaption>{html.escape(cap)}</figcaption></figure>"
         for cap, p in plots
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -144,7 +148,5 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}figure{{margin:1
 <body><h1>{html.escape(title)}</h1><table>{rows}</table>
 <h2>Metrics of this run</h2>{table.round(4).to_html(na_rep="")}
 <h2>Plots</h2>{figures}</body></html>"""
-    path = out / "report.html"
-    path.write_text(page)
-    return path
+    return storage.write_text(storage.join(out, "report.html"), page)
 

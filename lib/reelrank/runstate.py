@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from reelrank import storage
 from reelrank.catalog import DATASETS, DECLS, TABLES, StageDecl
 from reelrank.config import Config
 from reelrank.runs import RunRecord, StageTimer
@@ -49,7 +48,7 @@ class RunContext:
     cfg: Config
     record: RunRecord
     outputs: RunOutputs = field(init=False)
-    report: Path | None = None
+    report: str | None = None
 
     def __post_init__(self) -> None:
         self.outputs = RunOutputs(self.spark, self.cfg, self.record.run_date, self.record.run_id)
@@ -59,15 +58,15 @@ class RunContext:
         return self.cfg.warehouse.database
 
     @property
-    def work(self) -> Path:
-        return self.cfg.data_dir / "runs" / self.record.run_id
+    def work(self) -> str:
+        return storage.join(self.cfg.data_dir, "runs", self.record.run_id)
 
     @classmethod
     def start(cls, spark: SparkSession, cfg: Config, run_date: date) -> RunContext:
         """A new attempt for ``run_date``; later stage jobs of that date pick it up."""
         ctx = cls(spark, cfg, RunRecord(run_date=run_date, config_hash=cfg.fingerprint(), source=cfg.source.kind))
-        ctx.work.mkdir(parents=True, exist_ok=True)
-        _pointer(cfg, run_date).write_text(ctx.record.run_id)
+        storage.makedirs(ctx.work)
+        storage.write_text(_pointer(cfg, run_date), ctx.record.run_id)
         ctx.save_state()
         return ctx
 
@@ -99,7 +98,7 @@ class RunContext:
         state = {"published": published, "outputs_hash": self.cfg.fingerprint(exclude=NOT_OUTPUTS),
                  "run_id": self.record.run_id, "config_hash": self.record.config_hash, "source": self.record.source,
                  "stages": [vars(s) for s in self.record.stages]}
-        (self.work / "state.json").write_text(json.dumps(state, indent=1))
+        storage.write_text(storage.join(self.work, "state.json"), json.dumps(state, indent=1))
 
     def location(self, name: str) -> str:
         """Where dataset ``name`` of this run lives (a directory; a URI for warehouse tables)."""
@@ -107,17 +106,14 @@ class RunContext:
         if kind == "table":
             return self.outputs.location(name)
         if kind == "shards":
-            return str(self.work / "shards" / name.removeprefix("shards_"))
+            return storage.join(self.work, "shards", name.removeprefix("shards_"))
         if kind == "model":
-            return str(self.work / "model")
-        return str(self.work / "frames" / name)
-
-    def local_dir(self, name: str) -> Path:
-        return Path(self.location(name).removeprefix("file:"))
+            return storage.join(self.work, "model")
+        return storage.join(self.work, "frames", name)
 
     def complete(self, name: str) -> bool:
         """Whether dataset ``name`` was written by a stage that ended."""
-        return (self.local_dir(name) / DONE).exists()
+        return storage.exists(storage.join(self.location(name), DONE))
 
     def stage_complete(self, stage: str) -> bool:
         """Whether every output the catalog declares for ``stage`` is complete (a stage without outputs never is)."""
@@ -154,7 +150,7 @@ class StageIO:
     def parts(self, name: str) -> list[str]:
         """The part names of a ``frames`` input, sorted."""
         self._check(name, self.decl.inputs, "reads")
-        return sorted(p.name for p in self.ctx.local_dir(name).iterdir() if p.is_dir())
+        return storage.listdir(self.ctx.location(name), dirs_only=True)
 
     def path(self, name: str) -> str:
         """Where input or output ``name`` lives (for shards and the model, which Petastorm and torch read)."""
@@ -181,10 +177,10 @@ class StageIO:
     def start(self) -> None:
         """Before the stage body: its outputs are no longer complete; a ``frames`` output starts empty."""
         for name in self.decl.outputs:
-            target = self.ctx.local_dir(name)
-            (target / DONE).unlink(missing_ok=True)
+            target = self.ctx.location(name)
+            storage.remove(storage.join(target, DONE))
             if DATASETS[name].kind == "frames":
-                shutil.rmtree(target, ignore_errors=True)
+                storage.remove(target)
 
     def finish(self) -> None:
         """After the stage body: every declared output must have been written; mark each complete."""
@@ -193,22 +189,20 @@ class StageIO:
             raise UndeclaredDataset(f"stage {self.decl.name} ended without writing its declared output(s) "
                                     f"{', '.join(missing)}")
         for name in self.decl.outputs:
-            target = self.ctx.local_dir(name)
-            if not target.is_dir():
+            target = self.ctx.location(name)
+            if not storage.isdir(target) and not storage.is_object_store(target):  # no empty folders there
                 raise RunFailed(f"stage {self.decl.name}: output {name} is missing at {target}")
-            (target / DONE).write_text(f"{self.decl.name} {self.ctx.record.run_id}\n")
+            storage.write_text(storage.join(target, DONE), f"{self.decl.name} {self.ctx.record.run_id}\n")
 
 
-def _pointer(cfg: Config, run_date: date) -> Path:
-    path = cfg.data_dir / "runs" / f"current-{run_date.isoformat()}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _pointer(cfg: Config, run_date: date) -> str:
+    return storage.join(cfg.data_dir, "runs", f"current-{run_date.isoformat()}")
 
 
 def _read_state(cfg: Config, run_date: date) -> dict | None:
     """The state of the date's latest attempt, or None when there is none."""
     pointer = _pointer(cfg, run_date)
-    if not pointer.exists():
+    if not storage.exists(pointer):
         return None
-    state_file = cfg.data_dir / "runs" / pointer.read_text().strip() / "state.json"
-    return json.loads(state_file.read_text()) if state_file.exists() else None
+    state_file = storage.join(cfg.data_dir, "runs", storage.read_text(pointer).strip(), "state.json")
+    return json.loads(storage.read_text(state_file)) if storage.exists(state_file) else None

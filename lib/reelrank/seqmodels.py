@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ from torch.nn import functional as F
 
 from reelrank.config import SequenceConfig
 from reelrank.device import autocast
-from reelrank.models import EpochStats, save_checkpoint
+from reelrank.models import EpochStats, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +205,10 @@ class SequenceModel:
         hist = self.history = SeqHistory()
         best_state: dict[str, torch.Tensor] | None = None
         waited, first = 0, 0
-        ckpt = Path(checkpoint_path) if checkpoint_path else None
+        ckpt = os.fspath(checkpoint_path) if checkpoint_path else None
         fingerprint = self._fingerprint(seqs, world) if ckpt else ""
-        if ckpt and ckpt.exists():
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = load_checkpoint(ckpt, "cpu") if ckpt else None
+        if state is not None:
             if state.get("fingerprint") != fingerprint:
                 log.warning("ignoring checkpoint %s: written for other sequences or settings", ckpt)
             else:
@@ -281,7 +280,7 @@ class SequenceModel:
         return json.dumps({"kind": self.kind, "n_items": self.n_items, "cfg": c, "world": world,
                            "sequences": [list(seqs.shape), digest]}, sort_keys=True)
 
-    def _write_checkpoint(self, ckpt: Path, fingerprint: str, opt: torch.optim.Optimizer, gen: torch.Generator,
+    def _write_checkpoint(self, ckpt: str, fingerprint: str, opt: torch.optim.Optimizer, gen: torch.Generator,
                           best_state: dict[str, torch.Tensor] | None, waited: int, stopped_early: bool) -> None:
         state = {"fingerprint": fingerprint, "net": self.net.state_dict(), "optimizer": opt.state_dict(),
                  "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+from reelrank import storage
 from reelrank.config import Config
 
 log = logging.getLogger(__name__)
@@ -35,27 +40,43 @@ def check_java() -> None:
         raise JavaMissingError(f"reelrank needs Java 17 for Spark 3.5, found {m.group(1)} at {java}")
 
 
+def local_state_dir(cfg: Config) -> Path:
+    """A driver-local directory for what must be on local disk (Spark's scratch, an embedded Derby metastore):
+    under the data dir when it is local, else under ``$REELRANK_LOCAL_DIR`` (default the system temp dir)."""
+    local = storage.local_path(cfg.data_dir)
+    if local is not None:
+        return local
+    digest = hashlib.sha256(cfg.data_dir.encode()).hexdigest()[:12]
+    return Path(os.environ.get("REELRANK_LOCAL_DIR", tempfile.gettempdir())) / f"reelrank-{digest}"
+
+
 def spark_settings(cfg: Config) -> dict[str, str]:
-    """Every Spark setting the session is built with (exposed for spark-submit and tests)."""
-    data = cfg.data_dir
+    """Every Spark setting the config asks for (exposed for spark-submit and tests); the master is separate
+    (:func:`resolve_master`)."""
+    data, local = cfg.data_dir, local_state_dir(cfg)
     s = {
+        "spark.app.name": cfg.spark.app_name,
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": cfg.spark.driver_memory,
         "spark.sql.catalogImplementation": "hive",
-        "spark.sql.warehouse.dir": str(data / "warehouse"),
+        "spark.sql.warehouse.dir": storage.join(data, "warehouse"),
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.local.dir": str(data / "tmp"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={data}",
+        "spark.local.dir": str(local / "tmp"),
         "spark.hadoop.hive.exec.dynamic.partition.mode": "nonstrict",
     }
+    if cfg.spark.event_log:
+        s["spark.eventLog.enabled"] = "true"
+        s["spark.eventLog.dir"] = event_log_dir(cfg)
+    java_opts = ""
     if cfg.warehouse.metastore == "derby":
         s["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
-            f"jdbc:derby:;databaseName={data / 'metastore_db'};create=true"
+            f"jdbc:derby:;databaseName={local / 'metastore_db'};create=true"
         )
+        java_opts = f"-Dderby.system.home={local}"
     elif cfg.warehouse.metastore == "external":
         for k, v in cfg.warehouse.metastore_conf.items():
             key = k if k.startswith("spark.") else f"spark.hadoop.{k}"
@@ -63,7 +84,38 @@ def spark_settings(cfg: Config) -> dict[str, str]:
     else:
         raise ValueError(f"warehouse.metastore must be 'derby' or 'external', got {cfg.warehouse.metastore!r}")
     s.update(cfg.spark.extra)
+    extra_opts = cfg.spark.extra.get(_DRIVER_JAVA_OPTS, "")
+    if java_opts or extra_opts:
+        s[_DRIVER_JAVA_OPTS] = " ".join(o for o in (java_opts, extra_opts) if o)
     return s
+
+
+def event_log_dir(cfg: Config) -> str:
+    """Where Spark's event log goes when ``[spark] event_log`` is on (``spark.history.fs.logDirectory``)."""
+    return storage.join(cfg.data_dir, "spark-events")
+
+
+_DRIVER_JAVA_OPTS = "spark.driver.extraJavaOptions"
+_PYTHON = "spark.pyspark.python"
+
+
+def submitted_settings() -> dict[str, str] | None:
+    """The settings spark-submit launched this driver with (``--master``, ``--conf``, ``--driver-memory``...),
+    or None when this process was not started by spark-submit (a plain ``reelrank nightly``)."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # set by spark-submit's PythonRunner for the driver it starts
+        return None
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM, whose system properties hold its settings
+    return dict(SparkConf(loadDefaults=True).getAll())
+
+
+def resolve_master(cfg: Config, submitted: dict[str, str] | None) -> tuple[str, str]:
+    """``(master, where it came from)``: spark-submit's ``--master`` wins, then ``$SPARK_MASTER``, then the
+    config's ``[spark] master`` (the default for runs outside spark-submit)."""
+    if submitted and submitted.get("spark.master"):
+        return submitted["spark.master"], "spark-submit"
+    if os.environ.get("SPARK_MASTER"):
+        return os.environ["SPARK_MASTER"], "$SPARK_MASTER"
+    return cfg.spark.master, "config [spark] master"
 
 
 _SECRET = re.compile(r"password|secret|credential", re.IGNORECASE)
@@ -81,13 +133,31 @@ def split_secrets(settings: dict[str, str]) -> tuple[dict[str, str], dict[str, s
 
 
 def build_spark(cfg: Config) -> SparkSession:
-    """Build (or return the running) SparkSession for this config and make sure the database exists."""
+    """Build (or return the running) SparkSession for this config and make sure the database exists.
+
+    Under spark-submit, what it was given (master, memory, ``--conf``) wins over the config, which only fills
+    in what is missing: a scheduler's command line is the last word on resources.
+    """
     check_java()
-    # Python workers must run the driver's interpreter (its venv has reelrank), not whatever python3 is on PATH
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    (cfg.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    (local_state_dir(cfg) / "tmp").mkdir(parents=True, exist_ok=True)
+    if cfg.spark.event_log:
+        storage.makedirs(event_log_dir(cfg))  # Spark does not create it
+    submitted = submitted_settings()
+    master, origin = resolve_master(cfg, submitted)
     public, secret = split_secrets(spark_settings(cfg))
-    conf = SparkConf().setMaster(cfg.spark.master).setAppName(cfg.spark.app_name).setAll(list(public.items()))
+    if not (submitted or {}).get(_PYTHON, public.get(_PYTHON)):
+        # Python workers must run the driver's interpreter (its venv has reelrank), not whatever python3 is on
+        # PATH; a packed environment for executors comes as spark.pyspark.python instead (deploy/submit.sh),
+        # which this variable would override
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if submitted is None:
+        conf = SparkConf(loadDefaults=False).setMaster(master).setAll(list(public.items()))
+    else:
+        conf = SparkConf(loadDefaults=True)
+        for k, v in public.items():
+            conf.setIfMissing(k, v)
+    log.info("starting Spark (master %s from %s, driver memory %s)", master, origin, conf.get("spark.driver.memory"))
+    started = time.monotonic()
     if secret and SparkContext._active_spark_context is None:
         # The JVM starts with the public settings only; the metastore client, created lazily on first catalog
         # use, copies this Hadoop configuration, secrets included.
@@ -98,7 +168,22 @@ def build_spark(cfg: Config) -> SparkSession:
         conf.setAll(list(secret.items()))
     spark = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
-    spark.sparkContext.setCheckpointDir(str(cfg.data_dir / "checkpoints"))
+    spark.sparkContext.setCheckpointDir(storage.join(cfg.data_dir, "checkpoints"))
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {cfg.warehouse.database}")
-    log.debug("spark %s on %s, warehouse %s", spark.version, cfg.spark.master, cfg.data_dir / "warehouse")
+    log.info("Spark %s ready in %.0f s: %s", spark.version, time.monotonic() - started, resources(spark))
     return spark
+
+
+def resources(spark: SparkSession) -> str:
+    """What the session runs on, for the run log: master, parallelism, memory, executors."""
+    sc = spark.sparkContext
+    conf = sc.getConf()
+    parts = [f"master {sc.master}", f"default parallelism {sc.defaultParallelism}",
+             f"driver memory {conf.get('spark.driver.memory', '1g')}"]
+    if not (sc.master or "").startswith("local"):
+        executors = sc._jsc.sc().getExecutorMemoryStatus().size() - 1  # the driver's block manager is one of them
+        parts += [f"{executors} executors registered", f"executor memory {conf.get('spark.executor.memory', '1g')}",
+                  f"executor cores {conf.get('spark.executor.cores', 'all')}",
+                  f"executor python {conf.get('spark.pyspark.python', os.environ.get('PYSPARK_PYTHON', 'python3'))}"]
+    parts.append(f"warehouse {conf.get('spark.sql.warehouse.dir')}")
+    return ", ".join(parts)

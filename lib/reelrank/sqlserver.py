@@ -126,12 +126,15 @@ def port_open(port: int, host: str = DEFAULT_HOST, timeout_s: float = 1.0) -> bo
 
 
 def run_paths(cfg: Config, port: int) -> tuple[Path, Path, Path]:
-    """(pid file, log file, properties file) of the server on ``port`` under the data dir."""
-    run = cfg.data_dir / "run"
+    """(pid file, log file, properties file) of the server on ``port``: local process state, under the data dir
+    when it is local (:func:`reelrank.session.local_state_dir`)."""
+    from reelrank.session import local_state_dir
+
+    local = local_state_dir(cfg)
     return (
-        run / f"sql-server-{port}.pid",
-        cfg.data_dir / "logs" / f"sql-server-{port}.log",
-        run / f"sql-server-{port}.conf",
+        local / "run" / f"sql-server-{port}.pid",
+        local / "logs" / f"sql-server-{port}.log",
+        local / "run" / f"sql-server-{port}.conf",
     )
 
 
@@ -139,13 +142,15 @@ def start(
     cfg: Config, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout_s: float = START_TIMEOUT_S
 ) -> SqlServer:
     """Start the Thrift server in its own session (setsid) and return once ``port`` answers."""
+    from reelrank.session import local_state_dir
+
     if cfg.warehouse.metastore == "derby":
         log.warning("warehouse.metastore is derby: the SQL server and the nightly cannot run at the same time")
     if port_open(port, host):
         raise SqlServerError(f"{host}:{port} is already in use (another SQL server?); choose another --port")
     pid_path, log_path, props = run_paths(cfg, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    (cfg.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    (local_state_dir(cfg) / "tmp").mkdir(parents=True, exist_ok=True)
     write_properties(server_settings(cfg), props)
     env = {**os.environ, "SPARK_LOCAL_IP": host}
     t0 = time.monotonic()

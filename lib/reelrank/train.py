@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import torch
 
+from reelrank import storage
 from reelrank.config import TrainConfig
 from reelrank.device import choose_device, process_group, use_mixed_precision
 from reelrank.models import EpochStats, History, make_ranker
@@ -33,7 +34,7 @@ BAR_REFRESH_S = 0.2
 class TrainResult:
     """What :func:`train` produced."""
 
-    model_path: Path
+    model_path: str
     train_loss: list[float]
     """Mean training loss of each epoch run."""
     val_loss: list[float | None]
@@ -93,16 +94,16 @@ class ProgressBar:
                  stats.train_loss, val, stats.samples_per_s, stats.seconds)
 
 
-def checkpoint_path(out_path: Path) -> Path:
+def checkpoint_path(out_path: str) -> str:
     """Where a run writing ``out_path`` keeps its per-epoch checkpoint (removed once the model is saved)."""
-    return out_path.with_name(out_path.name + ".ckpt")
+    return out_path + ".ckpt"
 
 
 def train(
-    train_dir: str, val_dir: str | None, cfg: TrainConfig, out_path: Path, n_users: int, n_items: int
+    train_dir: str, val_dir: str | None, cfg: TrainConfig, out_path: str | os.PathLike, n_users: int, n_items: int
 ) -> TrainResult:
     """Fit ``cfg.model`` on the shards in ``train_dir`` (``val_dir`` picks the best epoch), save it to ``out_path``."""
-    out_path = Path(out_path)
+    out_path = os.fspath(out_path)
     device = choose_device(cfg.device)
     log.info("training %s on %s (%d process(es), mixed precision %s), %d epochs, batch %d",
              cfg.model, device, cfg.num_processes, use_mixed_precision(device, cfg.mixed_precision),
@@ -119,13 +120,13 @@ def train(
         ckpt = checkpoint_path(out_path)
         hist = ranker.fit(train_dir, val_dir, cfg, device=device, progress=ProgressBar(), checkpoint_path=ckpt)
         ranker.save(out_path)
-        ckpt.unlink(missing_ok=True)
+        storage.remove(ckpt)
     finally:
         torch.set_num_threads(threads)
     return _result(hist, out_path, device, cfg.num_processes)
 
 
-def _result(hist: History, out_path: Path, device: torch.device, processes: int) -> TrainResult:
+def _result(hist: History, out_path: str, device: torch.device, processes: int) -> TrainResult:
     seconds = sum(e.seconds for e in hist.epochs)
     rows = sum(e.samples_per_s * e.seconds for e in hist.epochs)
     return TrainResult(
@@ -141,7 +142,7 @@ def _result(hist: History, out_path: Path, device: torch.device, processes: int)
     )
 
 
-def _train_distributed(train_dir: str, val_dir: str | None, cfg: TrainConfig, out_path: Path, n_users: int,
+def _train_distributed(train_dir: str, val_dir: str | None, cfg: TrainConfig, out_path: str, n_users: int,
                        n_items: int, device: torch.device) -> History:
     """Run :func:`_distributed_worker` in ``cfg.num_processes`` local processes through ``TorchDistributor``."""
     from pyspark.ml.torch.distributor import TorchDistributor
@@ -149,10 +150,10 @@ def _train_distributed(train_dir: str, val_dir: str | None, cfg: TrainConfig, ou
     use_gpu = device.type == "cuda"
     distributor = TorchDistributor(num_processes=cfg.num_processes, local_mode=True, use_gpu=use_gpu)
     out = distributor.run(_distributed_worker, str(train_dir), str(val_dir) if val_dir else None,
-                          dataclasses.asdict(cfg), str(out_path), n_users, n_items, use_gpu)
+                          dataclasses.asdict(cfg), out_path, n_users, n_items, use_gpu)
     assert out is not None  # run() returns rank 0's return value for a callable (None only for a script path)
     hist = History([EpochStats(**e) for e in out["epochs"]], out["best_epoch"], out["stopped_early"])
-    checkpoint_path(out_path).unlink(missing_ok=True)
+    storage.remove(checkpoint_path(out_path))
     return hist
 
 
@@ -171,7 +172,7 @@ def _distributed_worker(train_dir: str, val_dir: str | None, cfg_dict: dict[str,
         rank = dist.get_rank()
         progress = ProgressBar(draw=False) if rank == 0 else None
         hist = ranker.fit(train_dir, val_dir, cfg, device=device, progress=progress,
-                          checkpoint_path=checkpoint_path(Path(out_path)), distributed=True)
+                          checkpoint_path=checkpoint_path(out_path), distributed=True)
         if rank == 0:
             ranker.save(out_path)
         dist.barrier()

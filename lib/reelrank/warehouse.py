@@ -10,17 +10,15 @@ Replaced directories are kept for ``grace_hours`` so that queries already runnin
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
-from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
+from reelrank import storage
 from reelrank.config import Config
 
 log = logging.getLogger(__name__)
@@ -32,11 +30,6 @@ def table_root(spark: SparkSession, database: str, table: str) -> str:
     assert row is not None  # DESCRIBE DATABASE always has a Location row
     loc = row["info_value"]
     return f"{loc.rstrip('/')}/{table}"
-
-
-def _local_path(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    return Path(parsed.path) if parsed.scheme in ("", "file") else None
 
 
 def _ddl_columns(df: DataFrame) -> str:
@@ -92,31 +85,31 @@ def swap_partition(spark: SparkSession, database: str, table: str, run_date: dat
     return previous
 
 
-def collect_garbage(spark: SparkSession, database: str, table: str, grace_hours: float) -> list[Path]:
-    """Delete version directories no partition points at and untouched for ``grace_hours`` (local files only).
+def collect_garbage(spark: SparkSession, database: str, table: str, grace_hours: float) -> list[str]:
+    """Delete version directories no partition points at and untouched for ``grace_hours``; return their locations.
 
     Only dates that have a directory past the grace period cost a metastore lookup.
     """
-    root = _local_path(table_root(spark, database, table))
-    if root is None or not root.exists():
-        return []
+    root = storage.resolve(table_root(spark, database, table))
     cutoff = time.time() - grace_hours * 3600
     removed = []
-    for date_dir in sorted(root.glob(f"{C.RUN_DATE}=*")):
-        expired = [v for v in date_dir.iterdir() if v.is_dir() and v.stat().st_mtime < cutoff]
+    for date_name in storage.listdir(root, dirs_only=True):
+        if not date_name.startswith(f"{C.RUN_DATE}="):
+            continue
+        date_dir = storage.join(root, date_name)
+        versions = [storage.join(date_dir, v) for v in storage.listdir(date_dir, dirs_only=True)]
+        expired = [v for v in versions if storage.mtime(v) < cutoff]
         if not expired:
             continue
-        live = partition_location(spark, database, table, date.fromisoformat(date_dir.name.split("=", 1)[1]))
-        live_local = _local_path(live) if live else None
-        if live and live_local is None:
+        live = partition_location(spark, database, table, date.fromisoformat(date_name.split("=", 1)[1]))
+        live_at = storage.resolve(live) if live else None
+        if live_at is not None and not live_at.startswith(root + "/"):
             raise ValueError(
-                f"{database}.{table}: partition {date_dir.name} points at {live}, which is not a local path "
-                f"(the table root {root} is)"
+                f"{database}.{table}: partition {date_name} points at {live}, outside the table root {root}"
             )
-        live_path = live_local.resolve() if live_local is not None else None
         for version in expired:
-            if version.resolve() != live_path:
-                shutil.rmtree(version, ignore_errors=True)
+            if version != live_at:
+                storage.remove(version)
                 removed.append(version)
     return removed
 
@@ -160,7 +153,11 @@ class RunOutputs:
             swap_partition(self.spark, self.database, table, self.run_date, location)
             published[table] = location
         for table in tables:
-            removed = collect_garbage(self.spark, self.database, table, self.cfg.warehouse.grace_hours)
+            try:
+                removed = collect_garbage(self.spark, self.database, table, self.cfg.warehouse.grace_hours)
+            except Exception as e:  # published already: old versions stay until a later night removes them
+                log.warning("could not remove replaced versions of %s.%s: %s", self.database, table, e)
+                continue
             if removed:
                 log.info("removed %d replaced version(s) of %s.%s", len(removed), self.database, table)
         return published
