@@ -44,7 +44,15 @@ jobs_dir=$("$driver_python" -c 'import os, reelrank.jobs; print(os.path.dirname(
 script=$jobs_dir/$job.py
 [ -f "$script" ] || { echo "deploy/submit.sh: no job $job (expected $script)" >&2; exit 2; }
 
-mapfile -d '' -t settings < <("$driver_python" -m reelrank.cli spark-conf --null --config "$config")
+# the job's --data-dir decides the warehouse, metastore and event log locations in these settings too
+data_dir=()
+for ((i = 1; i <= $#; i++)); do
+  case ${!i} in
+    --data-dir) j=$((i + 1)); data_dir=(--data-dir "${!j}") ;;
+    --data-dir=*) data_dir=(--data-dir "${!i#--data-dir=}") ;;
+  esac
+done
+mapfile -d '' -t settings < <("$driver_python" -m reelrank.cli spark-conf --null --config "$config" "${data_dir[@]}")
 [ "${#settings[@]}" -gt 0 ] || { echo "deploy/submit.sh: reelrank spark-conf printed nothing for $config" >&2; exit 2; }
 args=()
 for ((i = 0; i < ${#settings[@]}; i += 2)); do

@@ -44,6 +44,16 @@ def test_submit_keeps_values_with_spaces_whole(tmp_path):
     assert argv[argv.index("--files") + 1] == str(config)
 
 
+def test_submit_settings_follow_the_jobs_data_dir(tmp_path):
+    """The warehouse, metastore and event log settings come from the job's --data-dir, not the config's."""
+    config = write_small_config(tmp_path / "conf", tmp_path / "data")
+    other = tmp_path / "other dir"
+    for args in (["--data-dir", str(other)], [f"--data-dir={other}"]):
+        confs = _confs(_dry_run(str(config), "nightly", "--date", "2026-11-23", *args))
+        assert confs["spark.sql.warehouse.dir"] == str(other / "warehouse")
+        assert confs["spark.eventLog.dir"] == str(other / "spark-events")
+
+
 def test_submit_master_option_and_environment_win_over_the_config(tmp_path):
     config = write_small_config(tmp_path / "conf", tmp_path / "data")
     argv = _dry_run("--master", "local[1]", str(config), "ingest")

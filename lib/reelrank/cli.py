@@ -22,7 +22,7 @@ from reelrank.bootstrap import (
     run_pipeline,
 )
 from reelrank.catalog import STAGE_NAMES
-from reelrank.config import Config
+from reelrank.config import Config, ConfigError
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -204,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version (0) or a usage error (2): argparse has printed why
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ConfigError as e:  # commands that read the config without a session (spark-conf, report)
+        print(f"reelrank: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -97,6 +97,9 @@ def event_log_dir(cfg: Config) -> str:
 
 _DRIVER_JAVA_OPTS = "spark.driver.extraJavaOptions"
 _PYTHON = "spark.pyspark.python"
+_DATA_DIR_SETTINGS = ("spark.sql.warehouse.dir", "spark.hadoop.javax.jdo.option.ConnectionURL", "spark.eventLog.dir")
+"""Settings that follow the job's data dir even under spark-submit: another value would split one night's
+tables, metastore and history between two places."""
 
 
 def submitted_settings() -> dict[str, str] | None:
@@ -140,8 +143,6 @@ def build_spark(cfg: Config) -> SparkSession:
     """
     check_java()
     (local_state_dir(cfg) / "tmp").mkdir(parents=True, exist_ok=True)
-    if cfg.spark.event_log:
-        storage.makedirs(event_log_dir(cfg))  # Spark does not create it
     submitted = submitted_settings()
     master, origin = resolve_master(cfg, submitted)
     public, secret = split_secrets(spark_settings(cfg))
@@ -155,7 +156,14 @@ def build_spark(cfg: Config) -> SparkSession:
     else:
         conf = SparkConf(loadDefaults=True)
         for k, v in public.items():
-            conf.setIfMissing(k, v)
+            if k in _DATA_DIR_SETTINGS and conf.get(k) not in (None, v):
+                log.warning("spark-submit's %s=%s replaced by %s (the data dir's; pass --data-dir to the job)",
+                            k, conf.get(k), v)
+                conf.set(k, v)
+            else:
+                conf.setIfMissing(k, v)
+    if cfg.spark.event_log and conf.get("spark.eventLog.dir"):
+        storage.makedirs(str(conf.get("spark.eventLog.dir")))  # Spark does not create it
     log.info("starting Spark (master %s from %s, driver memory %s)", master, origin, conf.get("spark.driver.memory"))
     started = time.monotonic()
     if secret and SparkContext._active_spark_context is None:
