@@ -33,7 +33,7 @@ package: install
 
 # lint (ruff: style, import order, bug patterns) and type check (mypy on lib/); .ci/run runs it before the tests
 check: install
-	$(BIN)/ruff check lib jobs tests bench
+	$(BIN)/ruff check lib jobs tests bench deploy
 	$(BIN)/mypy
 
 clean:

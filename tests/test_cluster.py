@@ -133,6 +133,9 @@ def test_both_nights_published(nights):
         assert nights[f"{where}_rc"] == 0, text[-4000:]
         assert "published" in text
     assert f"starting Spark (master {nights['url']} from spark-submit" in (nights["root"] / "cluster.log").read_text()
+    # the defaults came from the installed wheel, not the source tree
+    installed = str(nights["root"] / "env" / "lib" / "python3.11" / "site-packages" / "reelrank" / "conf" / "base.toml")
+    assert installed in (nights["root"] / "local.log").read_text()
 
 
 def test_the_cluster_ran_the_packed_environment_on_both_workers(nights):
