@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -40,20 +37,10 @@ def check_java() -> None:
         raise JavaMissingError(f"reelrank needs Java 17 for Spark 3.5, found {m.group(1)} at {java}")
 
 
-def local_state_dir(cfg: Config) -> Path:
-    """A driver-local directory for what must be on local disk (Spark's scratch, an embedded Derby metastore):
-    under the data dir when it is local, else under ``$REELRANK_LOCAL_DIR`` (default the system temp dir)."""
-    local = storage.local_path(cfg.data_dir)
-    if local is not None:
-        return local
-    digest = hashlib.sha256(cfg.data_dir.encode()).hexdigest()[:12]
-    return Path(os.environ.get("REELRANK_LOCAL_DIR", tempfile.gettempdir())) / f"reelrank-{digest}"
-
-
 def spark_settings(cfg: Config) -> dict[str, str]:
     """Every Spark setting the config asks for (exposed for spark-submit and tests); the master is separate
     (:func:`resolve_master`)."""
-    data, local = cfg.data_dir, local_state_dir(cfg)
+    data, local = cfg.data_dir, storage.local_state_dir(cfg.data_dir)
     s = {
         "spark.app.name": cfg.spark.app_name,
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
@@ -142,7 +129,7 @@ def build_spark(cfg: Config) -> SparkSession:
     in what is missing: a scheduler's command line is the last word on resources.
     """
     check_java()
-    (local_state_dir(cfg) / "tmp").mkdir(parents=True, exist_ok=True)
+    (storage.local_state_dir(cfg.data_dir) / "tmp").mkdir(parents=True, exist_ok=True)
     submitted = submitted_settings()
     master, origin = resolve_master(cfg, submitted)
     public, secret = split_secrets(spark_settings(cfg))
@@ -154,7 +141,7 @@ def build_spark(cfg: Config) -> SparkSession:
     if submitted is None:
         conf = SparkConf(loadDefaults=False).setMaster(master).setAll(list(public.items()))
     else:
-        conf = SparkConf(loadDefaults=True)
+        conf = SparkConf(loadDefaults=False).setAll(list(submitted.items()))
         for k, v in public.items():
             if k in _DATA_DIR_SETTINGS and conf.get(k) not in (None, v):
                 log.warning("spark-submit's %s=%s replaced by %s (the data dir's; pass --data-dir to the job)",

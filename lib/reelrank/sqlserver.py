@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelrank import storage
 from reelrank.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.config import Config
 
@@ -127,10 +128,8 @@ def port_open(port: int, host: str = DEFAULT_HOST, timeout_s: float = 1.0) -> bo
 
 def run_paths(cfg: Config, port: int) -> tuple[Path, Path, Path]:
     """(pid file, log file, properties file) of the server on ``port``: local process state, under the data dir
-    when it is local (:func:`reelrank.session.local_state_dir`)."""
-    from reelrank.session import local_state_dir
-
-    local = local_state_dir(cfg)
+    when it is local (:func:`reelrank.storage.local_state_dir`)."""
+    local = storage.local_state_dir(cfg.data_dir)
     return (
         local / "run" / f"sql-server-{port}.pid",
         local / "logs" / f"sql-server-{port}.log",
@@ -142,15 +141,13 @@ def start(
     cfg: Config, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout_s: float = START_TIMEOUT_S
 ) -> SqlServer:
     """Start the Thrift server in its own session (setsid) and return once ``port`` answers."""
-    from reelrank.session import local_state_dir
-
     if cfg.warehouse.metastore == "derby":
         log.warning("warehouse.metastore is derby: the SQL server and the nightly cannot run at the same time")
     if port_open(port, host):
         raise SqlServerError(f"{host}:{port} is already in use (another SQL server?); choose another --port")
     pid_path, log_path, props = run_paths(cfg, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    (local_state_dir(cfg) / "tmp").mkdir(parents=True, exist_ok=True)
+    (storage.local_state_dir(cfg.data_dir) / "tmp").mkdir(parents=True, exist_ok=True)
     write_properties(server_settings(cfg), props)
     env = {**os.environ, "SPARK_LOCAL_IP": host}
     t0 = time.monotonic()

@@ -8,8 +8,10 @@ Local locations are kept as plain absolute paths (what torch, matplotlib and Spa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -63,6 +65,17 @@ def local_path(location: str) -> Path | None:
     if not is_local(location):
         return None
     return Path(unquote(urlparse(location).path) if scheme(location) == "file" else location)
+
+
+def local_state_dir(data_dir: str) -> Path:
+    """A driver-local directory for what must be on local disk (Spark's scratch, an embedded Derby metastore, the
+    SQL server's pid and log files): the data dir when it is local, else one per data dir under
+    ``$REELRANK_LOCAL_DIR`` (default the system temp dir)."""
+    local = local_path(data_dir)
+    if local is not None:
+        return local
+    digest = hashlib.sha256(data_dir.encode()).hexdigest()[:12]
+    return Path(os.environ.get("REELRANK_LOCAL_DIR", tempfile.gettempdir())) / f"reelrank-{digest}"
 
 
 def join(base: str, *parts: str) -> str:
