@@ -246,6 +246,10 @@ def test_relative_data_dir_is_made_absolute(monkeypatch, tmp_path):
     ("[evaluate]\nks = []\n", r"evaluate\.ks must be a non-empty list, got \[\]"),
     ("[ingest]\nrating_min = 5.0\nrating_max = 1.0\n",
      r"ingest\.rating_max must be greater than ingest\.rating_min, got 1\.0"),
+    ("[ingest]\nrating_min = 0.5\nrating_max = 5.0\nrating_step = 0.4\n",
+     r"ingest\.rating_step must be 0 or a step that divides ingest\.rating_max - ingest\.rating_min into whole "
+     r"steps, got 0\.4"),
+    ("[ingest]\nrating_step = 5.0\n", r"ingest\.rating_step must be 0 or a step .*got 5\.0"),
     ("[quality]\nk = 5\n", r"quality\.k must be one of evaluate\.ks .*got 5"),
     ("[candidates]\nsources = ['popular']\n", r"candidates\.sources must be a list holding .*got \['popular'\]"),
 ])
@@ -269,3 +273,26 @@ def test_embedding_dim_zero_means_features_only_and_neumf_needs_ids(tmp_path):
     assert load_config(_env_file(tmp_path, "[train]\nembedding_dim = 0\n")).train.embedding_dim == 0
     with pytest.raises(ConfigError, match=r"train\.embedding_dim must be > 0 for train\.model = 'neumf', got 0"):
         load_config(_env_file(tmp_path, "[train]\nmodel = 'neumf'\nembedding_dim = 0\n"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[ingest]\nrating_step = -0.5\n", r"ingest\.rating_step must be >= 0, got -0\.5"),
+    ("[ingest]\nmax_rejected_share = 1.5\n", r"ingest\.max_rejected_share must be in \[0, 1\], got 1\.5"),
+    ("[ingest]\nmax_rejected_share = -0.1\n", r"ingest\.max_rejected_share must be in \[0, 1\], got -0\.1"),
+    ("[ingest]\ntimestamp_units = 'milliseconds'\n",
+     r"ingest\.timestamp_units must be one of 'seconds', 'auto', got 'milliseconds'"),
+    ("[ingest]\nfuture_slack_days = -1\n", r"ingest\.future_slack_days must be >= 0, got -1\.0"),
+])
+def test_ingest_settings_are_checked_at_load(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=rf"env\.toml: {message}"):
+        load_config(_env_file(tmp_path, text))
+
+
+def test_ingest_settings_in_range_load(tmp_path):
+    text = ("[ingest]\nrating_min = 0.5\nrating_max = 5.0\nrating_step = 0.5\nmax_rejected_share = 0\n"
+            "timestamp_units = 'auto'\nfuture_slack_days = 0\n")  # fmt: skip
+    ing = load_config(_env_file(tmp_path, text)).ingest
+    assert (ing.rating_step, ing.max_rejected_share, ing.timestamp_units, ing.future_slack_days) == (
+        0.5, 0.0, "auto", 0.0
+    )
+    assert load_config(_env_file(tmp_path, "[ingest]\nrating_step = 0.1\n")).ingest.rating_step == 0.1  # 40 steps

@@ -6,7 +6,6 @@ import dataclasses
 import io
 import json
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from reelrank import models
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 from reelrank.config import TrainConfig
+from reelrank.errors import CorruptFile
 from reelrank.loader import write_shards
 from reelrank.models import RANKERS, ModelError, make_ranker, ndcg_at_k
 
@@ -177,11 +177,11 @@ def test_ndcg_matches_a_direct_computation():
 def test_unknown_model_and_bad_payload(cfg):
     with pytest.raises(ModelError, match="train.model"):
         make_ranker(dataclasses.replace(cfg.train, model="nope"), 3, 3)  # past the config's own check
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CorruptFile, match="model file model bytes is truncated or corrupt"):
         models.from_bytes(b"not a model")
     buf = io.BytesIO()
     torch.save({"format": 999}, buf)
-    with pytest.raises(ModelError, match="format 999"):
+    with pytest.raises(CorruptFile, match="format 999"):
         models.from_bytes(buf.getvalue())
 
 

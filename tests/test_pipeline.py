@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from reelrank import catalog, pipeline, storage
+from reelrank import catalog, faults, pipeline, runstate, storage, warehouse
 from reelrank import columns as C
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -87,7 +87,8 @@ def test_metrics_and_run_history(spark, cfg, nightly):
     assert {"rmse", "mae"} <= set(metrics.metric)
     runs = spark.table(f"{cfg.warehouse.database}.runs").toPandas()
     ours = runs[runs.run_id.isin([nightly["first"].record.run_id, nightly["second"].record.run_id])]
-    assert list(ours.status) == ["published", "published"]
+    assert sorted(ours.status) == ["published", "published", "started", "started"]  # each attempt: start and end
+    ours = ours[ours.status == "published"].sort_values("recorded_at")
     stage_rows = ours.iloc[0].stage_rows
     assert stage_rows["score"] == nightly["recs_first"]
     assert set(ours.iloc[0].stage_seconds) == set(pipeline.STAGES)
@@ -103,7 +104,7 @@ def test_failed_run_leaves_published_output_intact(spark, cfg, nightly, tmp_path
     with pytest.raises(pipeline.RunFailed, match="missing.csv"):
         pipeline.run_nightly(spark, broken, DAY)
     assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
-    runs = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("started_at").desc()).first()
+    runs = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("recorded_at").desc()).first()
     assert runs.status == "failed" and "missing.csv" in runs.error
 
 
@@ -126,7 +127,7 @@ def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, ni
     with pytest.raises(pipeline.RunFailed, match=r"quality gate: .* ndcg@10 fell"):
         pipeline.run_nightly(spark, strict, DAY)
     assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
-    last = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("started_at").desc()).first()
+    last = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("recorded_at").desc()).first()
     assert last.status == "failed" and "quality gate" in last.error
     caplog.set_level("INFO", logger="reelrank")
     resumed = pipeline.run_nightly(spark, cfg, DAY, resume=True)
@@ -171,3 +172,61 @@ def test_resume_after_a_stage_died_midway_reruns_from_it(spark, cfg, nightly, ca
     assert [s.name for s in resumed.record.stages] == list(pipeline.STAGES)
     recs = spark.table(f"{cfg.warehouse.database}.recommendations")
     assert recs.filter(F.col(C.RUN_DATE) == F.lit(day)).count() == recs.filter(F.col(C.RUN_DATE) == F.lit(DAY)).count()
+
+
+def _latest_status(spark, cfg, run_id):
+    rows = spark.table(f"{cfg.warehouse.database}.runs").filter(F.col("run_id") == run_id)
+    return rows.orderBy(F.col("recorded_at").desc()).first().status, rows.count()
+
+
+def test_killed_in_every_stage_then_resumed_publishes_what_an_uninterrupted_run_does(spark, cfg, nightly, monkeypatch):
+    """A crash in the middle of each stage in turn (after it wrote something), each followed by --resume, ends in
+    the same night as an uninterrupted run; every attempt shows in runs, killed ones as started; a task that fails
+    once is retried and the run goes on."""
+    day, db = date(2026, 11, 25), cfg.warehouse.database
+    run_id = None
+    for stage in pipeline.STAGES:
+        point = {"train": "stage.train", "publish": "publish.registered#3"}.get(stage, f"write.{stage}")
+        armed = f"{point}=raise" + (",score.task=raise" if stage == "score" else "")
+        monkeypatch.setenv(faults.ENV, armed)
+        faults.reset()
+        spark.sparkContext.setJobGroup(f"killed-in-{stage}", armed)
+        with pytest.raises(faults.InjectedFault, match=point.split("#")[0]):
+            pipeline.run_nightly(spark, cfg, day, resume=True)
+        state = runstate._read_state(cfg, day)
+        assert run_id in (None, state["run_id"]), "every resume continues the first attempt's run"
+        run_id = state["run_id"]
+        assert _latest_status(spark, cfg, run_id)[0] == "started"
+        assert warehouse.published_run(spark, db, day) is None, f"killed in {stage}: nothing may show"
+        if stage == "score":  # the scoring task failed once (partition 0, attempt 0) and its retry succeeded
+            tracker = spark.sparkContext.statusTracker()
+            stages = [s for j in tracker.getJobIdsForGroup(f"killed-in-{stage}")
+                      for s in tracker.getJobInfo(j).stageIds]
+            assert sum(tracker.getStageInfo(s).numFailedTasks for s in stages if tracker.getStageInfo(s)) >= 1
+    monkeypatch.delenv(faults.ENV)
+    spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    resumed = pipeline.run_nightly(spark, cfg, day, resume=True)
+    assert resumed.record.run_id == run_id
+    status, rows = _latest_status(spark, cfg, run_id)
+    # one started row per attempt (the killed ones have no end row), then the last one's outcome
+    assert status == "published" and rows == len(pipeline.STAGES) + 2
+    assert resumed.record.seconds >= sum(s.seconds for s in resumed.record.stages)
+    for table in catalog.TABLES:
+        got = spark.table(f"{db}.{table}").filter(F.col(C.RUN_DATE) == F.lit(day)).drop(C.RUN_DATE)
+        want = spark.table(f"{db}.{table}").filter(F.col(C.RUN_DATE) == F.lit(DAY)).drop(C.RUN_DATE)
+        assert got.count() == want.count() > 0, table
+    keys = [C.USER, C.ITEM, C.RANK]
+    assert (sorted(tuple(r) for r in _table(spark, cfg, "recommendations").select(*keys).collect())
+            == sorted(tuple(r) for r in spark.table(f"{db}.recommendations")
+                      .filter(F.col(C.RUN_DATE) == F.lit(day)).select(*keys).collect()))
+
+
+def test_a_stage_job_never_touches_a_published_night(spark, cfg, nightly):
+    """``reelrank stage score --date D`` on a published date is refused before it writes or records anything."""
+    db = cfg.warehouse.database
+    before = sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect())
+    n_runs = spark.table(f"{db}.runs").count()
+    with pytest.raises(pipeline.RunFailed, match=r"is published, and a stage job never changes a published night"):
+        pipeline.run_stage(spark, cfg, DAY, "score")
+    assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
+    assert spark.table(f"{db}.runs").count() == n_runs

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -11,11 +16,13 @@ import pytest
 from conftest import dataset
 from pyspark.sql import functions as F
 
-from reelrank.sources import INTERACTIONS_SCHEMA, KINDS, SourceError, read_source
+from reelrank.sources import KINDS, RAW_SCHEMA, SourceError, _check_readable, read_source
 
 pytestmark = pytest.mark.spark
 
-DTYPES = [(f.name, f.dataType.simpleString()) for f in INTERACTIONS_SCHEMA.fields]
+NOBODY = 65534
+
+DTYPES = [(f.name, f.dataType.simpleString()) for f in RAW_SCHEMA.fields]
 
 
 def _src(cfg, **kw):
@@ -23,7 +30,21 @@ def _src(cfg, **kw):
 
 
 def _rows(df):
-    return {(r.source_file, r.source_row): (r.user_id, r.item_id, r.rating, r.timestamp) for r in df.collect()}
+    """The non-blank rows by (file, line)."""
+    return {(r.source_file, r.source_row): (r.user_id, r.item_id, r.rating, r.timestamp)
+            for r in df.collect() if not r.blank}  # fmt: skip
+
+
+def _blank(df):
+    return sorted((r.source_file, r.source_row) for r in df.filter("blank").collect())
+
+
+def _error(spark, cfg, **source):
+    """The message of the SourceError that reading ``source`` raises; it is one line."""
+    with pytest.raises(SourceError) as e:
+        read_source(spark, _src(cfg, **source), cfg.synthetic)
+    assert "\n" not in str(e.value) and "error occurred while calling" not in str(e.value)
+    return str(e.value)
 
 
 def test_movielens_100k_format(spark, cfg, tmp_path):
@@ -38,8 +59,9 @@ def test_movielens_100k_format(spark, cfg, tmp_path):
     assert _rows(raw.interactions) == {
         (f, 1): ("196", "242", "3", "881250949"),
         (f, 2): ("186", "302", "3", "891717742"),
-        (f, 4): ("22", "x", "9", "878887116"),  # bad values flow on; the blank line 3 is no record
+        (f, 4): ("22", "x", "9", "878887116"),  # bad values flow on
     }
+    assert _blank(raw.interactions) == [(f, 3)]  # kept, marked, for ingest to reject
     items = {r.item_id: (r.title, r.genres, r.year) for r in raw.items.collect()}
     assert items == {
         "242": ("Kolya (1996)", ["Comedy"], 1997),  # year from the release date
@@ -84,6 +106,7 @@ def test_generic_csv_folder_with_column_mapping(spark, cfg, tmp_path):
         (b, 2): ("u3", "i3", "5", "300"),
         (b, 3): ("u4", None, None, None),
     }
+    assert _blank(raw.interactions) == [(a, 3)]
     # item metadata: the item column goes by its mapped name; a missing year comes from the title
     items = {r.item_id: (r.title, r.genres, r.year) for r in raw.items.collect()}
     assert items == {"i,1": ("One (2001)", ["Drama", "War"], 2001), "i2": ("Two", [], 1999)}
@@ -151,6 +174,104 @@ def test_missing_folder_and_file_are_named(spark, cfg, tmp_path):
         read_source(spark, _src(cfg, kind="parquet", input=str(tmp_path / "missing.parquet")), cfg.synthetic)
     with pytest.raises(SourceError, match="empty"):
         read_source(spark, _src(cfg, kind="csv", input=""), cfg.synthetic)
+    gone = tmp_path / "gone.csv"
+    assert _error(spark, cfg, kind="csv", input=str(gone)) == f"csv source: {gone} not found"
+    (tmp_path / "nodata").mkdir()
+    (tmp_path / "nodata" / "_SUCCESS").write_text("")
+    (tmp_path / "nodata" / "notes.txt").write_text("x\n")
+    assert _error(spark, cfg, kind="csv", input=str(tmp_path / "nodata")) == (
+        f"csv source: no .csv files in folder {tmp_path}/nodata"
+    )
+
+
+def test_empty_and_header_only_files_are_named(spark, cfg, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert _error(spark, cfg, kind="csv", input=str(empty)) == (
+        f"{empty}: file is empty (expected a header line naming the columns user_id, item_id, rating, timestamp, "
+        "then one interaction per line)"
+    )
+    header = tmp_path / "header.csv"
+    header.write_text("user_id,item_id,rating,timestamp\n")
+    assert _error(spark, cfg, kind="csv", input=str(header)) == (
+        f"{header}: only a header line, no data (expected one interaction per line after it)"
+    )
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for name in ("p1.csv", "p2.csv"):
+        (folder / name).write_text("user_id,item_id,rating,timestamp\r\n")
+    assert _error(spark, cfg, kind="csv", input=str(folder)).endswith(
+        "p1.csv (and the 1 other files): only a header line, no data (expected one interaction per line after it)"
+    )
+    (folder / "p3.csv").write_text("user_id,item_id,rating,timestamp\nu,i,4,1\n")  # one file with data is enough
+    assert len(_rows(read_source(spark, _src(cfg, kind="csv", input=str(folder)), cfg.synthetic).interactions)) == 1
+    (tmp_path / "u.data").write_text("")
+    (tmp_path / "u.item").write_text("")
+    (tmp_path / "u.genre").write_text("")
+    ml = _error(spark, cfg, kind="movielens-100k", input=str(tmp_path))
+    assert ml.startswith(f"{tmp_path}/u.data: file is empty")
+
+
+def test_corrupt_files_are_named_in_one_line(spark, cfg, tmp_path):
+    junk = tmp_path / "r.parquet"
+    junk.write_bytes(b"not parquet at all")
+    message = _error(spark, cfg, kind="parquet", input=str(junk))
+    assert message.startswith(f"cannot read {junk}: ") and "not a Parquet file" in message  # the cause, not the job
+    gz = tmp_path / "r.csv.gz"
+    gz.write_bytes(b"not gzip either")
+    assert _error(spark, cfg, kind="csv", input=str(gz)).startswith(f"cannot read {gz}: ")
+    good = tmp_path / "ok.csv.gz"
+    good.write_bytes(gzip.compress(b"user_id,item_id,rating,timestamp\nu,i,4,1\n"))
+    assert _rows(read_source(spark, _src(cfg, kind="csv", input=str(good)), cfg.synthetic).interactions) == {
+        (str(good), 2): ("u", "i", "4", "1")
+    }
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file; see the test below")
+def test_unreadable_file_is_named(spark, cfg, tmp_path):
+    f = tmp_path / "ratings.csv"
+    f.write_text("user_id,item_id,rating,timestamp\nu,i,4,1\n")
+    f.chmod(0)
+    try:
+        assert _error(spark, cfg, kind="csv", input=str(f)) == f"cannot read {f}: permission denied"
+        (tmp_path / "movies.csv").write_text("movieId,title,genres\n")
+        assert _error(spark, cfg, kind="movielens-csv", input=str(tmp_path)) == f"cannot read {f}: permission denied"
+    finally:
+        f.chmod(0o644)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the check as another user")
+def test_unreadable_file_is_named_for_another_user():
+    """As root every file is readable, so the check runs in a forked child that has become ``nobody``."""
+    folder = Path(tempfile.mkdtemp(prefix="reelrank-perm-"))  # under /tmp, which nobody may enter
+    try:
+        folder.chmod(0o755)
+        (folder / "ok.csv").write_text("x\n")
+        (folder / "ratings.csv").write_text("x\n")
+        (folder / "ratings.csv").chmod(0)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: drop to nobody, check, report through the pipe, exit without cleanup
+            try:
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                _check_readable(str(folder / "ok.csv"))
+                _check_readable(f"file:{folder}", folder=True)
+                try:
+                    _check_readable(f"file://{folder}/ratings.csv")
+                    message = "no error"
+                except SourceError as e:
+                    message = str(e)
+            except BaseException as e:  # noqa: BLE001 - anything the child hits is reported to the test
+                message = f"child failed: {e!r}"
+            os.write(write_end, message.encode())
+            os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_end) as pipe:
+            assert pipe.read() == f"cannot read {folder}/ratings.csv: permission denied"
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_missing_column_names_file_column_and_found(spark, cfg, tmp_path):

@@ -195,7 +195,7 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
         timings["first fresh beeline"] = time.time() - t1
         session = BeelineSession(port)
         assert tuple(session.query(READ, QUERY_TIMEOUT_S)) == old
-        runs_sql = f"count(*) FROM reelrank.runs WHERE run_date = DATE'{RUN_DATE}'"
+        runs_sql = f"count(*) FROM reelrank.runs WHERE run_date = DATE'{RUN_DATE}' AND status = 'published'"
         assert session.query(runs_sql, QUERY_TIMEOUT_S) == ["1"]  # now this connection has read the runs table
 
         # The second nightly for the same date, read from fresh connections and from one long-lived connection.
@@ -226,7 +226,7 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
 
         # Both runs are recorded; their own row counts say what a complete partition holds.
         runs = {r[0]: r[1:] for r in beeline(f"SELECT run_id, status, stage_rows['score'], published_model "
-                                             f"FROM reelrank.runs WHERE run_date = DATE'{RUN_DATE}'", port)}
+                                             f"FROM reelrank.runs WHERE run_date = DATE'{RUN_DATE}' AND status != 'started'", port)}
         assert set(runs) == {run1, run2}, runs
         assert all(status == "published" for status, _, _ in runs.values()), runs
         new = tuple(beeline(f"SELECT {READ}", port)[0])

@@ -37,7 +37,7 @@ def test_submit_keeps_values_with_spaces_whole(tmp_path):
     assert confs["spark.reelrank.note"] == "two words"
     java_opts = f"-Dderby.system.home={tmp_path / 'data'} -Dreelrank.a=1 -Dreelrank.b=x"
     assert confs["spark.driver.extraJavaOptions"] == java_opts
-    assert argv[argv.index("--master") + 1] == "local[2]"  # the config's, as nothing else named one
+    assert argv[argv.index("--master") + 1] == "local[2,2]"  # the config's, as nothing else named one
     script, *job_args = argv[-5:]
     assert script.endswith("jobs/nightly.py") and Path(script).is_file()
     assert job_args == ["--config", str(config), "--date", "2026-11-23"]
@@ -85,7 +85,7 @@ def test_submit_rejects_a_missing_config_and_an_unknown_job(tmp_path):
 def test_master_outside_spark_submit_comes_from_the_environment_then_the_config(tmp_path, monkeypatch):
     cfg = load_config(write_small_config(tmp_path / "conf", tmp_path / "data"))
     monkeypatch.delenv("SPARK_MASTER", raising=False)
-    assert resolve_master(cfg, None) == ("local[2]", "config [spark] master")
+    assert resolve_master(cfg, None) == ("local[2,2]", "config [spark] master")
     monkeypatch.setenv("SPARK_MASTER", "local[1]")
     assert resolve_master(cfg, None) == ("local[1]", "$SPARK_MASTER")
     assert resolve_master(cfg, {"spark.master": "spark://h:7077"}) == ("spark://h:7077", "spark-submit")

@@ -8,15 +8,21 @@ runs, so every ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
+import tempfile
 import typing
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from reelrank import runlock, storage
 from reelrank.catalog import STAGE_NAMES
 from reelrank.config import Config, ConfigError, SourceKind, load_config
+from reelrank.errors import CorruptFile, error_type, memory_advice, out_of_memory, summary
 
 log = logging.getLogger("reelrank")
 
@@ -74,39 +80,121 @@ def run_date(args: argparse.Namespace) -> date:
     return getattr(args, "date", None) or datetime.now(UTC).date()
 
 
-def start_session(args: argparse.Namespace):
-    """Load the config and build the SparkSession: ``(cfg, spark)``, or None after one clear line on stderr."""
-    from reelrank.session import JavaMissingError, build_spark
+class DataDirError(RuntimeError):
+    """The data directory cannot be used: not creatable or writable, or held by another process."""
 
+
+def check_data_dir(data_dir: str) -> None:
+    """Fail with one line, before Spark starts, when the local directory a run writes (the data dir itself, or
+    for a remote one its local state dir) cannot be created or written; remote filesystems say so themselves."""
+    local = storage.local_state_dir(data_dir)
+    what = "data directory" if storage.local_path(data_dir) is not None else f"the local state directory of {data_dir}:"
+    try:
+        if local.exists() and not local.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(local))
+        local.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=local):
+            pass
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and os.fspath(e.filename) != str(local) else ""
+        raise DataDirError(f"cannot use {what} {local}: {e.strerror or e}{where}") from None
+
+
+def _jvm_in_this_process() -> bool:
+    """Whether this process already runs a Spark JVM (getOrCreate reuses it, and the metastore it booted)."""
+    pyspark = sys.modules.get("pyspark")
+    return pyspark is not None and getattr(pyspark.SparkContext, "_gateway", None) is not None
+
+
+def claim_data_dir(cfg: Config, held: ExitStack, exclusive: bool, day: date | None = None) -> None:
+    """Hold the data dir's run lock (:mod:`reelrank.runlock`) until ``held`` closes: always for ``exclusive``
+    commands (a night, a stage), and for any Spark command on an embedded Derby metastore, which admits one
+    process. Raises :class:`DataDirError` naming the holder when another process has it."""
+    derby = cfg.warehouse.metastore == "derby"
+    if not (exclusive or derby):
+        return
+    local = storage.local_state_dir(cfg.data_dir)
+    metastore_busy = (f"the embedded metastore under {local} is in use by {{}}; wait for it to finish, or use an "
+                      "external metastore (conf/postgres.toml) "
+                      + ("to run beside it" if exclusive else "to query while a night runs"))
+    try:
+        held.enter_context(runlock.hold(cfg.data_dir, day))
+    except runlock.DataDirBusy as e:
+        if exclusive:
+            raise DataDirError(f"{e}; wait for it to finish or use another --data-dir") from None
+        raise DataDirError(metastore_busy.format(e.holder.describe())) from None
+    if derby and not _jvm_in_this_process():  # a process without the lock (the SQL server) may have booted it
+        if (other := runlock.derby_holder(local / runlock.METASTORE_DIR)) is not None:
+            raise DataDirError(metastore_busy.format(other.describe()))
+
+
+def start_session(args: argparse.Namespace, held: ExitStack, exclusive: bool = False):
+    """Load the config, check and claim the data dir (until ``held`` closes) and build the SparkSession:
+    ``(cfg, spark)``, or None after one clear line on stderr."""
     try:
         cfg = config_from_args(args)
+        check_data_dir(cfg.data_dir)
+        claim_data_dir(cfg, held, exclusive, run_date(args) if exclusive else None)
+        from reelrank.session import JavaMissingError, build_spark
+    except (ConfigError, DataDirError) as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return None
+    try:
         return cfg, build_spark(cfg)
-    except (ConfigError, JavaMissingError) as e:
+    except JavaMissingError as e:
         print(f"reelrank: {e}", file=sys.stderr)
         return None
 
 
-def run_in_session(args: argparse.Namespace, body, errors: tuple[type[BaseException], ...] = ()) -> int:
-    """A command's life: logging, config and SparkSession (exit 2 when they fail), ``body(cfg, spark)``'s exit
-    code (1, with one line on stderr, for one of ``errors``), and the session stopped in every case."""
+def one_line(e: BaseException, cfg: Config, what: str | None = None) -> str:
+    """``e`` as the one line a user reads: its root cause (not a Java trace), the setting to raise when it ran out
+    of memory, and, for an unexpected error (``what`` names the failed stage or command), where the trace is."""
+    text = summary(e)
+    if what is not None:
+        kind = error_type(e)
+        text = f"{what} failed: {text if text.startswith(kind + ':') else f'{kind}: {text}'}"
+    if out_of_memory(e):
+        text += f"; out of memory: {memory_advice(cfg.spark)}"
+    if what is not None:
+        text += "; the full trace is in the log with -v / --verbose"
+    return text
+
+
+Expected = tuple[type[BaseException], ...]
+
+
+def run_in_session(args: argparse.Namespace, body, errors: Expected | Callable[[], Expected] = (),
+                   what: str | None = None, exclusive: bool = False) -> int:
+    """A command's life: logging, config, data dir and SparkSession (exit 2 when they fail), ``body(cfg, spark)``'s
+    exit code, and the session stopped in every case. One of ``errors`` (or a function returning them, called
+    only on failure so that a heavy module need not be imported first) or a corrupt file exits 1 with its one
+    line on stderr; any other exception exits 1 with one line naming ``what`` failed (default: the command),
+    its trace going to the debug log. ``exclusive`` holds the data dir against every other reelrank process."""
     setup_logging(args.verbose)
-    if (started := start_session(args)) is None:
-        return 2
-    cfg, spark = started
-    try:
-        return body(cfg, spark)
-    except errors as e:
-        print(f"reelrank: {e}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
+    what = what or getattr(args, "command", None) or "reelrank"
+    with ExitStack() as held:
+        if (started := start_session(args, held, exclusive)) is None:
+            return 2
+        cfg, spark = started
+        try:
+            return body(cfg, spark)
+        except Exception as e:
+            log.debug("%s failed", what, exc_info=True)
+            known = isinstance(e, (*(errors() if callable(errors) else errors), CorruptFile))
+            print(f"reelrank: {one_line(e, cfg, None if known else what)}", file=sys.stderr)
+            return 1
+        finally:
+            spark.stop()
 
 
 def run_pipeline(stage: str, args: argparse.Namespace) -> int:
-    """``reelrank nightly`` (``stage == "nightly"``) or ``reelrank stage NAME``, from parsed run arguments."""
-    from reelrank import pipeline
+    """``reelrank nightly`` (``stage == "nightly"``) or ``reelrank stage NAME``, from parsed run arguments.
+
+    The pipeline (Spark, torch) is imported once the data dir is claimed, so a second run stops at once."""
 
     def body(cfg: Config, spark) -> int:
+        from reelrank import pipeline
+
         if stage == "nightly":
             ctx = pipeline.run_nightly(spark, cfg, run_date(args), resume=args.resume)
             print(pipeline.summary(ctx))
@@ -114,7 +202,12 @@ def run_pipeline(stage: str, args: argparse.Namespace) -> int:
             pipeline.run_stage(spark, cfg, run_date(args), stage)
         return 0
 
-    return run_in_session(args, body, (pipeline.RunFailed, ValueError))
+    def expected() -> Expected:
+        from reelrank import pipeline
+
+        return pipeline.RunFailed, ValueError
+
+    return run_in_session(args, body, expected, what=stage, exclusive=True)
 
 
 def run_tune(args: argparse.Namespace) -> int:
@@ -127,7 +220,7 @@ def run_tune(args: argparse.Namespace) -> int:
         print(" ".join(f"{k}={v:g}" for k, v in chosen.items()))
         return 0
 
-    return run_in_session(args, body, (ValueError,))
+    return run_in_session(args, body, (ValueError,), what="tune")
 
 
 @dataclass(frozen=True)

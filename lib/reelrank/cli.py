@@ -8,6 +8,7 @@ spark-conf). Nothing heavy is imported until a command runs, so ``--help`` never
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 
@@ -17,16 +18,22 @@ from reelrank.bootstrap import (
     add_common,
     add_run_args,
     config_from_args,
+    one_line,
     parse_date,
     run_in_session,
     run_pipeline,
 )
 from reelrank.catalog import STAGE_NAMES
 from reelrank.config import Config, ConfigError
+from reelrank.errors import unreadable_parquet
+
+log = logging.getLogger(__name__)
 
 
 def _query(args: argparse.Namespace) -> int:
-    def body(_cfg: Config, spark) -> int:
+    def body(cfg: Config, spark) -> int:
+        if not args.verbose:  # a failed task's Java trace would bury the one line below; -v shows it
+            spark.sparkContext.setLogLevel("OFF")
         try:
             df = spark.sql(args.sql)
             if args.format == "csv":
@@ -38,8 +45,10 @@ def _query(args: argparse.Namespace) -> int:
                 if len(rows) > args.limit:
                     print(f"(first {args.limit} rows; use --limit or --format csv for more)")
             return 0
-        except Exception as e:  # AnalysisException, ParseException: show Spark's message, not a traceback
-            print(f"reelrank: query failed: {str(e).splitlines()[0]}", file=sys.stderr)
+        except Exception as e:  # AnalysisException, ParseException, a corrupt file: one line, the trace in the log
+            log.debug("query failed", exc_info=True)
+            unreadable = unreadable_parquet(e)
+            print(f"reelrank: query failed: {unreadable or one_line(e, cfg)}", file=sys.stderr)
             return 1
 
     return run_in_session(args, body)
@@ -69,10 +78,12 @@ def _numeric(v: str) -> bool:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    """Every attempt's latest row (``started`` while it runs or after it was killed), newest first."""
     db = config_from_args(args).warehouse.database
     sql = (f"SELECT run_id, run_date, status, round(seconds, 1) AS seconds, stage_rows['score'] AS recommendations, "
-           f"published_model, substring_index(error, '\\n', 1) AS error FROM {db}.runs "
-           f"ORDER BY started_at DESC LIMIT {args.limit}")
+           f"published_model, substring_index(error, '\\n', 1) AS error FROM (SELECT *, row_number() OVER "
+           f"(PARTITION BY run_id ORDER BY recorded_at DESC NULLS LAST, finished_at DESC NULLS LAST) AS _latest "
+           f"FROM {db}.runs) WHERE _latest = 1 ORDER BY started_at DESC LIMIT {args.limit}")
     return _query(argparse.Namespace(**{**vars(args), "sql": sql, "format": "table"}))
 
 
@@ -88,7 +99,7 @@ def _where(args: argparse.Namespace) -> int:
         if not spark.catalog.tableExists(f"{db}.{args.table}"):
             print(f"reelrank: no table {db}.{args.table}", file=sys.stderr)
             return 1
-        day = args.date or spark.table(f"{db}.{args.table}").agg(F.max("run_date")).first()[0]
+        day = args.date or spark.table(f"{db}.published_runs").agg(F.max("run_date")).first()[0]
         location = partition_location(spark, db, args.table, day) if day else None
         if location is None:
             print(

@@ -76,6 +76,8 @@ CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "a
 FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular", "ease", "sasrec")
 """The candidate sources whose lists the ranker's features describe (:mod:`reelrank.features`)."""
 Metastore = Literal["derby", "external"]
+TimestampUnits = Literal["seconds", "auto"]
+"""How :mod:`reelrank.ingest` treats integer timestamps that look like milli-, micro- or nanoseconds."""
 SparkLogLevel = Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "TRACE", "OFF"]
 """``SparkContext.setLogLevel``'s levels."""
 
@@ -150,7 +152,18 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     rating_min: float
+    """Lowest valid rating of a ``csv``, ``parquet`` or ``synthetic`` source (MovieLens sources bring their own)."""
     rating_max: float
+    rating_step: NonNegativeFloat
+    """Ratings must be ``rating_min`` plus a whole multiple of this (0.5: half stars); 0 accepts any value in range."""
+    max_rejected_share: Fraction
+    """Share of input rows rejected as invalid (every reason but ``duplicate`` and ``superseded``) above which the
+    ingest stage fails the run, before anything is published."""
+    timestamp_units: TimestampUnits
+    """``seconds``: integer timestamps that look like milli-, micro- or nanoseconds are rejected; ``auto``: they
+    are divided down to seconds and accepted."""
+    future_slack_days: NonNegativeFloat
+    """Timestamps later than the end of the run date (UTC) plus this many days are rejected."""
 
 
 @dataclass(frozen=True)
@@ -469,11 +482,23 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     return dataclasses.replace(_resolve_data_dir(cfg), origin=" + ".join(files))
 
 
+STEP_TOLERANCE = 1e-6
+"""Floating-point slack, in steps, when checking that a value lies on a rating scale's step."""
+
+
+def _whole_steps(c: Config) -> bool:
+    """``rating_step`` is 0 (no step) or fits a whole number of times between ``rating_min`` and ``rating_max``."""
+    step, span = c.ingest.rating_step, c.ingest.rating_max - c.ingest.rating_min
+    return step == 0 or (step <= span and abs(span / step - round(span / step)) < STEP_TOLERANCE)
+
+
 _CROSS_CHECKS: list[tuple[str, Callable[[Config], Any], Callable[[Config], bool], str]] = [
     # (key, its value, valid?, what a valid value is)
     ("evaluate.ks", lambda c: c.evaluate.ks, lambda c: bool(c.evaluate.ks), "a non-empty list"),
     ("ingest.rating_max", lambda c: c.ingest.rating_max, lambda c: c.ingest.rating_max > c.ingest.rating_min,
      "greater than ingest.rating_min"),
+    ("ingest.rating_step", lambda c: c.ingest.rating_step, _whole_steps,
+     "0 or a step that divides ingest.rating_max - ingest.rating_min into whole steps"),
     ("candidates.sources", lambda c: c.candidates.sources,
      lambda c: set(FEATURE_SOURCES) <= set(c.candidates.sources), f"a list holding {', '.join(FEATURE_SOURCES)}"),
     ("train.embedding_dim", lambda c: c.train.embedding_dim,

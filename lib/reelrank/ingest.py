@@ -1,50 +1,71 @@
 """Validate raw interactions: every input row is either accepted (typed) or rejected with a reason.
 
-Checks run in a fixed order and the first failing one names the reason. After the per-row checks,
-exact duplicates keep their first occurrence in source order, and of several ratings of one item
-by one user only the most recent is accepted (ties: the last in source order). Invariant:
-``accepted + rejected == input``, row for row.
+Checks run in the order of :data:`REASONS` and the first failing one names the reason: ``blank_line``,
+``missing_user_id``, ``missing_item_id``, ``unparseable_rating``, ``rating_out_of_range`` and
+``rating_off_scale`` (against the source's :class:`~reelrank.sources.RatingScale`), ``missing_timestamp``,
+``unparseable_timestamp``, ``timestamp_not_seconds`` (integers that look like milli-, micro- or nanoseconds,
+unless ``[ingest] timestamp_units = "auto"`` converts them), ``timestamp_in_future`` (after the end of the run
+date, UTC, plus ``future_slack_days``). Then, among the rows that passed: exact duplicates (same user, item,
+rating and timestamp) keep the first in source order (``duplicate``); of conflicting ratings of one item by
+one user the one with the latest timestamp wins, ties going to the last in source order (``superseded``).
+Invariant: ``accepted + rejected == input``, row for row.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, date, datetime, time, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank.config import IngestConfig
-from reelrank.sources import FIELDS, TIMESTAMP
+from reelrank.config import STEP_TOLERANCE, IngestConfig
+from reelrank.sources import BLANK, FIELDS, TIMESTAMP, RatingScale
 
 log = logging.getLogger(__name__)
 
+BLANK_LINE = "blank_line"
 MISSING_USER_ID = "missing_user_id"
 MISSING_ITEM_ID = "missing_item_id"
 UNPARSEABLE_RATING = "unparseable_rating"
 RATING_OUT_OF_RANGE = "rating_out_of_range"
+RATING_OFF_SCALE = "rating_off_scale"
 MISSING_TIMESTAMP = "missing_timestamp"
 UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
+TIMESTAMP_NOT_SECONDS = "timestamp_not_seconds"
+TIMESTAMP_IN_FUTURE = "timestamp_in_future"
 DUPLICATE = "duplicate"
 SUPERSEDED = "superseded"
 REASONS = (
+    BLANK_LINE,
     MISSING_USER_ID,
     MISSING_ITEM_ID,
     UNPARSEABLE_RATING,
     RATING_OUT_OF_RANGE,
+    RATING_OFF_SCALE,
     MISSING_TIMESTAMP,
     UNPARSEABLE_TIMESTAMP,
+    TIMESTAMP_NOT_SECONDS,
+    TIMESTAMP_IN_FUTURE,
     DUPLICATE,
     SUPERSEDED,
 )
 """Every rejection reason, in the order the checks run."""
+INVALID_REASONS = tuple(r for r in REASONS if r not in (DUPLICATE, SUPERSEDED))
+"""Reasons that mean a bad row (duplicates and superseded ratings are valid rows made redundant)."""
 DETAIL = "detail"
 ACCEPTED = "accepted"
 REJECTED = "rejected"
+INPUT = "input"
 
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}([T ].*)?$"
 """Timestamps that are not integer unix seconds must look like ISO-8601 to be tried as one."""
-UNIX_SECONDS = r"^[+-]?\d{1,18}$"
+UNIX_INTEGER = r"^[+-]?\d{1,19}$"
+"""An integer timestamp (19 digits hold nanoseconds since 1970; a value beyond a long is unparseable)."""
+FINER_UNITS = ((10**17, "nanoseconds", 10**9), (10**14, "microseconds", 10**6), (10**11, "milliseconds", 10**3))
+"""(smallest magnitude, unit, per second): an integer this large is taken for that unit; 1e11 s is year 5138."""
+SECONDS_PER_DAY = 86_400
 
 ACCEPTED_COLUMNS = (C.USER, C.ITEM, C.RATING, C.TS, C.SOURCE_FILE, C.SOURCE_ROW)
 REJECTED_COLUMNS = (*FIELDS, C.SOURCE_FILE, C.SOURCE_ROW, C.REASON, DETAIL)
@@ -52,21 +73,46 @@ REJECTED_COLUMNS = (*FIELDS, C.SOURCE_FILE, C.SOURCE_ROW, C.REASON, DETAIL)
 _U, _I, _R, _T = "_v_user", "_v_item", "_v_rating", "_v_ts"
 
 
-def annotate(raw: DataFrame, cfg: IngestConfig) -> DataFrame:
+class TooManyRejected(ValueError):
+    """The share of invalid input rows is above ``[ingest] max_rejected_share``."""
+
+
+def future_limit(run_date: date, cfg: IngestConfig) -> int:
+    """Unix seconds after which a timestamp is in the future: the end of ``run_date`` (UTC) plus the slack."""
+    end = datetime.combine(run_date + timedelta(days=1), time(), tzinfo=UTC)
+    return int(end.timestamp() + cfg.future_slack_days * SECONDS_PER_DAY)
+
+
+def annotate(raw: DataFrame, cfg: IngestConfig, scale: RatingScale, run_date: date) -> DataFrame:
     """The raw rows plus parsed values and ``reason``/``detail`` (both null for an accepted row).
 
     Exposed so a caller can persist it once and split it without re-running the window.
     """
-    lo, hi = cfg.rating_min, cfg.rating_max
+    lo, hi, step = scale.min, scale.max, scale.step
     user, item, rating_s, ts_s = (_clean(F.col(f)) for f in FIELDS)
+    blank = F.coalesce(F.col(BLANK), F.lit(False)) if BLANK in raw.columns else F.lit(False)
     rating = F.expr(f"try_cast(trim(`{C.RATING}`) AS DOUBLE)")
     rating = F.when(~F.isnan(rating), rating)  # 'NaN' parses as a double but is no rating
-    as_seconds = F.when(ts_s.rlike(UNIX_SECONDS), F.expr(f"try_cast(trim(`{TIMESTAMP}`) AS BIGINT)"))
+    steps = (rating - F.lit(lo)) / F.lit(step) if step else F.lit(0.0)
+    integer_sql = f"try_cast(trim(`{TIMESTAMP}`) AS BIGINT)"
+    integer = F.when(ts_s.rlike(UNIX_INTEGER), F.expr(integer_sql))
     as_iso = F.when(ts_s.rlike(ISO_DATE), F.unix_timestamp(F.expr(f"try_cast(trim(`{TIMESTAMP}`) AS TIMESTAMP)")))
-    ts = F.coalesce(as_seconds, as_iso)
+    unit: Column = F.lit(None).cast("string")
+    in_seconds = integer
+    for smallest, name, per_second in reversed(FINER_UNITS):  # the largest magnitude decides
+        finer = F.abs(integer) >= F.lit(smallest)
+        unit = F.when(finer, F.lit(name)).otherwise(unit)
+        floor_div = F.expr(f"({integer_sql} - pmod({integer_sql}, {per_second})) div {per_second}")
+        in_seconds = F.when(finer, floor_div).otherwise(in_seconds)
+    convert = cfg.timestamp_units == "auto"
+    ts = F.coalesce(in_seconds if convert else integer, as_iso)
+    limit = future_limit(run_date, cfg)
+    limit_text = datetime.fromtimestamp(limit, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    zone = raw.sparkSession.conf.get("spark.sql.session.timeZone")
     quoted_rating, quoted_ts = _quoted(C.RATING), _quoted(TIMESTAMP)
 
     checks: list[tuple[Column, str, Column]] = [
+        (blank, BLANK_LINE, F.lit("the line is blank")),
         (user.isNull(), MISSING_USER_ID, F.lit("user_id is empty")),
         (item.isNull(), MISSING_ITEM_ID, F.lit("item_id is empty")),
         (
@@ -81,6 +127,11 @@ def annotate(raw: DataFrame, cfg: IngestConfig) -> DataFrame:
             RATING_OUT_OF_RANGE,
             F.concat(F.lit("rating "), quoted_rating, F.lit(f" outside [{lo}, {hi}]")),
         ),
+        (
+            F.abs(steps - F.round(steps)) >= STEP_TOLERANCE,
+            RATING_OFF_SCALE,
+            F.concat(F.lit("rating "), quoted_rating, F.lit(f" is not on the scale {scale.describe()}")),
+        ),
         (ts_s.isNull(), MISSING_TIMESTAMP, F.lit("timestamp is empty")),
         (
             ts.isNull(),
@@ -88,6 +139,19 @@ def annotate(raw: DataFrame, cfg: IngestConfig) -> DataFrame:
             F.concat(
                 F.lit("timestamp "), quoted_ts, F.lit(" is neither integer unix seconds nor an ISO-8601 date-time")
             ),
+        ),
+        (
+            F.lit(not convert) & unit.isNotNull(),
+            TIMESTAMP_NOT_SECONDS,
+            F.concat(F.lit("timestamp "), quoted_ts, F.lit(" looks like "), unit,
+                     F.lit('; expected unix seconds (set [ingest] timestamp_units = "auto" to convert)')),
+        ),
+        (
+            ts > F.lit(limit),
+            TIMESTAMP_IN_FUTURE,
+            F.concat(F.lit("timestamp "), quoted_ts, F.lit(" is "), F.from_unixtime(ts), F.lit(f" {zone}, after "),
+                     F.lit(f"{limit_text}: the end of the run date {run_date} (UTC) plus [ingest] future_slack_days "
+                           f"= {cfg.future_slack_days}")),
         ),
     ]
     reason: Column = F.lit(None).cast("string")
@@ -133,13 +197,16 @@ def annotate(raw: DataFrame, cfg: IngestConfig) -> DataFrame:
     return bad.unionByName(decided)
 
 
-def validate(raw: DataFrame, cfg: IngestConfig) -> tuple[DataFrame, DataFrame]:
-    """Split raw string interactions into ``(accepted, rejected)``.
+def validate(
+    raw: DataFrame, cfg: IngestConfig, scale: RatingScale, run_date: date
+) -> tuple[DataFrame, DataFrame]:
+    """Split raw string interactions into ``(accepted, rejected)``, ratings checked against ``scale`` and
+    timestamps against ``run_date``.
 
     accepted: user_id, item_id (trimmed strings), rating (double), ts (long unix seconds),
     source_file, source_row. rejected: the raw strings, source_file, source_row, reason, detail.
     """
-    marked = annotate(raw, cfg)
+    marked = annotate(raw, cfg, scale, run_date)
     return split(marked)
 
 
@@ -164,11 +231,24 @@ def summarize(accepted: DataFrame, rejected: DataFrame) -> dict[str, int]:
     out = {ACCEPTED: counts.get(ACCEPTED, 0)}
     out.update({reason: counts.get(reason, 0) for reason in REASONS})
     out[REJECTED] = sum(out[reason] for reason in REASONS)
-    out["input"] = out[ACCEPTED] + out[REJECTED]
+    out[INPUT] = out[ACCEPTED] + out[REJECTED]
     unknown = set(counts) - set(out)
     if unknown:
         raise ValueError(f"rejected rows with unknown reasons: {sorted(unknown)}")
     return out
+
+
+def check_rejected_share(counts: dict[str, int], cfg: IngestConfig, where: str) -> None:
+    """Raise :class:`TooManyRejected` when the invalid share of ``counts`` (from :func:`summarize`) is above
+    ``cfg.max_rejected_share``; ``where`` names the table holding the rejected rows."""
+    n, invalid = counts[INPUT], sum(counts[r] for r in INVALID_REASONS)
+    if n and invalid / n > cfg.max_rejected_share:
+        reasons = ", ".join(f"{r} {counts[r]:,}" for r in INVALID_REASONS if counts[r])
+        raise TooManyRejected(
+            f"ingest: {invalid:,} of {n:,} input rows ({invalid / n:.1%}) are invalid ({reasons}), above [ingest] "
+            f"max_rejected_share = {cfg.max_rejected_share}; the rejected rows are in {where} "
+            "— fix the input or raise the setting"
+        )
 
 
 def _clean(col: Column) -> Column:

@@ -32,6 +32,7 @@ from petastorm.pytorch import BatchedDataLoader
 
 from reelrank import storage
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
+from reelrank.errors import CorruptFile, first_line
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,46 @@ def _dataset(shard_dir: str | os.PathLike) -> ds.Dataset:
     if info.type != pafs.FileType.Directory:
         raise ShardError(f"shard folder not found: {shard_dir}")
     # ignore_prefixes skips Spark's _SUCCESS / _committed_* and the hidden .crc checksum files.
-    return ds.dataset(path, filesystem=fs, format="parquet", ignore_prefixes=["_", "."])
+    try:
+        return ds.dataset(path, filesystem=fs, format="parquet", ignore_prefixes=["_", "."])
+    except (pa.ArrowInvalid, OSError):  # the file it read the schema from is broken: say which
+        check_footers([i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if _is_data_file(i)],
+                      fs)
+        raise
+
+
+def _is_data_file(info: pafs.FileInfo) -> bool:
+    return info.type == pafs.FileType.File and not info.base_name.startswith(("_", "."))
+
+
+def check_footers(files: list[str], fs: pafs.FileSystem) -> None:
+    """Read each Parquet file's footer (a few KB each): a truncated or overwritten shard raises
+    :class:`CorruptFile` naming it, before a reader thread meets it mid-epoch."""
+    for path in files:
+        try:
+            pq.read_metadata(path, filesystem=fs)
+        except (pa.ArrowInvalid, OSError) as e:
+            reason = re.sub(r"^Could not open Parquet input source '[^']*':\s*", "", first_line(str(e)))
+            raise CorruptFile(path, f"shard file {path} is truncated or corrupt ({reason}): "
+                                    f"rerun the stage that wrote it") from None
+
+
+def check_shards(shard_dir: str | os.PathLike) -> None:
+    """:func:`check_footers` on every data file of a shard folder."""
+    dataset = _dataset(shard_dir)
+    check_footers(dataset.files, dataset.filesystem)
 
 
 def shard_schema(shard_dir: str | os.PathLike) -> tuple[list[str], int]:
     """The feature columns (``f_*``, in file order) and the row count, from Parquet metadata only.
 
-    Raises :class:`ShardError` naming the column when a required column is missing or mistyped.
+    Raises :class:`ShardError` naming the column when a required column is missing or mistyped, and
+    :class:`CorruptFile` naming the file when a shard's footer cannot be read.
     """
     dataset = _dataset(shard_dir)
     if not dataset.files:
         raise ShardError(f"no Parquet files in {shard_dir}")
+    check_footers(dataset.files, dataset.filesystem)
     schema = dataset.schema
     for name, typ in REQUIRED_COLUMNS.items():
         if name not in schema.names:

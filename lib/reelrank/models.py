@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import posixpath
 import time
 from abc import ABC, abstractmethod
@@ -43,6 +44,7 @@ from reelrank import storage
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 from reelrank.config import TrainConfig
 from reelrank.device import autocast
+from reelrank.errors import CorruptFile, first_line
 from reelrank.loader import Batch, feature_moments, open_batches, shard_schema
 
 log = logging.getLogger(__name__)
@@ -139,21 +141,54 @@ class Ranker(ABC):
         return location
 
 
-def from_bytes(data: bytes) -> Ranker:
-    """Rebuild any ranker from :meth:`Ranker.to_bytes` (tensors and plain values only: ``weights_only`` load)."""
-    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+def read_torch(data: bytes, source: str, what: str, remedy: str, map_location: torch.device | str = "cpu") -> Any:
+    """``torch.load`` of tensors and plain values only (``weights_only``); a truncated, corrupt or code-carrying
+    payload raises :class:`CorruptFile` naming ``what`` and ``source`` (a path) and the ``remedy``."""
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = _unpickler_reason(str(e))
+        if "GLOBAL" in detail:  # a pickled class or function: weights_only refuses to run code from a file
+            raise CorruptFile(source, f"{what} {source} holds Python objects other than tensors and plain values "
+                                      f"({detail}); refused to load it: {remedy}") from None
+        raise CorruptFile(source, f"{what} {source} is truncated or corrupt ({detail}): {remedy}") from None
+    except Exception as e:  # torch's zip reader and unpickler fail in many ways on damaged bytes (IndexError...)
+        text = first_line(str(e)).split(". This is an internal miniz error")[0]
+        detail = text if isinstance(e, RuntimeError) and text else f"{type(e).__name__}: {text}".rstrip(": ")
+        raise CorruptFile(source, f"{what} {source} is truncated or corrupt ({detail}): {remedy}") from None
+
+
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")
+
+
+def _unpickler_reason(text: str) -> str:
+    """What torch's weights-only unpickler objected to, without its advice to turn ``weights_only`` off."""
+    parts = [p.strip() for p in text.split("\n\n")]
+    reasons = [p for p in parts if p and not p.startswith(_TORCH_ADVICE)]
+    return first_line(reasons[0]).rstrip(".") if reasons else "not a PyTorch file"
+
+
+MODEL_REMEDY = "rerun the train stage"
+
+
+def from_bytes(data: bytes, source: str = "model bytes") -> Ranker:
+    """Rebuild any ranker from :meth:`Ranker.to_bytes` (tensors and plain values only: ``weights_only`` load);
+    ``source`` names where the bytes came from in errors."""
+    payload = read_torch(data, source, "model file", MODEL_REMEDY)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ModelError(f"not a reelrank model payload (format {got!r}, expected {FORMAT_VERSION})")
+        raise CorruptFile(source, f"model file {source} is not a reelrank model (format {got!r}, expected "
+                                  f"{FORMAT_VERSION}): {MODEL_REMEDY}")
     name = payload["model"]
     if name not in RANKERS:
-        raise ModelError(f"unknown model {name!r} in payload (known: {', '.join(sorted(RANKERS))})")
+        raise ModelError(f"unknown model {name!r} in {source} (known: {', '.join(sorted(RANKERS))})")
     return RANKERS[name]._from_payload(payload)
 
 
 def load(path: str | os.PathLike) -> Ranker:
     """Read a model written by :meth:`Ranker.save`."""
-    return from_bytes(storage.read_bytes(os.fspath(path)))
+    location = os.fspath(path)
+    return from_bytes(storage.read_bytes(location), location)
 
 
 def make_ranker(cfg: TrainConfig, n_users: int, n_items: int) -> Ranker:
@@ -171,11 +206,17 @@ def save_checkpoint(state: dict[str, Any], path: str) -> None:
     storage.write_bytes(path, buf.getvalue())
 
 
+CHECKPOINT_REMEDY = "delete it to train from the first epoch"
+
+
 def load_checkpoint(path: str, map_location: torch.device | str) -> dict[str, Any] | None:
     """The checkpoint :func:`save_checkpoint` wrote at ``path`` (tensors and plain values only), or None."""
     if not storage.exists(path):
         return None
-    return torch.load(io.BytesIO(storage.read_bytes(path)), map_location=map_location, weights_only=True)
+    state = read_torch(storage.read_bytes(path), path, "checkpoint", CHECKPOINT_REMEDY, map_location)
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise CorruptFile(path, f"checkpoint {path} is not a reelrank checkpoint (no fingerprint): {CHECKPOINT_REMEDY}")
+    return state
 
 
 def ndcg_at_k(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int) -> float:

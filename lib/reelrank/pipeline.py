@@ -26,6 +26,7 @@ from reelrank import (
     candidates,
     catalog,
     evaluate,
+    faults,
     features,
     ingest,
     matrix,
@@ -42,7 +43,7 @@ from reelrank import columns as C
 from reelrank.config import Config, default_conf_dir
 from reelrank.loader import shard_schema
 from reelrank.runs import StageTimer
-from reelrank.runstate import RunContext, RunFailed, StageIO
+from reelrank.runstate import RunContext, RunFailed, StageIO, collect_work
 from reelrank.sources import ITEMS_SCHEMA
 
 log = logging.getLogger("reelrank")
@@ -50,24 +51,37 @@ log = logging.getLogger("reelrank")
 __all__ = ["RunContext", "RunFailed", "STAGES", "run_nightly", "run_stage", "summary"]
 
 def stage_ingest(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
-    """Read the source, validate every row; rejects go to ``rejected_interactions`` with a reason."""
-    raw = sources.read_source(ctx.spark, ctx.cfg.source, ctx.cfg.synthetic)
+    """Read the source, validate every row against its rating scale and the run date; rejects go to
+    ``rejected_interactions`` with a reason, and too many invalid rows fail the run before anything is published."""
+    cfg = ctx.cfg
+    raw = sources.read_source(ctx.spark, cfg.source, cfg.synthetic)
     raw_rows = raw.interactions.cache()
     n_input = raw_rows.count()
-    accepted, rejected = ingest.validate(raw_rows, ctx.cfg.ingest)
+    scale = sources.rating_scale(cfg.source.kind, cfg.ingest)
+    accepted, rejected = ingest.validate(raw_rows, cfg.ingest, scale, ctx.record.run_date)
     rejected = io.write("rejected_interactions", rejected)
     accepted = io.write("accepted", accepted)
     io.write("raw_items", raw.items if raw.items is not None else ctx.spark.createDataFrame([], ITEMS_SCHEMA))
     raw_rows.unpersist()
     counts = ingest.summarize(accepted, rejected)
     n_acc, n_rej = counts[ingest.ACCEPTED], counts[ingest.REJECTED]
-    if n_acc + n_rej != n_input:
-        raise RunFailed(f"ingest lost rows: input {n_input} != accepted {n_acc} + rejected {n_rej}")
-    if n_acc == 0:
-        raise RunFailed(f"no valid interactions among {n_input} input rows (see {ctx.db}.rejected_interactions)")
     reasons = ", ".join(f"{r} {counts[r]:,}" for r in ingest.REASONS if counts[r])
     st.rows = n_acc
     st.detail = f"input {n_input:,} = accepted {n_acc:,} + rejected {n_rej:,}" + (f" ({reasons})" if reasons else "")
+    if n_acc + n_rej != n_input:
+        raise RunFailed(f"ingest lost rows: input {n_input} != accepted {n_acc} + rejected {n_rej}")
+    try:
+        ingest.check_rejected_share(counts, cfg.ingest, ctx.location("rejected_interactions"))
+    except ingest.TooManyRejected as e:
+        raise RunFailed(str(e)) from None
+    if n_acc == 0:
+        where = f" of {cfg.source.input}" if cfg.source.input else ""
+        raise RunFailed(f"no valid interactions among {n_input:,} input rows{where} "
+                        f"(see {ctx.location('rejected_interactions')})")
+    invalid = sum(counts[r] for r in ingest.INVALID_REASONS)
+    if invalid:
+        log.warning("ingest: %s of %s input rows are invalid (ratings checked against %s); see %s", f"{invalid:,}",
+                    f"{n_input:,}", scale.describe(), ctx.location("rejected_interactions"))
 
 
 def stage_matrix(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
@@ -299,7 +313,13 @@ assert tuple(STAGES) == catalog.STAGE_NAMES, "pipeline.STAGES and catalog.STAGES
 
 def _run_stages(ctx: RunContext, names: list[str], resume: bool = False) -> RunContext:
     """Run ``names`` in order; with ``resume``, skip a stage whose declared outputs are complete until one runs
-    (every stage after a rerun one runs again, since its inputs changed)."""
+    (every stage after a rerun one runs again, since its inputs changed).
+
+    The attempt is recorded in ``runs`` when it starts (a killed attempt stays ``started``) and when it ends:
+    ``failed``, ``staged`` (a stage job that ended well) or ``published``.
+    """
+    faults.propagate(ctx.spark)
+    ctx.record.save(ctx.spark, ctx.db)
     current = names[0]
     rerun = False
     try:
@@ -313,22 +333,34 @@ def _run_stages(ctx: RunContext, names: list[str], resume: bool = False) -> RunC
             io.start()
             with ctx.record.stage(current) as st:
                 STAGES[current](ctx, io, st)
+            faults.hit(f"stage.{current}")  # a crash after the stage's work, before it is marked complete
             io.finish()
             ctx.save_state()
     except Exception as e:
         ctx.record.finish("failed", f"{current}: {type(e).__name__}: {e}")
         log.error("run %s failed in stage %s: %s", ctx.record.run_id, current, e)
         try:
+            ctx.save_state()
             ctx.record.save(ctx.spark, ctx.db)
         except Exception as save_error:  # the run already failed; keep its original error
             log.error("could not record the failed run: %s", save_error)
         raise RunFailed(f"run {ctx.record.run_id} failed in {current}: {e} "
                         "(nothing published; previous output unchanged)") from e
-    if "publish" in names:
-        ctx.record.finish("published")
+    if "publish" not in names:
+        ctx.record.finish("staged")
         ctx.record.save(ctx.spark, ctx.db)
-        ctx.save_state(published=True)
-        ctx.report = write_run_report(ctx)
+        return ctx
+    ctx.record.finish("published")
+    ctx.record.save(ctx.spark, ctx.db)
+    ctx.save_state(published=True)
+    ctx.report = write_run_report(ctx)
+    try:
+        removed = collect_work(ctx.cfg, ctx.record.run_id, ctx.cfg.warehouse.grace_hours)
+    except Exception as e:  # published already; a later night collects them
+        log.warning("could not remove old work directories: %s", e)
+    else:
+        if removed:
+            log.info("removed %d work folder(s) older than %g h", len(removed), ctx.cfg.warehouse.grace_hours)
     return ctx
 
 
@@ -382,9 +414,11 @@ def summary(ctx: RunContext) -> str:
         [
             f"run {ctx.record.run_id} published run_date={run_date} in {ctx.record.seconds:.0f} s",
             f"published list: {ctx.record.published_model} ({ctx.record.published_why})",
+            *[f"ingest: {s.detail}" for s in ctx.record.stages if s.name == "ingest"],
             f"warehouse: {storage.join(ctx.cfg.data_dir, 'warehouse')} "
             f"(metastore: {ctx.cfg.warehouse.metastore}, database {db})",
-            "tables: " + ", ".join(f"{db}.{t}" for t in sorted(ctx.stage_tables())) + f", {db}.runs",
+            f"tables (views of the run {db}.published_runs shows for each date): "
+            + ", ".join(f"{db}.{t}" for t in sorted(ctx.stage_tables())) + f", {db}.runs",
             "query them with:",
             f"  {query} \"SELECT user_id, item_id, rank, score FROM {db}.recommendations "
             f"WHERE run_date = DATE'{run_date}' ORDER BY user_id, rank LIMIT 20\"",

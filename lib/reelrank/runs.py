@@ -1,4 +1,8 @@
-"""The record of one run: per-stage seconds and row counts, logged as they happen and kept in ``runs``."""
+"""The record of one run: per-stage seconds and row counts, logged as they happen and kept in ``runs``.
+
+Every attempt writes a ``started`` row when it begins and a row with its outcome when it ends, so an attempt that
+was killed still shows (as ``started``); a run's state is its latest row by ``recorded_at``.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ RUNS_SCHEMA = T.StructType(
         T.StructField("error", T.StringType()),
         T.StructField("published_model", T.StringType()),
         T.StructField("published_why", T.StringType()),
+        T.StructField("recorded_at", T.TimestampType()),
     ]
 )
 
@@ -69,9 +74,12 @@ class RunRecord:
     run_id: str = field(default_factory=lambda: f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     stages: list[StageTimer] = field(default_factory=list)
-    status: str = "running"
+    status: str = "started"
     error: str | None = None
     finished: datetime | None = None
+    elapsed_before: float = 0.0
+    """Seconds spent by this run's earlier attempts (a resumed run continues their clock)."""
+    attempt_started: datetime = field(default_factory=lambda: datetime.now(UTC))
     published_model: str | None = None
     """The list published (the ranker, or the candidate source that beat it) and why: set by publish."""
     published_why: str | None = None
@@ -93,17 +101,18 @@ class RunRecord:
 
     @property
     def seconds(self) -> float:
+        """Wall seconds of every attempt of this run, this one up to now or its end."""
         end = self.finished or datetime.now(UTC)
-        return (end - self.started).total_seconds()
+        return self.elapsed_before + (end - self.attempt_started).total_seconds()
 
     def save(self, spark: SparkSession, database: str) -> None:
-        """Append this run's row to ``database.runs``."""
+        """Append this run's row (its state now) to ``database.runs``."""
         from reelrank.warehouse import append_rows
 
         row = (
-            self.run_id, self.run_date, self.status, self.started,
-            self.finished or datetime.now(UTC), self.seconds,
+            self.run_id, self.run_date, self.status, self.started, self.finished, self.seconds,
             {s.name: round(s.seconds, 3) for s in self.stages}, {s.name: int(s.rows) for s in self.stages},
             self.config_hash, code_version(), self.source, self.error, self.published_model, self.published_why,
+            datetime.now(UTC),
         )
         append_rows(spark, database, "runs", spark.createDataFrame([row], RUNS_SCHEMA))

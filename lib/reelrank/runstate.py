@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 
-from reelrank import storage
+from reelrank import faults, storage
 from reelrank.catalog import DATASETS, DECLS, TABLES, StageDecl
 from reelrank.config import Config
 from reelrank.runs import RunRecord, StageTimer
@@ -84,19 +85,28 @@ class RunContext:
 
     @classmethod
     def resume(cls, spark: SparkSession, cfg: Config, run_date: date) -> RunContext:
-        """The latest attempt for ``run_date`` (for a single stage job after earlier ones)."""
+        """The latest attempt for ``run_date`` (for a single stage job after earlier ones); a published one is
+        refused, since a stage job must never change a published night."""
         state = _read_state(cfg, run_date)
         if state is None:
             raise RunFailed(f"no run started for {run_date} under {cfg.data_dir}: "
                             "run the ingest stage (or nightly) first")
+        if state.get("published"):
+            raise RunFailed(f"run {state['run_id']} of {run_date} is published, and a stage job never changes a "
+                            f"published night: start a new attempt with `reelrank stage ingest --date {run_date}` "
+                            f"(its publish stage replaces the night through the quality gate) or "
+                            f"`reelrank nightly --date {run_date}`")
         rec = RunRecord(run_date=run_date, config_hash=state["config_hash"], source=state["source"],
-                        run_id=state["run_id"])
+                        run_id=state["run_id"], elapsed_before=float(state.get("elapsed", 0.0)))
+        if state.get("started"):
+            rec.started = datetime.fromisoformat(state["started"])
         rec.stages = [StageTimer(**s) for s in state["stages"]]
         return cls(spark, cfg, rec)
 
     def save_state(self, published: bool = False) -> None:
         state = {"published": published, "outputs_hash": self.cfg.fingerprint(exclude=NOT_OUTPUTS),
                  "run_id": self.record.run_id, "config_hash": self.record.config_hash, "source": self.record.source,
+                 "started": self.record.started.isoformat(), "elapsed": round(self.record.seconds, 3),
                  "stages": [vars(s) for s in self.record.stages]}
         storage.write_text(storage.join(self.work, "state.json"), json.dumps(state, indent=1))
 
@@ -169,10 +179,13 @@ class StageIO:
         self._check(name, self.decl.outputs, "writes")
         self.written.add(name)
         if DATASETS[name].kind == "table":
-            return self.ctx.outputs.stage(name, df)
-        path = self.ctx.location(name) + (f"/{part}" if part else "")
-        df.write.mode("overwrite").parquet(path)
-        return self.ctx.spark.read.parquet(path)
+            written = self.ctx.outputs.stage(name, df)
+        else:
+            path = self.ctx.location(name) + (f"/{part}" if part else "")
+            df.write.mode("overwrite").parquet(path)
+            written = self.ctx.spark.read.parquet(path)
+        faults.hit(f"write.{self.decl.name}")  # a crash in the middle of the stage, after it wrote something
+        return written
 
     def start(self) -> None:
         """Before the stage body: its outputs are no longer complete; a ``frames`` output starts empty."""
@@ -206,3 +219,37 @@ def _read_state(cfg: Config, run_date: date) -> dict | None:
         return None
     state_file = storage.join(cfg.data_dir, "runs", storage.read_text(pointer).strip(), "state.json")
     return json.loads(storage.read_text(state_file)) if storage.exists(state_file) else None
+
+
+def collect_work(cfg: Config, keep: str, grace_hours: float) -> list[str]:
+    """Delete the work directories of runs other than ``keep`` untouched for ``grace_hours`` (an unpublished
+    attempt older than that is no longer resumed), the date pointers left pointing at nothing, and Spark
+    checkpoints as old; return what was removed."""
+    cutoff = time.time() - grace_hours * 3600
+    runs = storage.join(cfg.data_dir, "runs")
+    removed = []
+    if storage.isdir(runs):
+        for name in storage.listdir(runs, dirs_only=True):
+            work = storage.join(runs, name)
+            if name != keep and _last_touched(work) < cutoff:
+                storage.remove(work)
+                removed.append(work)
+        for name in storage.listdir(runs):
+            pointer = storage.join(runs, name)
+            target = storage.join(runs, storage.read_text(pointer).strip()) if name.startswith("current-") else None
+            if target is not None and not storage.isdir(target):
+                storage.remove(pointer)
+                removed.append(pointer)
+    checkpoints = storage.join(cfg.data_dir, "checkpoints")
+    if storage.isdir(checkpoints):
+        for name in storage.listdir(checkpoints, dirs_only=True):
+            folder = storage.join(checkpoints, name)
+            if _last_touched(folder) < cutoff:
+                storage.remove(folder)
+                removed.append(folder)
+    return removed
+
+
+def _last_touched(folder: str) -> float:
+    """The newest modification time of ``folder`` and its direct children (a resumed run touches its state)."""
+    return max([storage.mtime(folder)] + [storage.mtime(storage.join(folder, n)) for n in storage.listdir(folder)])

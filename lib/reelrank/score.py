@@ -24,8 +24,10 @@ def score_candidates(candidates: DataFrame, model_bytes: bytes) -> DataFrame:
     def score_batches(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
 
+        from reelrank import faults
         from reelrank.models import from_bytes
 
+        faults.task_hit("score.task")
         torch.set_num_threads(1)  # one thread per Spark task: the cores are already shared out by Spark
         model = from_bytes(weights.value)
         for pdf in batches:

@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +34,8 @@ from torch.nn import functional as F
 
 from reelrank.config import SequenceConfig
 from reelrank.device import autocast
-from reelrank.models import EpochStats, load_checkpoint, save_checkpoint
+from reelrank.errors import CorruptFile
+from reelrank.models import EpochStats, load_checkpoint, read_torch, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ PAD = 0
 
 _RUN_LENGTH_KEYS = ("epochs", "max_seconds", "patience", "refit_epochs")
 """Settings that only say how long to train: a checkpoint written under other values still resumes."""
+_PAYLOAD_KEYS = {"kind", "n_items", "config", "state", "history"}
+SEQUENCE_REMEDY = "rerun the candidates stage"
 
 
 class SASRecNet(nn.Module):
@@ -322,8 +324,11 @@ class SequenceModel:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> SequenceModel:
-        payload: dict[str, Any] = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    def from_bytes(cls, data: bytes, source: str = "sequence model bytes") -> SequenceModel:
+        """The model :meth:`to_bytes` wrote (tensors and plain values only); ``source`` names it in errors."""
+        payload = read_torch(data, source, "sequence model", SEQUENCE_REMEDY)
+        if not isinstance(payload, dict) or not _PAYLOAD_KEYS <= payload.keys():
+            raise CorruptFile(source, f"sequence model {source} is not a reelrank sequence model: {SEQUENCE_REMEDY}")
         model = cls(payload["kind"], payload["n_items"], SequenceConfig(**payload["config"]))
         model.net.load_state_dict(payload["state"])
         hist = payload["history"]

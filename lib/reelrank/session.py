@@ -13,7 +13,7 @@ import time
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from reelrank import storage
+from reelrank import runlock, storage
 from reelrank.config import Config
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def spark_settings(cfg: Config) -> dict[str, str]:
     java_opts = ""
     if cfg.warehouse.metastore == "derby":
         s["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
-            f"jdbc:derby:;databaseName={local / 'metastore_db'};create=true"
+            f"jdbc:derby:;databaseName={local / runlock.METASTORE_DIR};create=true"
         )
         java_opts = f"-Dderby.system.home={local}"
     elif cfg.warehouse.metastore == "external":

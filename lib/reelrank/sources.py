@@ -2,8 +2,10 @@
 
 Every interaction keeps ``source_file`` and ``source_row`` (1-based line number in that file, the
 header being line 1; for Parquet the 1-based row number) so a rejected row can be found again.
-Values stay strings: :mod:`reelrank.ingest` decides what is valid. Only structural problems (a
-missing file, a header without a required column, an unknown kind) are fatal :class:`SourceError`.
+Values stay strings: :mod:`reelrank.ingest` decides what is valid. Blank data lines of text sources stay
+rows too (marked :data:`BLANK`), so every line after the header is accepted or rejected. Only structural
+problems (a missing, unreadable or empty file, a header without a required column, an unknown kind) are
+fatal :class:`SourceError`, one line naming the file. Each source also brings its :class:`RatingScale`.
 
 Line numbers are computed without leaving the JVM: each scanned row gets its file, the byte offset
 of its split and its position in the task; one small aggregation gives each split's first
@@ -16,6 +18,7 @@ import csv
 import io
 import logging
 import math
+import os
 import re
 import typing
 import urllib.parse
@@ -23,12 +26,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
 from reelrank import columns as C
-from reelrank.config import SourceConfig, SourceKind, SyntheticConfig
+from reelrank.config import IngestConfig, SourceConfig, SourceKind, SyntheticConfig
 from reelrank.synthetic import generate
 
 log = logging.getLogger(__name__)
@@ -40,10 +45,17 @@ FIELDS = (C.USER, C.ITEM, C.RATING, TIMESTAMP)
 """The four interaction fields every source provides, as strings."""
 SYNTHETIC_FILE = "synthetic"
 
+BLANK = "blank"
+"""Boolean column of :attr:`RawInput.interactions`: the line is empty or whitespace (no record at all).
+Optional for :func:`reelrank.ingest.validate` (absent means false); it never reaches a warehouse table."""
+
 INTERACTIONS_SCHEMA = StructType(
     [StructField(f, StringType()) for f in FIELDS]
     + [StructField(C.SOURCE_FILE, StringType()), StructField(C.SOURCE_ROW, LongType())]
 )
+"""The columns :func:`reelrank.ingest.validate` needs; sources add :data:`BLANK` (:data:`RAW_SCHEMA`)."""
+RAW_SCHEMA = StructType([*INTERACTIONS_SCHEMA.fields, StructField(BLANK, BooleanType())])
+"""What :func:`read_source` yields as interactions."""
 ITEMS_SCHEMA = StructType(
     [
         StructField(C.ITEM, StringType()),
@@ -60,12 +72,38 @@ ML_CSV_COLUMNS = {C.USER: "userId", C.ITEM: "movieId", C.RATING: "rating", TIMES
 ML_NO_GENRES = "(no genres listed)"
 GENRE_SEPARATOR = "|"
 YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
+MAX_CAUSES = 20
+"""How deep a Java exception's cause chain is followed for its message."""
 ROWS_PER_PARTITION = 1_000_000
 """Rows per partition of the in-memory synthetic frame (Arrow sends it in many small batches)."""
 
 
 class SourceError(ValueError):
-    """The source cannot be read at all: missing file or folder, missing column, unknown kind."""
+    """The source cannot be read at all: missing, unreadable or empty file or folder, missing column, unknown kind."""
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """The valid ratings of a source: ``min`` to ``max``, on ``min`` plus whole multiples of ``step`` (0: any)."""
+
+    min: float
+    max: float
+    step: float
+
+    def describe(self) -> str:
+        return f"{self.min}..{self.max}" + (f" in steps of {self.step}" if self.step else "")
+
+
+KNOWN_SCALES: dict[str, RatingScale] = {
+    "movielens-100k": RatingScale(1.0, 5.0, 1.0),  # whole stars
+    "movielens-csv": RatingScale(0.5, 5.0, 0.5),  # MovieLens "latest" and 20M/25M/32M: half stars from 0.5
+}
+"""Scales fixed by a source's format; they override ``[ingest]`` rating_min/rating_max/rating_step."""
+
+
+def rating_scale(kind: str, cfg: IngestConfig) -> RatingScale:
+    """The rating scale of source ``kind``: the format's own, else the one configured in ``[ingest]``."""
+    return KNOWN_SCALES.get(kind) or RatingScale(cfg.rating_min, cfg.rating_max, cfg.rating_step)
 
 
 @dataclass(frozen=True)
@@ -73,7 +111,7 @@ class RawInput:
     """What a source yields: raw string interactions with provenance, and item metadata if any."""
 
     interactions: DataFrame
-    """user_id, item_id, rating, timestamp (all strings), source_file (string), source_row (long)."""
+    """user_id, item_id, rating, timestamp (all strings), source_file (string), source_row (long), blank (bool)."""
     items: DataFrame | None
     """item_id, title, genres (array<string>), year (int, nullable); None when the source has none."""
 
@@ -114,7 +152,7 @@ def _read_synthetic(spark: SparkSession, cfg: SyntheticConfig) -> RawInput:
         }
     )
     parts = max(spark.sparkContext.defaultParallelism, math.ceil(n / ROWS_PER_PARTITION))
-    interactions = spark.createDataFrame(frame, schema=INTERACTIONS_SCHEMA).coalesce(parts)
+    interactions = _not_blank(spark.createDataFrame(frame, schema=INTERACTIONS_SCHEMA)).coalesce(parts)
     items_pdf = items.assign(**{C.ITEM: items[C.ITEM].astype(object), C.YEAR: items[C.YEAR].astype("int32")})
     items_df = spark.createDataFrame(items_pdf, schema=ITEMS_SCHEMA)
     return RawInput(interactions, items_df)
@@ -125,11 +163,14 @@ def _read_ml100k(spark: SparkSession, folder: str) -> RawInput:
     ratings = _require_file(spark, f"{base}/{ML100K_RATINGS}", "movielens-100k ratings")
     item_file = _require_file(spark, f"{base}/{ML100K_ITEMS}", "movielens-100k items")
     genre_file = _require_file(spark, f"{base}/{ML100K_GENRES}", "movielens-100k genres")
+    if not _head(spark, ratings, 1):
+        raise SourceError(f"{ratings}: file is empty (expected tab-separated user id, item id, rating, timestamp)")
 
     lines = _numbered(spark.read.text(ratings))
     parts = F.split(F.col("value"), "\t")
-    interactions = lines.filter(F.trim("value") != "").select(
-        *[parts.getItem(k).alias(f) for k, f in enumerate(FIELDS)], C.SOURCE_FILE, C.SOURCE_ROW
+    interactions = lines.select(
+        *[parts.getItem(k).alias(f) for k, f in enumerate(FIELDS)], C.SOURCE_FILE, C.SOURCE_ROW,
+        _is_blank(F.col("value"), "\t").alias(BLANK),
     )
 
     genre_names = {}
@@ -187,10 +228,10 @@ def _read_generic(spark: SparkSession, source: SourceConfig, fmt: str) -> RawInp
     else:
         frames = []
         for path in files:
-            df = spark.read.parquet(path)
+            df = _read_parquet(spark, path)
             _check_columns(list(mapping.values()), df.columns, path)
             frames.append(_tag(df.select(*[F.col(f"`{mapping[f]}`").cast("string").alias(f) for f in FIELDS])))
-        interactions = _assign_rows(_union(frames)).select(*INTERACTIONS_SCHEMA.names)
+        interactions = _not_blank(_assign_rows(_union(frames)).select(*INTERACTIONS_SCHEMA.names))
     items = _read_items(spark, source) if source.items_input else None
     return RawInput(interactions, items)
 
@@ -200,7 +241,7 @@ def _read_items(spark: SparkSession, source: SourceConfig) -> DataFrame:
     path = source.items_input
     files = _files(spark, path, None, "items_input")
     if all(f.endswith(".parquet") for f in files):
-        df = spark.read.parquet(*files)
+        df = _read_parquet(spark, *files)
     else:
         df = spark.read.option("header", True).option("sep", source.delimiter).csv(files)
     item_col = source.columns.get(C.ITEM, C.ITEM)
@@ -233,18 +274,42 @@ def _read_items(spark: SparkSession, source: SourceConfig) -> DataFrame:
 
 
 def _read_csv_interactions(spark: SparkSession, files: list[str], mapping: dict[str, str], sep: str) -> DataFrame:
-    """Header-checked CSV files: one row per non-blank data line, quoted fields handled."""
+    """Header-checked CSV files: one row per data line (blank ones marked :data:`BLANK`), quoted fields handled.
+
+    An empty file, or a source whose files hold a header and no data line, is a :class:`SourceError`.
+    """
     frames = []
+    header_only = []
     for path in files:
-        header = next(csv.reader([_first_line(spark, path).lstrip("\ufeff")], delimiter=sep), [])
+        head = _head(spark, path, 2)
+        if not head:
+            raise SourceError(f"{_display_name(path)}: file is empty (expected a header line naming the columns "
+                              f"{', '.join(mapping.values())}, then one interaction per line)")
+        if len(head) == 1:
+            header_only.append(_display_name(path))
+        header = next(csv.reader([head[0].lstrip("\ufeff")], delimiter=sep), [])
         header = [h.strip() for h in header]
         pos = _positions(header, mapping, path)
         ddl = ", ".join(f"c{k} STRING" for k in range(len(header)))
         parsed = F.from_csv(F.col("value"), ddl, {"sep": sep, "mode": "PERMISSIVE"})
         lines = _tag(spark.read.text(path))
         frames.append(lines.select("*", *[parsed.getField(f"c{pos[f]}").alias(f) for f in FIELDS]))
-    numbered = _assign_rows(_union(frames))
-    return numbered.filter((F.col(C.SOURCE_ROW) > 1) & (F.trim("value") != "")).select(*INTERACTIONS_SCHEMA.names)
+    if len(header_only) == len(files):
+        where = header_only[0] if len(files) == 1 else f"{header_only[0]} (and the {len(files) - 1} other files)"
+        raise SourceError(f"{where}: only a header line, no data (expected one interaction per line after it)")
+    numbered = _assign_rows(_union(frames)).withColumn(BLANK, _is_blank(F.col("value"), sep))
+    return numbered.filter(F.col(C.SOURCE_ROW) > 1).select(*RAW_SCHEMA.names)
+
+
+def _is_blank(line: Column, sep: str) -> Column:
+    """The line holds nothing but whitespace other than the delimiter (``,,,`` is a record of empty fields)."""
+    delimiter = "".join(f"\\u{ord(ch):04x}" for ch in sep if ord(ch) <= 0xFFFF)
+    return line.rlike(f"^[\\s&&[^{delimiter}]]*$" if delimiter else "^\\s*$")
+
+
+def _not_blank(interactions: DataFrame) -> DataFrame:
+    """``interactions`` of a source without lines (Parquet, in-memory) with :data:`BLANK` false throughout."""
+    return interactions.withColumn(BLANK, F.lit(False))
 
 
 def _positions(header: list[str], mapping: dict[str, str], path: str) -> dict[str, int]:
@@ -330,19 +395,61 @@ def _fs(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j Hadoop FileSys
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
+def _local_path(path: str) -> str | None:
+    """The local file system path of ``path`` (a plain path or a ``file:`` URI); None for other schemes."""
+    scheme = urllib.parse.urlsplit(path).scheme
+    if scheme == "file":
+        return _display_name(path)
+    return None if scheme else path
+
+
+def _check_readable(path: str, folder: bool = False) -> None:
+    """A local file (or folder, to list) this process may read; checked before Spark opens it, which would
+    fail with a Java trace. Other file systems are checked where the file is opened (:func:`_java_call`)."""
+    local = _local_path(path)
+    if local is not None and not os.access(local, os.R_OK | (os.X_OK if folder else 0)):
+        raise SourceError(f"cannot read {_display_name(path)}: permission denied")
+
+
+def _java_call(path: str, call: typing.Callable[[], typing.Any]) -> typing.Any:
+    """``call()``; a JVM error (unreadable or corrupt file) becomes a one-line :class:`SourceError` naming ``path``."""
+    try:
+        return call()
+    except (Py4JJavaError, AnalysisException) as e:
+        log.debug("reading %s failed", path, exc_info=True)
+        raise SourceError(f"cannot read {_display_name(path)}: {_java_message(e)}") from None
+
+
+def _java_message(e: Exception) -> str:
+    """The first line of the message of the Java exception's root cause (no trace, no Spark job wrapper)."""
+    if isinstance(e, Py4JJavaError):
+        cause = e.java_exception
+        for _ in range(MAX_CAUSES):
+            deeper = cause.getCause()
+            if deeper is None:
+                break
+            cause = deeper
+        text = str(cause.getMessage() or cause.toString())
+    else:
+        text = str(getattr(e, "desc", None) or e)
+    return (text.strip().splitlines() or ["unknown error"])[0]
+
+
 def _folder(spark: SparkSession, folder: str, what: str) -> str:
     if not folder:
         raise SourceError(f"{what}: source.input is empty (set it to the folder to read)")
     fs, hpath = _fs(spark, folder)
-    if not fs.exists(hpath) or not fs.getFileStatus(hpath).isDirectory():
+    if not _java_call(folder, lambda: fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory()):
         raise SourceError(f"{what}: folder {folder} not found")
+    _check_readable(folder, folder=True)
     return folder.rstrip("/")
 
 
 def _require_file(spark: SparkSession, path: str, what: str) -> str:
     fs, hpath = _fs(spark, path)
-    if not fs.exists(hpath) or not fs.getFileStatus(hpath).isFile():
+    if not _java_call(path, lambda: fs.exists(hpath) and fs.getFileStatus(hpath).isFile()):
         raise SourceError(f"{what}: file {path} not found")
+    _check_readable(path)
     return path
 
 
@@ -352,45 +459,51 @@ def _files(spark: SparkSession, path: str, suffix: str | None, what: str) -> lis
         raise SourceError(f"{what}: source.input is empty (set it to a file or folder)")
     fs, hpath = _fs(spark, path)
     if any(ch in path for ch in "*?["):
-        statuses = fs.globStatus(hpath) or []
+        statuses = _java_call(path, lambda: fs.globStatus(hpath)) or []
         found = sorted(s.getPath().toString() for s in statuses if s.isFile())
         if not found:
             raise SourceError(f"{what}: no files match {path}")
-        return found
-    if not fs.exists(hpath):
+    elif not _java_call(path, lambda: fs.exists(hpath)):
         raise SourceError(f"{what}: {path} not found")
-    if fs.getFileStatus(hpath).isFile():
-        return [path]
-    found = sorted(
-        s.getPath().toString()
-        for s in fs.listStatus(hpath)
-        if s.isFile()
-        and not s.getPath().getName().startswith((".", "_"))
-        and (suffix is None or s.getPath().getName().endswith(suffix))
-    )
-    if not found:
-        raise SourceError(f"{what}: no {suffix or ''} files in folder {path}".replace("  ", " "))
+    elif _java_call(path, lambda: fs.getFileStatus(hpath).isFile()):
+        found = [path]
+    else:
+        _check_readable(path, folder=True)
+        found = sorted(
+            s.getPath().toString()
+            for s in _java_call(path, lambda: fs.listStatus(hpath))
+            if s.isFile()
+            and not s.getPath().getName().startswith((".", "_"))
+            and (suffix is None or s.getPath().getName().endswith(suffix))
+        )
+        if not found:
+            raise SourceError(f"{what}: no {suffix or ''} files in folder {path}".replace("  ", " "))
+    for f in found:
+        _check_readable(f)
     return found
 
 
 def _open(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j java.io.InputStream
     fs, hpath = _fs(spark, path)
-    stream = fs.open(hpath)
+    stream = _java_call(path, lambda: fs.open(hpath))
     jvm = spark.sparkContext._jvm
     assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
     codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
         spark.sparkContext._jsc.hadoopConfiguration()
     ).getCodec(hpath)
-    return codec.createInputStream(stream) if codec is not None else stream
+    return _java_call(path, lambda: codec.createInputStream(stream)) if codec is not None else stream
 
 
-def _first_line(spark: SparkSession, path: str) -> str:
-    """The header line, read on the driver (no Spark job)."""
+def _head(spark: SparkSession, path: str, n: int) -> list[str]:
+    """The first ``n`` lines (fewer when the file is shorter; none when it is empty), read on the driver."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
     reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(_open(spark, path), "UTF-8"))
     try:
-        return reader.readLine() or ""
+        lines: list[str] = []
+        while len(lines) < n and (line := _java_call(path, reader.readLine)) is not None:
+            lines.append(str(line))
+        return lines
     finally:
         reader.close()
 
@@ -401,9 +514,15 @@ def _read_bytes(spark: SparkSession, path: str) -> bytes:
     try:
         jvm = spark.sparkContext._jvm
         assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
-        return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        return bytes(_java_call(path, lambda: jvm.org.apache.commons.io.IOUtils.toByteArray(stream)))
     finally:
         stream.close()
+
+
+def _read_parquet(spark: SparkSession, *paths: str) -> DataFrame:
+    """``spark.read.parquet``, with an unreadable or corrupt file (its footer is read here) named in one line."""
+    return typing.cast(DataFrame, _java_call(paths[0] if len(paths) == 1 else ", ".join(paths),
+                                             lambda: spark.read.parquet(*paths)))
 
 
 def _year_from_title(title: str) -> int | None:

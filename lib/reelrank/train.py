@@ -21,6 +21,7 @@ import torch
 from reelrank import storage
 from reelrank.config import TrainConfig
 from reelrank.device import choose_device, process_group, use_mixed_precision
+from reelrank.loader import check_shards
 from reelrank.models import EpochStats, History, make_ranker
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,9 @@ def train(
 ) -> TrainResult:
     """Fit ``cfg.model`` on the shards in ``train_dir`` (``val_dir`` picks the best epoch), save it to ``out_path``."""
     out_path = os.fspath(out_path)
+    for shard_dir in (train_dir, val_dir):
+        if shard_dir is not None:
+            check_shards(shard_dir)  # one line naming a corrupt file, not a trace from a reader thread or worker
     device = choose_device(cfg.device)
     log.info("training %s on %s (%d process(es), mixed precision %s), %d epochs, batch %d",
              cfg.model, device, cfg.num_processes, use_mixed_precision(device, cfg.mixed_precision),

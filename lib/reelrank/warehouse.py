@@ -1,10 +1,13 @@
-"""Writing to the warehouse: versioned partition directories swapped in by one metastore operation.
+"""Publishing to the warehouse: every table of a night becomes visible at once, by flipping one pointer.
 
-Each run writes a table's output for its ``run_date`` to a fresh directory
-``<table>/run_date=<date>/<run_id>/`` and, only when the whole run has succeeded, points the
-partition at it (``ALTER TABLE ... PARTITION ... SET LOCATION``). Readers never see a half-written
-night, a failed run leaves every published partition as it was, and a rerun of a date replaces it.
-Replaced directories are kept for ``grace_hours`` so that queries already running keep their files.
+A run writes each table's output for its ``run_date`` to a fresh directory ``<table>/run_date=<date>/<run_id>/``,
+registered as partition ``run_id=<id>`` of the physical table ``<table>_versions``. Readers query the view
+``<table>``: the versions joined with ``published_runs``, which holds one row per run date, the run shown for it.
+Publishing registers every table's version (invisible: no reader's join reaches it), then points the date's
+``published_runs`` partition at a one-row file naming this run, in one metastore call. Readers see either all of
+last night's tables or all of tonight's; a run that dies before the flip leaves every night as it was, and a rerun
+of a date replaces it. Replaced versions are kept for ``grace_hours`` so that queries already running keep their
+files, then collected.
 """
 
 from __future__ import annotations
@@ -12,20 +15,31 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import storage
+from reelrank import faults, storage
 from reelrank.config import Config
 
 log = logging.getLogger(__name__)
 
+POINTER = "published_runs"
+"""The table that decides what readers see: ``run_id``, ``published_at``, partitioned by ``run_date``."""
+VERSION = "run_id"
+"""Partition column of the ``<table>_versions`` tables: the run that wrote the version."""
+VERSIONS_SUFFIX = "_versions"
+
+
+def versions_table(table: str) -> str:
+    """The physical table behind the view ``table``: every registered version, partitioned by run id."""
+    return f"{table}{VERSIONS_SUFFIX}"
+
 
 def table_root(spark: SparkSession, database: str, table: str) -> str:
-    """Where a table's partition directories live: under the database's location."""
+    """Where a table's version directories live: under the database's location."""
     row = spark.sql(f"DESCRIBE DATABASE {database}").filter("info_name = 'Location'").first()
     assert row is not None  # DESCRIBE DATABASE always has a Location row
     loc = row["info_value"]
@@ -36,81 +50,163 @@ def _ddl_columns(df: DataFrame) -> str:
     return ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema.fields)
 
 
-def _add_missing_columns(spark: SparkSession, name: str, df: DataFrame) -> None:
+def _is_view(spark: SparkSession, name: str) -> bool:
+    return spark.catalog.getTable(name).tableType == "VIEW"
+
+
+def _add_missing_columns(spark: SparkSession, name: str, df: DataFrame) -> bool:
     """Add to existing table ``name`` the columns of ``df`` it lacks (a newer reelrank writes them); the
-    metastore keeps names in lower case, so the comparison ignores case."""
+    metastore keeps names in lower case, so the comparison ignores case. Whether any were added."""
     have = {c.lower() for c in spark.table(name).columns}
     added = [c for c in df.columns if c.lower() not in have]
     if added:
         log.info("adding column(s) %s to %s", ", ".join(added), name)
         spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({_ddl_columns(df.select(*added))})")
+    return bool(added)
 
 
-def ensure_partitioned_table(spark: SparkSession, database: str, table: str, df: DataFrame) -> None:
-    """Create ``database.table`` (Parquet, partitioned by run_date DATE) with ``df``'s columns if it is missing;
-    add the columns an existing table lacks (a newer reelrank wrote them), so SQL sees them too."""
-    name = f"{database}.{table}"
-    if spark.catalog.tableExists(name):
-        _add_missing_columns(spark, name, df)
-        return
-    root = table_root(spark, database, table)
-    spark.sql(
-        f"CREATE TABLE {database}.{table} ({_ddl_columns(df)}, {C.RUN_DATE} DATE) "
-        f"USING parquet PARTITIONED BY ({C.RUN_DATE}) LOCATION '{root}'"
-    )
+def ensure_pointer(spark: SparkSession, database: str) -> None:
+    """Create ``published_runs`` if it is missing."""
+    if not spark.catalog.tableExists(f"{database}.{POINTER}"):
+        spark.sql(f"CREATE TABLE {database}.{POINTER} ({VERSION} STRING, published_at TIMESTAMP, {C.RUN_DATE} DATE) "
+                  f"USING parquet PARTITIONED BY ({C.RUN_DATE}) LOCATION '{table_root(spark, database, POINTER)}'")
 
 
-def partition_location(spark: SparkSession, database: str, table: str, run_date: date) -> str | None:
-    """The directory the published partition points at, or None when the date is not published."""
-    if not spark.catalog.tableExists(f"{database}.{table}"):
+def published_runs(spark: SparkSession, database: str) -> dict[date, str]:
+    """Run date -> the run readers see for it."""
+    if not spark.catalog.tableExists(f"{database}.{POINTER}"):
+        return {}
+    return {r[C.RUN_DATE]: r[VERSION] for r in spark.table(f"{database}.{POINTER}").collect()}
+
+
+def published_run(spark: SparkSession, database: str, run_date: date) -> str | None:
+    """The run readers see for ``run_date``, or None when the date is not published."""
+    if not spark.catalog.tableExists(f"{database}.{POINTER}"):
         return None
-    parts = {r[0] for r in spark.sql(f"SHOW PARTITIONS {database}.{table}").collect()}
-    if f"{C.RUN_DATE}={run_date.isoformat()}" not in parts:
+    row = spark.table(f"{database}.{POINTER}").filter(F.col(C.RUN_DATE) == F.lit(run_date)).first()
+    return None if row is None else row[VERSION]
+
+
+def _partition_dir(spark: SparkSession, name: str, spec: str) -> str | None:
+    """Location of partition ``spec`` (``col='v'``) of table ``name``, or None when it is not registered."""
+    if spec.replace("'", "") not in {r[0] for r in spark.sql(f"SHOW PARTITIONS {name}").collect()}:
         return None
-    rows = spark.sql(
-        f"DESCRIBE FORMATTED {database}.{table} PARTITION ({C.RUN_DATE}='{run_date.isoformat()}')"
-    ).filter("col_name = 'Location'").collect()
+    rows = spark.sql(f"DESCRIBE FORMATTED {name} PARTITION ({spec})").filter("col_name = 'Location'").collect()
     return rows[0]["data_type"]
 
 
-def swap_partition(spark: SparkSession, database: str, table: str, run_date: date, location: str) -> str | None:
-    """Point the run_date partition at ``location`` in one metastore call; return the previous location."""
-    previous = partition_location(spark, database, table, run_date)
+def partition_location(spark: SparkSession, database: str, table: str, run_date: date) -> str | None:
+    """The directory readers of ``table`` see for ``run_date``, or None when the date is not published."""
+    run_id = published_run(spark, database, run_date)
+    versions = f"{database}.{versions_table(table)}"
+    if run_id is None or not spark.catalog.tableExists(versions):
+        return None
+    return _partition_dir(spark, versions, f"{VERSION}='{run_id}'")
+
+
+def register_version(spark: SparkSession, database: str, table: str, run_id: str, location: str,
+                     df: DataFrame) -> None:
+    """Make ``location`` (holding ``df``) partition ``run_id`` of ``<table>_versions``, creating the table or
+    adding the columns it lacks (a newer reelrank wrote them), and keep the readers' view ``table`` in step."""
+    _migrate_legacy(spark, database, table)
+    if VERSION in (c.lower() for c in df.columns):
+        raise ValueError(f"{database}.{table}: a data column may not be called {VERSION} (the version column)")
+    versions = f"{database}.{versions_table(table)}"
+    if not spark.catalog.tableExists(versions):
+        spark.sql(f"CREATE TABLE {versions} ({_ddl_columns(df)}, {VERSION} STRING) USING parquet "
+                  f"PARTITIONED BY ({VERSION}) LOCATION '{table_root(spark, database, table)}'")
+        changed = True
+    else:
+        changed = _add_missing_columns(spark, versions, df)
+    spark.sql(f"ALTER TABLE {versions} ADD IF NOT EXISTS PARTITION ({VERSION}='{run_id}') LOCATION '{location}'")
+    if changed or not spark.catalog.tableExists(f"{database}.{table}"):
+        ensure_view(spark, database, table)
+
+
+def ensure_view(spark: SparkSession, database: str, table: str) -> None:
+    """(Re)create the readers' view ``table``: the published version of every date, with its ``run_date``.
+
+    The broadcast hint lets Spark prune the versions to the published ones (dynamic partition pruning), so a
+    query of one date reads that date's files only.
+    """
+    ensure_pointer(spark, database)
+    versions = f"{database}.{versions_table(table)}"
+    cols = ", ".join(f"v.`{c}`" for c in spark.table(versions).columns if c != VERSION)
+    spark.sql(f"CREATE OR REPLACE VIEW {database}.{table} AS SELECT /*+ BROADCAST(p) */ {cols}, p.{C.RUN_DATE} "
+              f"FROM {versions} v JOIN {database}.{POINTER} p ON v.{VERSION} = p.{VERSION}")
+
+
+def flip(spark: SparkSession, database: str, run_date: date, run_id: str) -> str | None:
+    """Show ``run_id`` for ``run_date`` in every table at once: one metastore call on ``published_runs``.
+
+    Returns the run shown before (None for a new date).
+    """
+    ensure_pointer(spark, database)
+    previous = published_run(spark, database, run_date)
+    location = f"{table_root(spark, database, POINTER)}/{C.RUN_DATE}={run_date.isoformat()}/{run_id}"
+    row = spark.createDataFrame([(run_id, datetime.now(UTC))], f"{VERSION} STRING, published_at TIMESTAMP")
+    row.coalesce(1).write.mode("overwrite").parquet(location)
     spec = f"PARTITION ({C.RUN_DATE}='{run_date.isoformat()}')"
     if previous is None:
-        spark.sql(f"ALTER TABLE {database}.{table} ADD {spec} LOCATION '{location}'")
+        spark.sql(f"ALTER TABLE {database}.{POINTER} ADD IF NOT EXISTS {spec} LOCATION '{location}'")
     else:
-        spark.sql(f"ALTER TABLE {database}.{table} {spec} SET LOCATION '{location}'")
-    spark.sql(f"REFRESH TABLE {database}.{table}")
+        spark.sql(f"ALTER TABLE {database}.{POINTER} {spec} SET LOCATION '{location}'")
+    spark.sql(f"REFRESH TABLE {database}.{POINTER}")
     return previous
 
 
-def collect_garbage(spark: SparkSession, database: str, table: str, grace_hours: float) -> list[str]:
-    """Delete version directories no partition points at and untouched for ``grace_hours``; return their locations.
+def _migrate_legacy(spark: SparkSession, database: str, table: str) -> None:
+    """A warehouse written before the pointer (issue 13) has ``table`` as a table partitioned by ``run_date``
+    whose partitions point at version directories: register those as versions, point each date at its version
+    (unless already published), and replace the table by the view. The data stay where they are."""
+    name = f"{database}.{table}"
+    if not spark.catalog.tableExists(name) or _is_view(spark, name):
+        return
+    kind = spark.catalog.getTable(name).tableType
+    if kind != "EXTERNAL":
+        raise ValueError(f"{name} is a {kind} table, not one reelrank published: move it away to publish {table}")
+    ensure_pointer(spark, database)
+    versions = f"{database}.{versions_table(table)}"
+    if not spark.catalog.tableExists(versions):
+        spark.sql(f"CREATE TABLE {versions} ({_ddl_columns(spark.table(name).drop(C.RUN_DATE))}, {VERSION} STRING) "
+                  f"USING parquet PARTITIONED BY ({VERSION}) LOCATION '{table_root(spark, database, table)}'")
+    shown = published_runs(spark, database)
+    for (part,) in spark.sql(f"SHOW PARTITIONS {name}").collect():
+        day = date.fromisoformat(part.split("=", 1)[1])
+        location = _partition_dir(spark, name, f"{C.RUN_DATE}='{day.isoformat()}'")
+        assert location is not None  # listed by SHOW PARTITIONS just now
+        run_id = location.rstrip("/").rsplit("/", 1)[1]
+        spark.sql(f"ALTER TABLE {versions} ADD IF NOT EXISTS PARTITION ({VERSION}='{run_id}') LOCATION '{location}'")
+        if day not in shown:
+            flip(spark, database, day, run_id)
+            shown[day] = run_id
+    spark.sql(f"DROP TABLE {name}")  # external: the metadata only
+    ensure_view(spark, database, table)
+    log.info("moved %s to the published-run pointer (%s)", name, versions)
 
-    Only dates that have a directory past the grace period cost a metastore lookup.
-    """
+
+def collect_garbage(spark: SparkSession, database: str, table: str, grace_hours: float) -> list[str]:
+    """Delete the version directories of ``table`` (or of the pointer) that no date shows and that were untouched
+    for ``grace_hours``, unregistering them; return their locations. An unpublished attempt's staged output goes
+    too once it is that old (a resume after that recomputes it)."""
     root = storage.resolve(table_root(spark, database, table))
     cutoff = time.time() - grace_hours * 3600
+    live = set(published_runs(spark, database).values())
+    versions = f"{database}.{versions_table(table)}"
+    registered = table != POINTER and spark.catalog.tableExists(versions)
     removed = []
     for date_name in storage.listdir(root, dirs_only=True):
         if not date_name.startswith(f"{C.RUN_DATE}="):
             continue
         date_dir = storage.join(root, date_name)
-        versions = [storage.join(date_dir, v) for v in storage.listdir(date_dir, dirs_only=True)]
-        expired = [v for v in versions if storage.mtime(v) < cutoff]
-        if not expired:
-            continue
-        live = partition_location(spark, database, table, date.fromisoformat(date_name.split("=", 1)[1]))
-        live_at = storage.resolve(live) if live else None
-        if live_at is not None and not live_at.startswith(root + "/"):
-            raise ValueError(
-                f"{database}.{table}: partition {date_name} points at {live}, outside the table root {root}"
-            )
-        for version in expired:
-            if version != live_at:
-                storage.remove(version)
-                removed.append(version)
+        for run_id in storage.listdir(date_dir, dirs_only=True):
+            version = storage.join(date_dir, run_id)
+            if run_id in live or storage.mtime(version) >= cutoff:
+                continue
+            if registered:
+                spark.sql(f"ALTER TABLE {versions} DROP IF EXISTS PARTITION ({VERSION}='{run_id}')")
+            storage.remove(version)
+            removed.append(version)
     return removed
 
 
@@ -143,16 +239,23 @@ class RunOutputs:
         return written
 
     def publish(self, tables: list[str]) -> dict[str, str]:
-        """Swap each table's run_date partition to this run's directory; return table -> location."""
+        """Register every table's version, then flip the pointer: all tables turn to this run at once.
+
+        Returns table -> location. Replaced versions past the grace period are collected afterwards.
+        """
         published = {}
+        ensure_pointer(self.spark, self.database)
         for table in tables:
             location, df = self.staged.get(table, (self.location(table), None))
-            ensure_partitioned_table(
-                self.spark, self.database, table, df if df is not None else self.spark.read.parquet(location)
-            )
-            swap_partition(self.spark, self.database, table, self.run_date, location)
+            register_version(self.spark, self.database, table, self.run_id, location,
+                             df if df is not None else self.spark.read.parquet(location))
             published[table] = location
-        for table in tables:
+            faults.hit("publish.registered")
+        faults.hit("publish.flip")
+        previous = flip(self.spark, self.database, self.run_date, self.run_id)
+        log.info("published run %s for %s in %d tables%s", self.run_id, self.run_date, len(published),
+                 f" (replacing run {previous})" if previous else "")
+        for table in (*tables, POINTER):
             try:
                 removed = collect_garbage(self.spark, self.database, table, self.cfg.warehouse.grace_hours)
             except Exception as e:  # published already: old versions stay until a later night removes them
@@ -175,7 +278,7 @@ def append_rows(spark: SparkSession, database: str, table: str, df: DataFrame) -
 
 
 def read_table(spark: SparkSession, database: str, table: str) -> DataFrame | None:
-    """The whole table, or None when it does not exist yet."""
+    """The whole table (the published nights of a view), or None when it does not exist yet."""
     name = f"{database}.{table}"
     return spark.table(name) if spark.catalog.tableExists(name) else None
 
