@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -97,35 +97,37 @@ def test_nightly_then_query(published):
 
 @pytest.mark.slow
 def test_sigkill_during_publish_then_rerun(published):
-    """SIGKILL while publishing leaves the earlier partition identical; --resume then publishes once."""
+    """SIGKILL while publishing (after 5 of 13 tables were registered) leaves every table as it was: the earlier
+    night identical, nothing of the new one visible; --resume then publishes it once."""
     conf, data, first = published
     assert first.returncode == 0, first.stderr[-3000:]
     before = _checksum(conf, data, "2026-01-02")
-    args = [sys.executable, "-m", "reelrank.cli", "nightly", "--config", str(conf), "--data-dir", data,
-            "--date", "2026-01-03"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    killed_in = None
-    for line in proc.stderr:  # the evaluate line is logged when that stage ends: publish starts right after
-        if " evaluate " in line and "rows" in line:
-            time.sleep(1.0)
-            proc.send_signal(signal.SIGKILL)
-            killed_in = "publish"
-            break
-    proc.wait(timeout=120)
-    assert killed_in == "publish" and proc.returncode == -signal.SIGKILL
+    killed = subprocess.run(
+        [sys.executable, "-m", "reelrank.cli", "nightly", "--config", str(conf), "--data-dir", data,
+         "--date", "2026-01-03"], capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "REELRANK_FAILPOINTS": "publish.registered#5=kill"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert " score " in killed.stderr and "published run" not in killed.stderr
     assert _checksum(conf, data, "2026-01-02") == before
-    (n_mid,), = [list(map(int, row)) for row in _query_csv(
-        conf, data, "SELECT count(*) FROM reelrank.recommendations WHERE run_date = DATE'2026-01-03'")]
-    assert n_mid in (0, int(before[0][0]))  # either not yet swapped in, or the whole partition
+    seen = _query_csv(conf, data, "SELECT (SELECT count(*) FROM reelrank.recommendations WHERE run_date = "
+                      "DATE'2026-01-03'), (SELECT count(*) FROM reelrank.rejected_interactions WHERE run_date = "
+                      "DATE'2026-01-03'), (SELECT count(*) FROM reelrank.user_index WHERE run_date = DATE'2026-01-03')")
+    assert seen == [["0", "0", "0"]]  # the first tables' versions are registered, but no reader reaches them
     rerun = _reelrank("nightly", "--config", str(conf), "--data-dir", data, "--date", "2026-01-03", "--resume")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "skipped: outputs of run" in rerun.stderr
     assert _checksum(conf, data, "2026-01-02") == before
     assert _checksum(conf, data, "2026-01-03")[0][0] == before[0][0]
     runs = _query_csv(
-        conf, data, "SELECT run_date, status, count(*) FROM reelrank.runs GROUP BY run_date, status ORDER BY run_date"
+        conf, data,
+        "SELECT run_date, status, count(*) FROM reelrank.runs GROUP BY run_date, status ORDER BY run_date, status"
     )
-    assert runs == [["2026-01-02", "published", "1"], ["2026-01-03", "published", "1"]]
+    # every attempt has a started row; the killed one has nothing else, the resumed run one published row
+    assert runs == [["2026-01-02", "published", "1"], ["2026-01-02", "started", "1"],
+                    ["2026-01-03", "published", "1"], ["2026-01-03", "started", "2"]]
+    listed = _reelrank("runs", "--config", str(conf), "--data-dir", data)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert len(re.findall(r"\| published +\|", listed.stdout)) == 2 and "| started" not in listed.stdout
 
 
 @pytest.mark.slow

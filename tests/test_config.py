@@ -169,7 +169,19 @@ RANGES = [
     ("als", "tune_ranks", "[32, -64]", "> 0"),
     ("evaluate", "ks", "[10, 0]", "> 0"),
     ("quality", "k", "0", "> 0"),
+    ("score", "top_n", "-5", "> 0"),
+    ("neighbours", "k", "0", "> 0"),
+    ("features", "rows_per_row_group", "0", "> 0"),
+    ("sequence", "max_len", "0", "> 0"),
+    ("quality", "min_rows_ratio", "-0.5", ">= 0"),
+    ("warehouse", "grace_hours", "-1.0", ">= 0"),
 ]
+
+
+@pytest.mark.parametrize("size", ["0", "-4g", "4 g", "4gb", "lots", ""])
+def test_driver_memory_must_be_a_jvm_size(tmp_path, size):
+    with pytest.raises(ConfigError, match=rf"spark\.driver_memory must be a JVM memory size.*got '{size}'$"):
+        load_config(_env_file(tmp_path, f"[spark]\ndriver_memory = '{size}'\n"))
 
 
 @pytest.mark.parametrize("section, key, bad, expect", RANGES, ids=[f"{s}.{k}={v}" for s, k, v, _ in RANGES])

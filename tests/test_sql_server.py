@@ -226,7 +226,8 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
 
         # Both runs are recorded; their own row counts say what a complete partition holds.
         runs = {r[0]: r[1:] for r in beeline(f"SELECT run_id, status, stage_rows['score'], published_model "
-                                             f"FROM reelrank.runs WHERE run_date = DATE'{RUN_DATE}' AND status != 'started'", port)}
+                                             f"FROM reelrank.runs WHERE run_date = DATE'{RUN_DATE}' "
+                                             "AND status != 'started'", port)}
         assert set(runs) == {run1, run2}, runs
         assert all(status == "published" for status, _, _ in runs.values()), runs
         new = tuple(beeline(f"SELECT {READ}", port)[0])
@@ -271,3 +272,8 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
             sqlserver.stop(server.pid)
         print("\nsql-server test timings:", {k: round(v, 1) for k, v in {**metastore.seconds, **timings}.items()})
     assert not sqlserver.port_open(port), "the Thrift server still answers after stop"
+    # The planted password is in no log, and in no file under the data dir: tables (runs included), run state,
+    # reports, the server's own files.
+    secret = metastore.password.encode()
+    assert [p.name for p in logs if secret in p.read_bytes()] == []
+    assert [str(p) for p in data.rglob("*") if p.is_file() and secret in p.read_bytes()] == []

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import typing
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -106,6 +107,10 @@ def _jvm_in_this_process() -> bool:
     return pyspark is not None and getattr(pyspark.SparkContext, "_gateway", None) is not None
 
 
+ORPHAN_WAIT_S = 60.0
+"""How long a command waits for the JVM of a killed run, which still holds the embedded metastore, to exit."""
+
+
 def claim_data_dir(cfg: Config, held: ExitStack, exclusive: bool, day: date | None = None) -> None:
     """Hold the data dir's run lock (:mod:`reelrank.runlock`) until ``held`` closes: always for ``exclusive``
     commands (a night, a stage), and for any Spark command on an embedded Derby metastore, which admits one
@@ -124,8 +129,16 @@ def claim_data_dir(cfg: Config, held: ExitStack, exclusive: bool, day: date | No
             raise DataDirError(f"{e}; wait for it to finish or use another --data-dir") from None
         raise DataDirError(metastore_busy.format(e.holder.describe())) from None
     if derby and not _jvm_in_this_process():  # a process without the lock (the SQL server) may have booted it
-        if (other := runlock.derby_holder(local / runlock.METASTORE_DIR)) is not None:
-            raise DataDirError(metastore_busy.format(other.describe()))
+        waited = 0.0
+        while (other := runlock.derby_holder(local / runlock.METASTORE_DIR)) is not None:
+            # a killed night's JVM outlives its Python by a few seconds: wait for it rather than fail a retry
+            if not (other.pid and runlock.is_orphan(other.pid)) or waited >= ORPHAN_WAIT_S:
+                raise DataDirError(metastore_busy.format(other.describe()))
+            if waited == 0.0:
+                log.info("waiting up to %.0f s for the exiting JVM of a killed run (pid %s) to release the metastore",
+                         ORPHAN_WAIT_S, other.pid)
+            time.sleep(0.5)
+            waited += 0.5
 
 
 def start_session(args: argparse.Namespace, held: ExitStack, exclusive: bool = False):

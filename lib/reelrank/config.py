@@ -53,6 +53,8 @@ DROPOUT = Check(lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 IDENTIFIER = Check(lambda v: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", v) is not None,
                    "an SQL identifier (a letter or _, then letters, digits or _; at most 128)")
 """Names that go into SQL text (the database), checked before any SQL is built."""
+MEMORY = Check(lambda v: re.fullmatch(r"[1-9][0-9]*[kmgtKMGT]?", v) is not None,
+               "a JVM memory size, a positive number with an optional unit k, m, g or t (e.g. 4g)")
 METRIC_KEY = Check(_is_metric_key, "rmse, mae or NAME@K (NAME one of "
                    + ", ".join(typing.get_args(RankingMetric)) + "; K a positive integer)")
 
@@ -89,7 +91,7 @@ class SparkConfig:
     app_name: str
     shuffle_partitions: PositiveInt
     """``spark.sql.shuffle.partitions``: small on one machine, larger on a cluster."""
-    driver_memory: str
+    driver_memory: Annotated[str, MEMORY]
     ui_enabled: bool
     log_level: SparkLogLevel
     event_log: bool

@@ -61,6 +61,8 @@ INPUT = "input"
 
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}([T ].*)?$"
 """Timestamps that are not integer unix seconds must look like ISO-8601 to be tried as one."""
+DECIMAL = r"(?i)^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?(inf|infinity|nan)$"
+"""What a rating may look like before it is parsed: a decimal number (NaN and infinities are rejected later)."""
 UNIX_INTEGER = r"^[+-]?\d{1,19}$"
 """An integer timestamp (19 digits hold nanoseconds since 1970; a value beyond a long is unparseable)."""
 FINER_UNITS = ((10**17, "nanoseconds", 10**9), (10**14, "microseconds", 10**6), (10**11, "milliseconds", 10**3))
@@ -91,7 +93,8 @@ def annotate(raw: DataFrame, cfg: IngestConfig, scale: RatingScale, run_date: da
     lo, hi, step = scale.min, scale.max, scale.step
     user, item, rating_s, ts_s = (_clean(F.col(f)) for f in FIELDS)
     blank = F.coalesce(F.col(BLANK), F.lit(False)) if BLANK in raw.columns else F.lit(False)
-    rating = F.expr(f"try_cast(trim(`{C.RATING}`) AS DOUBLE)")
+    # a plain decimal number (Java would also read 4d, 4f and 0x1p2 as 4.0)
+    rating = F.when(rating_s.rlike(DECIMAL), F.expr(f"try_cast(trim(`{C.RATING}`) AS DOUBLE)"))
     rating = F.when(~F.isnan(rating), rating)  # 'NaN' parses as a double but is no rating
     steps = (rating - F.lit(lo)) / F.lit(step) if step else F.lit(0.0)
     integer_sql = f"try_cast(trim(`{TIMESTAMP}`) AS BIGINT)"
@@ -252,8 +255,9 @@ def check_rejected_share(counts: dict[str, int], cfg: IngestConfig, where: str) 
 
 
 def _clean(col: Column) -> Column:
-    """Trimmed value, or null when it is empty."""
-    trimmed = F.trim(col)
+    """Trimmed value (any Unicode white space, not only spaces: a tab or a no-break space is no id), or null when it
+    is empty."""
+    trimmed = F.regexp_replace(col, r"(?U)^\s+|\s+$", "")
     return F.when(trimmed != "", trimmed)
 
 

@@ -154,6 +154,16 @@ def derby_holder(metastore_dir: Path) -> Holder | None:
 _MAX_COMMAND_CHARS = 160
 
 
+def is_orphan(pid: int) -> bool:
+    """Whether ``pid``'s parent is gone (re-parented to init): the JVM of a killed reelrank, which exits by itself
+    once it notices, releasing the metastore within seconds."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(re.search(r"^PPid:\s*(\d+)", status, re.M).group(1)) <= 1  # type: ignore[union-attr]
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
 def _process_name(pid: int) -> str:
     """What a Derby holder is: the SQL server, or the JVM of some process's Spark session (named after its
     parent's command line), from ``/proc``."""

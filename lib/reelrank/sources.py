@@ -243,7 +243,7 @@ def _read_items(spark: SparkSession, source: SourceConfig) -> DataFrame:
     if all(f.endswith(".parquet") for f in files):
         df = _read_parquet(spark, *files)
     else:
-        df = spark.read.option("header", True).option("sep", source.delimiter).csv(files)
+        df = spark.read.option("header", True).option("sep", source.delimiter).option("escape", '"').csv(files)
     item_col = source.columns.get(C.ITEM, C.ITEM)
     item_col = item_col if item_col in df.columns else C.ITEM
     _check_columns([item_col], df.columns, path)
@@ -291,7 +291,7 @@ def _read_csv_interactions(spark: SparkSession, files: list[str], mapping: dict[
         header = [h.strip() for h in header]
         pos = _positions(header, mapping, path)
         ddl = ", ".join(f"c{k} STRING" for k in range(len(header)))
-        parsed = F.from_csv(F.col("value"), ddl, {"sep": sep, "mode": "PERMISSIVE"})
+        parsed = F.from_csv(F.col("value"), ddl, {"sep": sep, "escape": '"', "mode": "PERMISSIVE"})  # RFC 4180 ""
         lines = _tag(spark.read.text(path))
         frames.append(lines.select("*", *[parsed.getField(f"c{pos[f]}").alias(f) for f in FIELDS]))
     if len(header_only) == len(files):
@@ -320,7 +320,8 @@ def _positions(header: list[str], mapping: dict[str, str], path: str) -> dict[st
 def _check_columns(required: list[str], found: list[str], path: str) -> None:
     for name in required:
         if name not in found:
-            raise SourceError(f"{path}: required column {name!r} not found (columns: {', '.join(found) or 'none'})")
+            raise SourceError(f"{_display_name(path)}: required column {name!r} not found "
+                              f"(columns: {', '.join(found) or 'none'})")
 
 
 # ---- row numbering -----------------------------------------------------------------------------
@@ -453,8 +454,13 @@ def _require_file(spark: SparkSession, path: str, what: str) -> str:
     return path
 
 
+COMPRESSED = ("", ".gz", ".bz2", ".deflate")
+"""Endings after a data file's own that Hadoop decompresses on read: a folder may hold ``part-0.csv.gz``."""
+
+
 def _files(spark: SparkSession, path: str, suffix: str | None, what: str) -> list[str]:
-    """The file itself, the matches of a glob, or a folder's visible files (ending in ``suffix``)."""
+    """The file itself, the matches of a glob, or a folder's visible files (ending in ``suffix``, compressed or
+    not)."""
     if not path:
         raise SourceError(f"{what}: source.input is empty (set it to a file or folder)")
     fs, hpath = _fs(spark, path)
@@ -474,7 +480,7 @@ def _files(spark: SparkSession, path: str, suffix: str | None, what: str) -> lis
             for s in _java_call(path, lambda: fs.listStatus(hpath))
             if s.isFile()
             and not s.getPath().getName().startswith((".", "_"))
-            and (suffix is None or s.getPath().getName().endswith(suffix))
+            and (suffix is None or s.getPath().getName().endswith(tuple(suffix + c for c in COMPRESSED)))
         )
         if not found:
             raise SourceError(f"{what}: no {suffix or ''} files in folder {path}".replace("  ", " "))
