@@ -65,7 +65,8 @@ CASES: dict[str, Case] = {
     "extra_columns": Case("extra_columns", Accepts(values={2: ("u1", "i1", 4.0, T), 3: ("u2", "i2", 3.0, T)})),
     # fields missing on a line read as empty; fields beyond the header's are ignored
     "short_and_long_lines": Case("short_and_long_lines", Accepts(
-        {3: "unparseable_rating", 4: "missing_item_id"}, values={5: ("u4", "i4", 4.0, T)}, details={3: "empty"})),
+        {3: "wrong_field_count", 4: "wrong_field_count", 5: "wrong_field_count"}, values={2: ("u1", "i1", 4.0, T)},
+        details={3: "2 fields; the header has 4", 4: "1 field;", 5: "5 fields"})),
     "header_only": Case("header_only", Fails("data.csv", "only a header line")),
     "empty_file": Case("empty_file", Fails("data.csv", "file is empty")),
     "bom": Case("bom", Accepts(values={2: ("u1", "i1", 4.0, T)})),

@@ -18,11 +18,14 @@ RUN_DATE = date(2024, 5, 1)
 LIMIT = 1714694400  # 2024-05-03 00:00:00 UTC: the end of RUN_DATE plus the default future_slack_days = 1.0
 HALF_STARS = KNOWN_SCALES["movielens-csv"]
 F1, F2 = "a.csv", "b.csv"
-# (user_id, item_id, rating, timestamp, source_file, source_row[, blank]) -> expected reason (None: accepted),
+# (user_id, item_id, rating, timestamp, source_file, source_row[, blank[, wrong_fields]]) -> expected reason
+# (None: accepted),
 # validated on the half-star scale 0.5..5.0 against RUN_DATE
 CASES = [
     (("", "", "", "", F1, 19, True), ingest.BLANK_LINE),
     (("u1", "i1", "4", "100", F1, 20, True), ingest.BLANK_LINE),  # blank wins over everything
+    (("u1", "i1", "3", "5", F1, 39, False, "5 fields; the header has 4"), ingest.WRONG_FIELD_COUNT),  # u1,i1,3,5,T
+    (("u1", "i1", None, None, F1, 40, False, "2 fields; the header has 4"), ingest.WRONG_FIELD_COUNT),
     ((None, None, None, None, F1, 21), ingest.MISSING_USER_ID),  # ',,,' is a record of empty fields, not blank
     (("", "i1", "4", "100", F1, 2), ingest.MISSING_USER_ID),
     ((None, "i1", "4", "100", F1, 3), ingest.MISSING_USER_ID),
@@ -69,8 +72,9 @@ CASES = [
 
 
 def _raw(spark, rows):
-    """Raw interactions as a source yields them (``blank`` false unless given)."""
-    return spark.createDataFrame([row if len(row) == 7 else (*row, False) for row in rows], RAW_SCHEMA)
+    """Raw interactions as a source yields them (``blank`` false and ``wrong_fields`` null unless given)."""
+    return spark.createDataFrame([(*row, False, None)[:8] if len(row) == 6 else (*row, None)[:8] for row in rows],
+                                 RAW_SCHEMA)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlenv import BeelineSession, Metastore, child_env, free_port, kill, start_nightly, wait_watching, write_env
 
-from reelrank import cli, sqlserver
+from reelrank import cli, runlock, sqlserver
 from reelrank.config import load_config
 from reelrank.session import spark_settings, split_secrets
 from reelrank.sqlserver import SqlServerError, beeline
@@ -46,6 +46,17 @@ LONG_LIVED_PAUSE_S = 1.0  # between long-lived reads: each is a Spark job in the
 def test_parse_rows_drops_prompts_and_stray_null():
     out = "0: jdbc:hive2://127.0.0.1:10010> 1145,116,mlp@a\nnull\n\n\"x,y\",NULL\n0: jdbc:hive2://127.0.0.1:10010> \n"
     assert sqlserver.parse_rows(out) == [["1145", "116", "mlp@a"], ["x,y", "NULL"]]
+
+
+def test_the_server_on_derby_refuses_to_start_while_a_night_holds_the_data_dir(tmp_path):
+    """Derby admits one process: serve-sql says who holds it and starts nothing (no port, no pid file)."""
+    cfg = load_config(None, {"warehouse": {"data_dir": str(tmp_path / "data"), "metastore": "derby"}})
+    port = free_port()
+    with runlock.hold(cfg.data_dir, command="reelrank nightly --date 2026-01-02"):
+        with pytest.raises(SqlServerError, match=r"in use by pid \d+ \(reelrank nightly --date 2026-01-02.*external "
+                                                 r"metastore"):
+            sqlserver.start(cfg, port=port)
+    assert not sqlserver.run_paths(cfg, port)[0].exists() and not sqlserver.port_open(port)
 
 
 def test_server_command_keeps_secrets_off_the_command_line(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Validate raw interactions: every input row is either accepted (typed) or rejected with a reason.
 
 Checks run in the order of :data:`REASONS` and the first failing one names the reason: ``blank_line``,
+``wrong_field_count`` (a line with more or fewer fields than the header: extra fields are never dropped silently),
 ``missing_user_id``, ``missing_item_id``, ``unparseable_rating``, ``rating_out_of_range`` and
 ``rating_off_scale`` (against the source's :class:`~reelrank.sources.RatingScale`), ``missing_timestamp``,
 ``unparseable_timestamp``, ``timestamp_not_seconds`` (integers that look like milli-, micro- or nanoseconds,
@@ -21,11 +22,12 @@ from pyspark.sql import functions as F
 
 from reelrank import columns as C
 from reelrank.config import STEP_TOLERANCE, IngestConfig
-from reelrank.sources import BLANK, FIELDS, TIMESTAMP, RatingScale
+from reelrank.sources import BLANK, FIELDS, TIMESTAMP, WRONG_FIELDS, RatingScale
 
 log = logging.getLogger(__name__)
 
 BLANK_LINE = "blank_line"
+WRONG_FIELD_COUNT = "wrong_field_count"
 MISSING_USER_ID = "missing_user_id"
 MISSING_ITEM_ID = "missing_item_id"
 UNPARSEABLE_RATING = "unparseable_rating"
@@ -39,6 +41,7 @@ DUPLICATE = "duplicate"
 SUPERSEDED = "superseded"
 REASONS = (
     BLANK_LINE,
+    WRONG_FIELD_COUNT,
     MISSING_USER_ID,
     MISSING_ITEM_ID,
     UNPARSEABLE_RATING,
@@ -93,6 +96,7 @@ def annotate(raw: DataFrame, cfg: IngestConfig, scale: RatingScale, run_date: da
     lo, hi, step = scale.min, scale.max, scale.step
     user, item, rating_s, ts_s = (_clean(F.col(f)) for f in FIELDS)
     blank = F.coalesce(F.col(BLANK), F.lit(False)) if BLANK in raw.columns else F.lit(False)
+    wrong_fields = F.col(WRONG_FIELDS) if WRONG_FIELDS in raw.columns else F.lit(None).cast("string")
     # a plain decimal number (Java would also read 4d, 4f and 0x1p2 as 4.0)
     rating = F.when(rating_s.rlike(DECIMAL), F.expr(f"try_cast(trim(`{C.RATING}`) AS DOUBLE)"))
     rating = F.when(~F.isnan(rating), rating)  # 'NaN' parses as a double but is no rating
@@ -116,6 +120,7 @@ def annotate(raw: DataFrame, cfg: IngestConfig, scale: RatingScale, run_date: da
 
     checks: list[tuple[Column, str, Column]] = [
         (blank, BLANK_LINE, F.lit("the line is blank")),
+        (wrong_fields.isNotNull(), WRONG_FIELD_COUNT, wrong_fields),
         (user.isNull(), MISSING_USER_ID, F.lit("user_id is empty")),
         (item.isNull(), MISSING_ITEM_ID, F.lit("item_id is empty")),
         (

@@ -48,13 +48,18 @@ SYNTHETIC_FILE = "synthetic"
 BLANK = "blank"
 """Boolean column of :attr:`RawInput.interactions`: the line is empty or whitespace (no record at all).
 Optional for :func:`reelrank.ingest.validate` (absent means false); it never reaches a warehouse table."""
+WRONG_FIELDS = "wrong_fields"
+"""String column of :attr:`RawInput.interactions`: why the line's field count is not the header's (null when it
+is, or the source has no lines). Optional for :func:`reelrank.ingest.validate` like :data:`BLANK`."""
 
 INTERACTIONS_SCHEMA = StructType(
     [StructField(f, StringType()) for f in FIELDS]
     + [StructField(C.SOURCE_FILE, StringType()), StructField(C.SOURCE_ROW, LongType())]
 )
 """The columns :func:`reelrank.ingest.validate` needs; sources add :data:`BLANK` (:data:`RAW_SCHEMA`)."""
-RAW_SCHEMA = StructType([*INTERACTIONS_SCHEMA.fields, StructField(BLANK, BooleanType())])
+RAW_SCHEMA = StructType(
+    [*INTERACTIONS_SCHEMA.fields, StructField(BLANK, BooleanType()), StructField(WRONG_FIELDS, StringType())]
+)
 """What :func:`read_source` yields as interactions."""
 ITEMS_SCHEMA = StructType(
     [
@@ -111,7 +116,8 @@ class RawInput:
     """What a source yields: raw string interactions with provenance, and item metadata if any."""
 
     interactions: DataFrame
-    """user_id, item_id, rating, timestamp (all strings), source_file (string), source_row (long), blank (bool)."""
+    """user_id, item_id, rating, timestamp (all strings), source_file (string), source_row (long), blank (bool),
+    wrong_fields (string)."""
     items: DataFrame | None
     """item_id, title, genres (array<string>), year (int, nullable); None when the source has none."""
 
@@ -171,6 +177,8 @@ def _read_ml100k(spark: SparkSession, folder: str) -> RawInput:
     interactions = lines.select(
         *[parts.getItem(k).alias(f) for k, f in enumerate(FIELDS)], C.SOURCE_FILE, C.SOURCE_ROW,
         _is_blank(F.col("value"), "\t").alias(BLANK),
+        _wrong_fields(F.size(parts), len(FIELDS), "expected 4 tab-separated fields (user, item, rating, "
+                      "timestamp)").alias(WRONG_FIELDS),
     )
 
     genre_names = {}
@@ -293,12 +301,26 @@ def _read_csv_interactions(spark: SparkSession, files: list[str], mapping: dict[
         ddl = ", ".join(f"c{k} STRING" for k in range(len(header)))
         parsed = F.from_csv(F.col("value"), ddl, {"sep": sep, "escape": '"', "mode": "PERMISSIVE"})  # RFC 4180 ""
         lines = _tag(spark.read.text(path))
-        frames.append(lines.select("*", *[parsed.getField(f"c{pos[f]}").alias(f) for f in FIELDS]))
+        wrong = _wrong_fields(_field_count(F.col("value"), sep), len(header), f"the header has {len(header)}")
+        frames.append(lines.select("*", *[parsed.getField(f"c{pos[f]}").alias(f) for f in FIELDS],
+                                   wrong.alias(WRONG_FIELDS)))
     if len(header_only) == len(files):
         where = header_only[0] if len(files) == 1 else f"{header_only[0]} (and the {len(files) - 1} other files)"
         raise SourceError(f"{where}: only a header line, no data (expected one interaction per line after it)")
     numbered = _assign_rows(_union(frames)).withColumn(BLANK, _is_blank(F.col("value"), sep))
     return numbered.filter(F.col(C.SOURCE_ROW) > 1).select(*RAW_SCHEMA.names)
+
+
+def _field_count(line: Column, sep: str) -> Column:
+    """How many ``sep``-separated fields a CSV line holds, quoted fields (RFC 4180, ``""`` inside) counting once."""
+    unquoted = F.regexp_replace(line, '"([^"]|"")*"', "")
+    return F.size(F.split(unquoted, re.escape(sep), -1))
+
+
+def _wrong_fields(count: Column, expected: int, expectation: str) -> Column:
+    """The :data:`WRONG_FIELDS` detail: null when ``count`` is ``expected``."""
+    noun = F.when(count == 1, F.lit(" field; ")).otherwise(F.lit(" fields; "))
+    return F.when(count != expected, F.concat(count.cast("string"), noun, F.lit(expectation)))
 
 
 def _is_blank(line: Column, sep: str) -> Column:
@@ -308,8 +330,9 @@ def _is_blank(line: Column, sep: str) -> Column:
 
 
 def _not_blank(interactions: DataFrame) -> DataFrame:
-    """``interactions`` of a source without lines (Parquet, in-memory) with :data:`BLANK` false throughout."""
-    return interactions.withColumn(BLANK, F.lit(False))
+    """``interactions`` of a source without lines (Parquet, in-memory): :data:`BLANK` false, :data:`WRONG_FIELDS`
+    null throughout."""
+    return interactions.withColumn(BLANK, F.lit(False)).withColumn(WRONG_FIELDS, F.lit(None).cast("string"))
 
 
 def _positions(header: list[str], mapping: dict[str, str], path: str) -> dict[str, int]:

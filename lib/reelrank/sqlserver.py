@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reelrank import storage
+from reelrank import runlock, storage
 from reelrank.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.config import Config
 
@@ -143,6 +143,11 @@ def start(
     """Start the Thrift server in its own session (setsid) and return once ``port`` answers."""
     if cfg.warehouse.metastore == "derby":
         log.warning("warehouse.metastore is derby: the SQL server and the nightly cannot run at the same time")
+        local = storage.local_state_dir(cfg.data_dir)
+        other = runlock.holder(cfg.data_dir) or runlock.derby_holder(local / runlock.METASTORE_DIR)
+        if other is not None:  # it would only fail later, on Derby's lock, deep in its own log
+            raise SqlServerError(f"the embedded metastore under {local} is in use by {other.describe()}; start the "
+                                 "SQL server when it has finished, or use an external metastore (conf/postgres.toml)")
     if port_open(port, host):
         raise SqlServerError(f"{host}:{port} is already in use (another SQL server?); choose another --port")
     pid_path, log_path, props = run_paths(cfg, port)
