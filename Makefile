@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test check install check-java package clean
+.PHONY: run test check install check-java package clean notebook
 
 $(BIN)/activate:
 	@command -v $(PYTHON) >/dev/null || { echo "reelrank needs Python 3.11 ($(PYTHON) not found): install python3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -26,6 +26,11 @@ run: install check-java
 
 test: install check-java
 	$(BIN)/python -m pytest $(ARGS)
+
+# JupyterLab on notebooks/ (the notebook extra, installed on first use); set REELRANK_DATA_DIR to explore a --data-dir
+notebook: install
+	$(BIN)/pip install -q -e '.[test,notebook]'
+	$(BIN)/jupyter lab notebooks/
 
 # the wheel and the packed Python environment for a cluster's executors, in dist/ (deploy/build.sh)
 package: install

@@ -84,8 +84,12 @@ def test_nightly_then_query(published):
     assert f"--data-dir {data}" in pasted and f"--config {conf}" in pasted
     answer = subprocess.run(shlex.split(pasted), capture_output=True, text=True, timeout=300)
     assert answer.returncode == 0 and "20 rows" in answer.stdout, answer.stderr[-2000:]
-    for stage in ("ingest", "matrix", "train", "publish"):
-        assert f"{stage} " in r.stderr  # one log line per stage
+    for stage, counts in (("ingest", "accepted interactions"), ("matrix", "interactions"), ("train", "training rows"),
+                          ("publish", "tables")):
+        assert re.search(rf"INFO  {stage} +[\d,]+ {counts} +[\d.]+ s", r.stderr), stage  # one named line a stage
+    # every line is dated: Spark's start-up chatter is silenced by the package's log4j2 file
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in r.stderr.splitlines() if line.strip()), \
+        r.stderr[:3000]
     (n, users), = [
         list(map(int, row))
         for row in _query_csv(conf, data, "SELECT count(*), count(DISTINCT user_id) FROM reelrank.recommendations")
@@ -128,6 +132,11 @@ def test_sigkill_during_publish_then_rerun(published):
     listed = _reelrank("runs", "--config", str(conf), "--data-dir", data)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert len(re.findall(r"\| published +\|", listed.stdout)) == 2 and "| started" not in listed.stdout
+    # DuckDB read the table's files (no JVM: no "starting Spark" line); Spark SQL gives the same table
+    assert "starting Spark" not in listed.stderr
+    asked_spark = _reelrank("runs", "--config", str(conf), "--data-dir", data, "--spark")
+    assert asked_spark.returncode == 0 and "starting Spark" in asked_spark.stderr, asked_spark.stderr[-2000:]
+    assert asked_spark.stdout == listed.stdout
 
 
 @pytest.mark.slow

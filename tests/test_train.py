@@ -107,6 +107,25 @@ def test_progress_bar_draws_loss_and_speed():
     assert quiet.getvalue() == ""
 
 
+def test_without_a_terminal_a_long_epoch_logs_a_line_per_quarter(caplog):
+    """A scheduler's log sees a long epoch move (25%, 50%, 75%, then the epoch line), never a carriage return."""
+    caplog.set_level("INFO", logger="reelrank.train")
+    out = io.StringIO()
+    bar = ProgressBar(out, draw=False, quiet_s=0.0)
+    bar.start_epoch(0, 1, 1000)
+    for _ in range(10):
+        bar.batch(100, 0.5)
+    bar.end_epoch(EpochStats(0, 0.5, 0.4, 0.7, 1000.0, 1.0))
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split("%")[0].split()[-1] for line in lines[:-1]] == ["30", "50", "80"]  # first batch past each step
+    assert all("of 1,000 rows, loss 0.5000" in line for line in lines[:-1]) and lines[-1].startswith("epoch 1/1 ")
+    assert out.getvalue() == ""
+    patient = ProgressBar(io.StringIO(), draw=False)  # the default: a short epoch stays at one line
+    patient.start_epoch(0, 1, 1000)
+    patient.batch(1000, 0.5)
+    assert len(caplog.records) == len(lines)
+
+
 @pytest.mark.gpu
 def test_train_on_cuda_matches_cpu_scoring(cfg, shards, tmp_path):
     if not torch.cuda.is_available():

@@ -33,6 +33,8 @@ class CandidateSource(ABC):
     """A source of top-n lists: ``fit`` once, then ``recommend`` for any users (seen items are those fitted)."""
 
     name: str
+    baseline: bool = True
+    """A strong simple baseline (popularity, item-kNN, ALS, EASE) that a deep model must beat in the same run."""
     work_dir: str | None = None
     """Where a source that writes files (shards, weights, checkpoints) writes them; None: a temporary folder."""
 
@@ -139,6 +141,8 @@ class SequenceSource(CandidateSource):
     """SASRec or its GRU variant (:mod:`reelrank.seqmodels`) over the sequence shards (:mod:`reelrank.sequences`);
     users without history get the popular list."""
 
+    baseline = False
+
     def __init__(self, kind: str, cfg: SequenceConfig, train: TrainConfig, work_dir: str | None = None,
                  files: int = 4) -> None:
         self.name, self.cfg, self.train_cfg, self.files = kind, cfg, train, files
@@ -222,6 +226,11 @@ def make(name: str, cfg: Config, work_dir: str | None = None) -> CandidateSource
     source = REGISTRY[name](cfg)
     source.work_dir = work_dir
     return source
+
+
+def is_baseline(name: str, cfg: Config) -> bool:
+    """Whether source ``name`` is one of the simple baselines (see :attr:`CandidateSource.baseline`)."""
+    return REGISTRY[name](cfg).baseline
 
 
 def list_length(cfg: Config, name: str) -> int:

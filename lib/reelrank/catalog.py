@@ -33,6 +33,8 @@ class StageDecl:
     outputs: tuple[str, ...]
     published: tuple[str, ...] = ()
     """Warehouse tables of earlier published nights this stage reads (the latest partition)."""
+    counts: str = "rows"
+    """What the stage's row count counts, named in its log line and report (``12,000 interactions``)."""
 
 
 DATASETS: dict[str, Dataset] = {
@@ -73,37 +75,43 @@ TABLES: tuple[str, ...] = tuple(name for name, d in DATASETS.items() if d.kind =
 """Every warehouse table a run publishes (``runs`` is appended to separately)."""
 
 STAGES: tuple[StageDecl, ...] = (
-    StageDecl("ingest", (), ("rejected_interactions", "accepted", "raw_items")),
+    StageDecl("ingest", (), ("rejected_interactions", "accepted", "raw_items"), counts="accepted interactions"),
     StageDecl(
         "matrix",
         ("accepted", "raw_items"),
         ("user_index", "item_index", "interactions", "items", "user_stats", "item_stats", "history", "holdout"),
         published=("user_index", "item_index"),
+        counts="interactions",
     ),
-    StageDecl("neighbours", ("interactions", "user_index"), ("user_neighbours",)),
+    StageDecl("neighbours", ("interactions", "user_index"), ("user_neighbours",), counts="neighbour pairs"),
     StageDecl(
         "candidates",
         ("interactions", "history", "user_index", "item_index"),
         ("item_neighbours", "user_factors", "item_factors", "item_nb_history", "sequences", "candidates_history",
          "candidates_full"),
+        counts="candidates",
     ),
     StageDecl(
         "features",
         ("interactions", "items", "history", "holdout", "candidates_history", "candidates_full"),
         ("learn", "shards_train", "shards_val", "shards_score"),
+        counts="feature rows",
     ),
-    StageDecl("train", ("shards_train", "shards_val", "user_index", "item_index"), ("model",)),
+    StageDecl("train", ("shards_train", "shards_val", "user_index", "item_index"), ("model",),
+              counts="training rows"),
     StageDecl(
         "evaluate",
         ("shards_val", "holdout", "history", "item_nb_history", "candidates_history", "model"),
         ("metrics", "champion"),
+        counts="metric rows",
     ),
     StageDecl(
         "score",
         ("shards_score", "model", "champion", "candidates_full", "user_index", "item_index"),
         ("recommendations",),
+        counts="recommendations",
     ),
-    StageDecl("publish", (*TABLES, "champion"), (), published=("metrics", "recommendations")),
+    StageDecl("publish", (*TABLES, "champion"), (), published=("metrics", "recommendations"), counts="tables"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

@@ -78,8 +78,21 @@ def _numeric(v: str) -> bool:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    """Every attempt's latest row (``started`` while it runs or after it was killed), newest first."""
-    db = config_from_args(args).warehouse.database
+    """Every attempt's latest row (``started`` while it runs or after it was killed), newest first: read with
+    DuckDB from the table's files where it can (:mod:`reelrank.fastread`), else with Spark SQL."""
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return 2
+    db = cfg.warehouse.database
+    if not args.spark:
+        from reelrank import fastread
+
+        rows = fastread.latest_runs(cfg, args.limit)
+        if rows is not None:
+            print(format_table(fastread.RUNS_COLUMNS, rows))
+            return 0
     sql = (f"SELECT run_id, run_date, status, round(seconds, 1) AS seconds, stage_rows['score'] AS recommendations, "
            f"published_model, substring_index(error, '\\n', 1) AS error FROM (SELECT *, row_number() OVER "
            f"(PARTITION BY run_id ORDER BY recorded_at DESC NULLS LAST, finished_at DESC NULLS LAST) AS _latest "
@@ -163,6 +176,8 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
 def _runs_args(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--limit", type=int, default=10, help="how many runs, newest first")
+    p.add_argument("--spark", action="store_true",
+                   help="ask Spark SQL even where DuckDB can read the runs table's files (slower: starts a JVM)")
 
 
 def _where_args(p: argparse.ArgumentParser) -> None:

@@ -85,8 +85,8 @@ class RunRecord:
     published_why: str | None = None
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[StageTimer]:
-        """Time a stage and log one line with its row count and seconds when it ends."""
+    def stage(self, name: str, counts: str = "rows") -> Iterator[StageTimer]:
+        """Time a stage and log one line with its row count (``counts`` names what it counts) and seconds."""
         timer = StageTimer(name)
         t0 = time.perf_counter()
         try:
@@ -94,7 +94,7 @@ class RunRecord:
         finally:
             timer.seconds = time.perf_counter() - t0
             self.stages.append(timer)
-        log.info("%-11s %12s rows %7.1f s  %s", name, f"{timer.rows:,}", timer.seconds, timer.detail)
+        log.info("%-11s %10s %-21s %7.1f s  %s", name, f"{timer.rows:,}", counts, timer.seconds, timer.detail)
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.status, self.error, self.finished = status, error, datetime.now(UTC)

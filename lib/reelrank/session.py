@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -77,6 +78,18 @@ def spark_settings(cfg: Config) -> dict[str, str]:
     return s
 
 
+LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
+
+
+def quiet_spark_log(cfg: Config) -> str:
+    """JVM options that give a driver Spark starts here the package's log4j2 file at ``[spark] log_level``
+    from its first line (``setLogLevel`` comes only after start-up), unless the config names its own."""
+    if "log4j2.configurationFile" in cfg.spark.extra.get(_DRIVER_JAVA_OPTS, ""):
+        return ""
+    return (f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} "
+            f"-Dreelrank.spark.log.level={cfg.spark.log_level.lower()}")
+
+
 def event_log_dir(cfg: Config) -> str:
     """Where Spark's event log goes when ``[spark] event_log`` is on (``spark.history.fs.logDirectory``)."""
     return storage.join(cfg.data_dir, "spark-events")
@@ -140,6 +153,7 @@ def build_spark(cfg: Config) -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if submitted is None:
         conf = SparkConf(loadDefaults=False).setMaster(master).setAll(list(public.items()))
+        conf.set(_DRIVER_JAVA_OPTS, " ".join(filter(None, [quiet_spark_log(cfg), conf.get(_DRIVER_JAVA_OPTS)])))
     else:
         conf = SparkConf(loadDefaults=False).setAll(list(submitted.items()))
         for k, v in public.items():

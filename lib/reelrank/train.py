@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 BAR_WIDTH = 30
 BAR_REFRESH_S = 0.2
 """Seconds between progress-bar redraws."""
+PROGRESS_STEP = 0.25
+"""Without a terminal (a scheduler's log), a progress line each time an epoch passes this share of its rows..."""
+PROGRESS_QUIET_S = 10.0
+"""...once the epoch has run this long (a short epoch logs only its end line)."""
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,17 @@ def seed_everything(seed: int) -> None:
 class ProgressBar:
     """A carriage-return progress bar per epoch on a terminal (loss and samples/s), one log line per epoch."""
 
-    def __init__(self, stream: TextIO | None = None, draw: bool | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, draw: bool | None = None,
+                 quiet_s: float = PROGRESS_QUIET_S) -> None:
         self.stream = stream or sys.stderr
         self.draw = self.stream.isatty() if draw is None else draw
-        self._epoch, self._epochs, self._total, self._done = 0, 0, 0, 0
+        self.quiet_s = quiet_s
+        self._epoch, self._epochs, self._total, self._done, self._logged = 0, 0, 1, 0, 0
         self._loss, self._t0, self._last = 0.0, 0.0, 0.0
 
     def start_epoch(self, epoch: int, epochs: int, total_rows: int) -> None:
         self._epoch, self._epochs, self._total, self._done = epoch, epochs, max(total_rows, 1), 0
+        self._logged = 0
         self._t0 = self._last = time.perf_counter()
 
     def batch(self, rows: int, loss: float) -> None:
@@ -76,6 +83,12 @@ class ProgressBar:
         if self.draw and now - self._last >= BAR_REFRESH_S:
             self._last = now
             self._render(now)
+        steps = int(min(self._done / self._total, 1.0) / PROGRESS_STEP)
+        if not self.draw and steps > self._logged and steps * PROGRESS_STEP < 1.0 and now - self._t0 >= self.quiet_s:
+            self._logged = steps
+            log.info("epoch %d/%d %3.0f%% of %s rows, loss %.4f, %s samples/s", self._epoch + 1, self._epochs,
+                     100 * self._done / self._total, f"{self._total:,}", loss,
+                     f"{self._done / max(now - self._t0, 1e-9):,.0f}")
 
     def _render(self, now: float) -> None:
         frac = min(self._done / self._total, 1.0)

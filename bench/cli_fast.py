@@ -1,0 +1,61 @@
+"""``reelrank runs`` answered by DuckDB from the table's files against the same command through Spark SQL
+(``--spark``), on one warehouse, alternating, in one run. Lower seconds is better; the ratio is DuckDB / Spark.
+
+    .venv/bin/python bench/cli_fast.py --config CONF --data-dir DIR [--repeats 5]
+
+The warehouse needs at least one published night (``reelrank nightly --config CONF --data-dir DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchlib import append_result, markdown
+
+RESULTS = Path(__file__).resolve().parent / "results" / "cli_fast.md"
+
+
+def timed(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    return time.monotonic() - t0, r.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args()
+    base = [sys.executable, "-m", "reelrank.cli", "runs", "--config", args.config, "--data-dir", args.data_dir]
+    load = os.getloadavg()[0]
+    times: dict[str, list[float]] = {"duckdb": [], "spark": []}
+    answers = set()
+    for _ in range(args.repeats):
+        for path, extra in (("duckdb", []), ("spark", ["--spark"])):
+            seconds, out = timed(base + extra)
+            times[path].append(seconds)
+            answers.add(out)
+    fast, slow = statistics.median(times["duckdb"]), statistics.median(times["spark"])
+    rows = [{"path": p, "median s": f"{statistics.median(t):.2f}", "min s": f"{min(t):.2f}",
+             "max s": f"{max(t):.2f}", "runs": len(t)} for p, t in times.items()]
+    rows.append({"path": "ratio duckdb / spark (median)", "median s": f"{fast / slow:.3f}", "min s": "",
+                 "max s": "", "runs": ""})
+    table = markdown(rows) + f"\n\nsame answer on both paths: {len(answers) == 1}"
+    print(table)
+    if not args.no_save:
+        append_result(RESULTS, f"reelrank runs: DuckDB vs Spark SQL, {args.repeats} alternating repeats (load "
+                      f"{load:.1f} at the start)", table)
+
+
+if __name__ == "__main__":
+    main()
