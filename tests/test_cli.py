@@ -161,6 +161,9 @@ def test_report_command_and_notebook(published, tmp_path):
         os.environ.pop("REELRANK_CONFIG"), os.environ.pop("REELRANK_DATA_DIR")
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "catalogue coverage" in outputs and "rows for" in outputs
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # NDCG over runs, coverage
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
 

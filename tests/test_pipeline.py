@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
@@ -113,10 +114,17 @@ def test_report_is_written(nightly):
     assert ctx.report is not None and storage.name(ctx.report) == "report.html"
     folder = storage.parent(ctx.report)
     pngs = {n: len(storage.read_bytes(storage.join(folder, n))) for n in storage.listdir(folder) if n.endswith(".png")}
-    assert set(pngs) == {"metrics.png", "scores.png", "coverage.png", "loss.png"}
+    assert set(pngs) == {f"{n}.png" for n in ("metrics", "published", "rejected", "stages", "loss", "scores",
+                                               "coverage")}
     assert all(size > 1000 for size in pngs.values())
     page = storage.read_text(ctx.report)
     assert all(f'src="{name}"' in page for name in pngs) and ctx.record.run_id in page
+    # the first line says what went out and why; the table names the best baseline; five users are shown
+    verdict = page.split("<body>", 1)[1]
+    assert verdict.startswith(f"<p class=verdict id=verdict>published {ctx.record.run_date}: the "
+                              f"{ctx.record.published_model} list (")
+    assert "best baseline" in page and not re.search(r">\s*nan\s*<", page, re.IGNORECASE)
+    assert page.count("<tr><th>u") == 5
 
 
 def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, nightly, caplog):
