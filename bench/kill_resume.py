@@ -28,7 +28,7 @@ from reelrank.catalog import STAGE_NAMES
 from reelrank.config import default_conf_dir
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kill_resume.md"
-STAGE_LINE = re.compile(r"INFO\s+(\w+)\s+[\d,]+ rows\s+([\d.]+) s")
+STAGE_LINE = re.compile(r"INFO\s+(\w+)\s+[\d,]+ [a-z][a-z ]*?\s+([\d.]+) s")
 RUN_LINE = re.compile(r"INFO\s+run \S+ for \d{4}-\d\d-\d\d")
 DATE, NEXT = "2026-01-05", "2026-01-06"
 

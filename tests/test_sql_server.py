@@ -134,7 +134,8 @@ def _publish_window(log: Path, ended: float) -> tuple[float, float]:
 
 def _wait_for_stage(log: Path, stage: str, proc: subprocess.Popen) -> None:
     """Return once the nightly logged the end of ``stage``; fail if it exits or takes too long first."""
-    done = re.compile(rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d INFO\s+{stage}\s+[\d,]+ rows", re.M)
+    # "... INFO  score       1,200 recommendations      1.5 s  ...": the count names what it counts
+    done = re.compile(rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d INFO\s+{stage}\s+[\d,]+ [a-z][a-z ]*?\s+[\d.]+ s", re.M)
     deadline = time.time() + NIGHTLY_TIMEOUT_S
     while not done.search(log.read_text(errors="replace")):
         assert proc.poll() is None, (
