@@ -338,7 +338,8 @@ def _column(df: DataFrame, name: str) -> np.ndarray:
 
 
 def _sample_users(ctx: RunContext, recs: DataFrame) -> pd.DataFrame:
-    """Five users (the same ones every night while they exist): their latest ratings and their published list."""
+    """``report.SAMPLE_USERS`` users (the same ones every night while they exist): their latest ratings and their
+    published list."""
     users = [r[0] for r in recs.select(C.USER).distinct().orderBy(F.xxhash64(C.USER), C.USER)
              .limit(report.SAMPLE_USERS).collect()]
     titles = ctx.table("items").select(C.ITEM, C.TITLE)

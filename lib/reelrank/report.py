@@ -214,7 +214,8 @@ def write_report(out: str, data: ReportData) -> str:
         ("recommendations published per run",
          plot_over_runs(published_rows, "rows", "stage", "rows published", "recommendations",
                         storage.join(out, "published.png"))),
-        ("rejected input rows by reason per run (0 lines are not drawn)",
+        ("rejected input rows by reason per run (a reason absent on a night has no point there; a single line at "
+         "0 when no night rejected anything)",
          plot_over_runs(rejected, "rows", "reason", "rejected rows", "rows", storage.join(out, "rejected.png"))),
         ("seconds per stage per run",
          plot_over_runs(data.stages, "seconds", "stage", "stage seconds", "seconds", storage.join(out, "stages.png"))),
@@ -252,6 +253,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left;vertical-align:to
 {table.reset_index().round(4).to_html(index=False, na_rep="", classes="metrics")}
 <p>published list: {html.escape(bias_line)}</p>
 <h2>Run</h2><table>{facts}</table>
-<h2>Five users: what they rated last, and what they are recommended</h2>{_samples_html(data.samples)}
+<h2>{data.samples[C.USER].nunique()} users: what they rated last, and what they are recommended</h2>
+{_samples_html(data.samples)}
 <h2>Plots</h2>{figures}</body></html>"""
     return storage.write_text(storage.join(out, "report.html"), page)
