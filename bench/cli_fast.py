@@ -1,5 +1,6 @@
-"""``reelrank runs`` answered by DuckDB from the table's files against the same command through Spark SQL
-(``--spark``), on one warehouse, alternating, in one run. Lower seconds is better; the ratio is DuckDB / Spark.
+"""``reelrank runs``, a ``count(*)`` query and ``where``, answered by DuckDB from the warehouse's files (through
+the publish-time manifest) against the same commands through Spark (``--spark``), on one warehouse,
+alternating, in one run. Lower seconds is better; the ratio is DuckDB / Spark.
 
     .venv/bin/python bench/cli_fast.py --config CONF --data-dir DIR [--repeats 5]
 
@@ -36,25 +37,34 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
-    base = [sys.executable, "-m", "reelrank.cli", "runs", "--config", args.config, "--data-dir", args.data_dir]
+    base = [sys.executable, "-m", "reelrank.cli"]
+    where = ["--config", args.config, "--data-dir", args.data_dir]
+    commands = {
+        "runs": ["runs", *where],
+        "query count(*)": ["query", *where, "SELECT count(*) FROM reelrank.recommendations"],
+        "where": ["where", *where, "recommendations"],
+    }
     load = os.getloadavg()[0]
-    times: dict[str, list[float]] = {"duckdb": [], "spark": []}
-    answers = set()
-    for _ in range(args.repeats):
-        for path, extra in (("duckdb", []), ("spark", ["--spark"])):
-            seconds, out = timed(base + extra)
-            times[path].append(seconds)
-            answers.add(out)
-    fast, slow = statistics.median(times["duckdb"]), statistics.median(times["spark"])
-    rows = [{"path": p, "median s": f"{statistics.median(t):.2f}", "min s": f"{min(t):.2f}",
-             "max s": f"{max(t):.2f}", "runs": len(t)} for p, t in times.items()]
-    rows.append({"path": "ratio duckdb / spark (median)", "median s": f"{fast / slow:.3f}", "min s": "",
-                 "max s": "", "runs": ""})
-    table = markdown(rows) + f"\n\nsame answer on both paths: {len(answers) == 1}"
+    rows, same = [], {}
+    for name, cmd in commands.items():
+        times: dict[str, list[float]] = {"duckdb": [], "spark": []}
+        answers: dict[str, set[str]] = {"duckdb": set(), "spark": set()}
+        for _ in range(args.repeats):
+            for path, extra in (("duckdb", []), ("spark", ["--spark"])):
+                seconds, out = timed(base + cmd + extra)
+                times[path].append(seconds)
+                answers[path].add(out)
+        same[name] = answers["duckdb"] == answers["spark"] and len(answers["duckdb"]) == 1
+        fast, slow = statistics.median(times["duckdb"]), statistics.median(times["spark"])
+        rows += [{"command": name, "path": p, "median s": f"{statistics.median(t):.2f}", "min s": f"{min(t):.2f}",
+                  "max s": f"{max(t):.2f}", "runs": len(t)} for p, t in times.items()]
+        rows.append({"command": name, "path": "ratio duckdb / spark (median)", "median s": f"{fast / slow:.3f}",
+                     "min s": "", "max s": "", "runs": ""})
+    table = markdown(rows) + "\n\nsame answer on both paths: " + ", ".join(f"{n} {ok}" for n, ok in same.items())
     print(table)
     if not args.no_save:
-        append_result(RESULTS, f"reelrank runs: DuckDB vs Spark SQL, {args.repeats} alternating repeats (load "
-                      f"{load:.1f} at the start)", table)
+        append_result(RESULTS, f"reelrank runs / query / where: DuckDB vs Spark, {args.repeats} alternating "
+                      f"repeats (load {load:.1f} at the start)", table)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,10 @@ from pathlib import Path
 from benchlib import append_result, markdown
 from reelrank.catalog import STAGE_NAMES
 from reelrank.config import default_conf_dir
+from reelrank.runs import stage_line
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kill_resume.md"
-STAGE_LINE = re.compile(r"INFO\s+(\w+)\s+[\d,]+ [a-z][a-z ]*?\s+([\d.]+) s")
+STAGE_LINE = stage_line()
 RUN_LINE = re.compile(r"INFO\s+run \S+ for \d{4}-\d\d-\d\d")
 DATE, NEXT = "2026-01-05", "2026-01-06"
 

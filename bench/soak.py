@@ -68,7 +68,7 @@ def check(config: str, data: str) -> dict:
         on = F.col("run_date") == F.lit(day)
         t = {name: spark.table(f"{db}.{name}").filter(on) for name in catalog.TABLES}
         markers = set()
-        markers |= {r[0].rsplit("@", 1)[1] for r in t["recommendations"].select("model").distinct().collect()}
+        markers |= {r[0] for r in t["recommendations"].select("model_version").distinct().collect()}
         for name in ("user_factors", "item_factors"):
             markers |= {r[0] for r in t[name].select("model_version").distinct().collect()}
         status, rows = latest.get(run_id, ("missing", {}))

@@ -181,3 +181,73 @@ def test_where_and_duckdb_read_the_published_parquet(published):
     (expected,), = [list(map(int, row)) for row in _query_csv(
         conf, data, "SELECT count(*) FROM reelrank.recommendations WHERE run_date = DATE'2026-01-02'")]
     assert n == expected > 0
+
+
+NOT_RUN_HERE = {
+    "make run": "run by hand on a fresh clone before every stop (the closing note says so)",
+    "make test": "the command CI runs",
+    "make package": "builds the 708 MB executors' environment: tests/test_cluster.py builds and submits with it",
+    "spark-submit": "a whole nightly through spark-submit: tests/test_cluster.py",
+    "deploy/submit.sh": "a standalone cluster: tests/test_cluster.py submits the jobs with it",
+    "export": "sets variables for the commands after it",
+    "deploy/metastore.sh": "PostgreSQL metastore: tests/test_sql_server.py",
+    ".venv/bin/reelrank nightly --config conf/postgres.toml": "PostgreSQL metastore: tests/test_sql_server.py",
+    ".venv/bin/reelrank serve-sql": "Thrift server: tests/test_sql_server.py",
+    '"$(.venv/bin/python -c': "beeline against the Thrift server: tests/test_sql_server.py",
+    "python3.11 -m venv /opt": "installs into /opt: what `make install` does in .venv",
+    "/opt/reelrank-venv": "the installed wheel: `make run` runs the same nightly from .venv",
+    "cd /tmp && setsid": "a standalone cluster: tests/test_cluster.py starts one the same way (spark-class)",
+    "for i in 1 2": "a standalone cluster: tests/test_cluster.py",
+    "curl": "a standalone cluster's or history server's web API",
+    "mkdir -p /tmp/rr-conf": "a cluster night's config",
+    "SPARK_HOME=": "the history server of a cluster's event logs",
+    "$SPARK_HOME": "the history server of a cluster's event logs",
+    "SPARK_HISTORY_OPTS=": "the history server of a cluster's event logs",
+    "reelrank nightly [": "a synopsis, not a command",
+    "[--source": "a synopsis, not a command",
+    "reelrank query [": "a synopsis, not a command",
+    "reelrank stage ": "a synopsis, not a command",
+    "reelrank tune ": "a grid search (minutes): tests/test_factorize.py tunes in process",
+    "reelrank --version": "tests/test_cli.py::test_usage_lists_commands and --help",
+    ". .venv/bin/activate && spark-submit": "a whole nightly through spark-submit: tests/test_cluster.py",
+}
+"""README commands this test does not run, each with where it is exercised instead (a new README command fails the
+test below until it is run there or listed here)."""
+
+
+def readme_commands(path: Path) -> list[str]:
+    """The shell lines of a Markdown file's fenced blocks, continuation lines joined, comment lines dropped."""
+    lines, block, fenced = [], [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            block.append(line)
+    joined = "\n".join(block).replace("\\\n", " ")
+    for line in joined.splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and not line.startswith("# built"):
+            lines.append(line.strip())
+    return lines
+
+
+@pytest.mark.slow
+def test_readme_commands_work_when_pasted(published):
+    """Every command of README.md and deploy/README.md that a published warehouse answers runs as written (the
+    data dir from $REELRANK_DATA_DIR, `reelrank` on PATH as in an activated venv); every other one is listed in
+    NOT_RUN_HERE with where it is exercised."""
+    conf, data, first = published
+    assert first.returncode == 0, first.stderr[-3000:]
+    env = {**os.environ, "REELRANK_DATA_DIR": data,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    ran = []
+    for readme in (REPO / "README.md", REPO / "deploy" / "README.md"):
+        for cmd in readme_commands(readme):
+            if any(cmd.startswith(prefix) for prefix in NOT_RUN_HERE):
+                continue
+            assert re.match(r"(\.venv/bin/)?(reelrank (query|runs|where|report)\b|python -c)", cmd), \
+                f"{readme.name}: a command neither run here nor listed in NOT_RUN_HERE: {cmd}"
+            r = subprocess.run(["bash", "-c", cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0 and r.stdout.strip() and "Traceback" not in r.stderr, (cmd, r.stderr[-2000:])
+            ran.append(cmd)
+    assert len(ran) >= 8, ran

@@ -117,10 +117,7 @@ def _published(data_dir: Path, table: str) -> pd.DataFrame:
     """The published partition of ``table`` read from its Parquet files (one run per data dir here)."""
     [folder] = (data_dir / "warehouse" / "reelrank.db" / table / f"run_date={DAY}").iterdir()
     df = pd.read_parquet(folder)
-    for col in ("model", "model_version"):  # "<model>@<run_id>": the run ids differ
-        if col in df:
-            df[col] = df[col].str.split("@").str[0]
-    return df
+    return df.drop(columns=["model_version"], errors="ignore")  # the run that fitted it: the run ids differ
 
 
 def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

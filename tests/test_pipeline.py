@@ -43,9 +43,10 @@ def test_every_user_gets_top_n(spark, cfg, nightly):
 
 def test_rerun_of_the_same_date_replaces(spark, cfg, nightly):
     assert _table(spark, cfg, "recommendations").count() == nightly["recs_first"]
-    models = {r[0] for r in _table(spark, cfg, "recommendations").select(C.MODEL).distinct().collect()}
+    models = {tuple(r) for r in _table(spark, cfg, "recommendations").select(C.MODEL, C.MODEL_VERSION).distinct()
+              .collect()}
     second = nightly["second"].record
-    assert models == {f"{second.published_model}@{second.run_id}"}
+    assert models == {(second.published_model, second.run_id)}  # named as metrics names it, the run beside it
 
 
 def test_ranks_are_one_to_n_and_scores_non_increasing(spark, cfg, nightly):
@@ -123,6 +124,12 @@ def test_report_is_written(nightly):
     verdict = page.split("<body>", 1)[1]
     assert verdict.startswith(f"<p class=verdict id=verdict>published {ctx.record.run_date}: the "
                               f"{ctx.record.published_model} list (")
+    # the second night's gate compared with the first night; the first night's ran the absolute checks only
+    first = nightly["first"]
+    assert ctx.gate_against is not None and ctx.gate_against["run_id"] == first.record.run_id
+    assert f"gate passed against run {first.record.run_id}" in verdict.split("</p>", 1)[0]
+    earlier = first.gate_against  # None unless another test published into this session's warehouse before
+    assert ("first night: only the absolute checks ran" in pipeline.verdict(first)) == (earlier is None)
     assert "best baseline" in page and not re.search(r">\s*nan\s*<", page, re.IGNORECASE)
     assert page.count("<tr><th>u") == 5
 
@@ -142,8 +149,9 @@ def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, ni
     assert resumed.record.run_id == last.run_id
     skipped = {r.getMessage().split()[0] for r in caplog.records if "skipped: outputs of run" in r.getMessage()}
     assert skipped == set(pipeline.STAGES) - {"publish"}
-    models = {r[0] for r in _table(spark, cfg, "recommendations").select(C.MODEL).distinct().collect()}
-    assert models == {f"{resumed.record.published_model}@{resumed.record.run_id}"}
+    models = {tuple(r) for r in _table(spark, cfg, "recommendations").select(C.MODEL, C.MODEL_VERSION).distinct()
+              .collect()}
+    assert models == {(resumed.record.published_model, resumed.record.run_id)}
     assert _table(spark, cfg, "recommendations").count() == len(before)
 
 
@@ -223,3 +231,35 @@ def test_a_stage_job_never_touches_a_published_night(spark, cfg, nightly):
         pipeline.run_stage(spark, cfg, DAY, "score")
     assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
     assert spark.table(f"{db}.runs").count() == n_runs
+
+
+def test_duckdb_answers_equal_spark_sql(spark, cfg, nightly):
+    """Without Spark, through the publish-time manifest: the same columns and rows as Spark SQL."""
+    from reelrank import fastread
+
+    db = cfg.warehouse.database
+    queries = [
+        f"SELECT count(*) FROM {db}.recommendations",
+        f"SELECT run_date, count(*) AS n FROM {db}.recommendations GROUP BY run_date ORDER BY run_date",
+        f"SELECT user_id, item_id, rank, score, model, model_version FROM {db}.recommendations "
+        f"ORDER BY run_date, user_id, rank LIMIT 30",
+        f"SELECT * FROM {db}.metrics WHERE run_date = (SELECT max(run_date) FROM {db}.metrics) "
+        f"ORDER BY model, metric, k",
+        f"SELECT model, k, avg(value), sum(value) / 0 FROM {db}.metrics GROUP BY model, k ORDER BY k, model",
+        f"SELECT k FROM {db}.metrics ORDER BY k LIMIT 3",  # rmse and mae have no k: NULLs first, as in Spark
+        f"SELECT run_id, run_date FROM {db}.published_runs ORDER BY run_date",
+        f"SELECT count(*) FROM {db}.rejected_interactions",
+        fastread.runs_sql(db, 5),
+    ]
+
+    def rounded(rows):
+        return [tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows]
+
+    for sql in queries:
+        fast = fastread.query(cfg, sql)
+        assert fast is not None, sql
+        df = spark.sql(sql)
+        assert fast[0] == df.columns, sql
+        assert rounded(fast[1]) == rounded([tuple(r) for r in df.collect()]), sql
+    assert fastread.where(cfg, "recommendations", None) == warehouse.partition_location(
+        spark, db, "recommendations", DAY).removeprefix("file:")

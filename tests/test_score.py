@@ -21,5 +21,6 @@ def test_with_original_ids(spark):
     recs = spark.createDataFrame([(0, 1, 0.5, 1)], [C.USER_IDX, C.ITEM_IDX, C.SCORE, C.RANK])
     users = spark.createDataFrame([("alice", 0)], [C.USER, C.USER_IDX])
     items = spark.createDataFrame([("i-a", 0), ("i-b", 1)], [C.ITEM, C.ITEM_IDX])
-    row = score.with_original_ids(recs, users, items, "mlp@r1").first()
-    assert row.asDict() == {C.USER: "alice", C.ITEM: "i-b", C.RANK: 1, C.SCORE: 0.5, C.MODEL: "mlp@r1"}
+    row = score.with_original_ids(recs, users, items, "mlp", "r1").first()
+    assert row.asDict() == {C.USER: "alice", C.ITEM: "i-b", C.RANK: 1, C.SCORE: 0.5, C.MODEL: "mlp",
+                            C.MODEL_VERSION: "r1"}

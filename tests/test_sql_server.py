@@ -19,6 +19,7 @@ from sqlenv import BeelineSession, Metastore, child_env, free_port, kill, start_
 
 from reelrank import cli, runlock, sqlserver
 from reelrank.config import load_config
+from reelrank.runs import stage_line
 from reelrank.session import spark_settings, split_secrets
 from reelrank.sqlserver import SqlServerError, beeline
 
@@ -135,7 +136,7 @@ def _publish_window(log: Path, ended: float) -> tuple[float, float]:
 def _wait_for_stage(log: Path, stage: str, proc: subprocess.Popen) -> None:
     """Return once the nightly logged the end of ``stage``; fail if it exits or takes too long first."""
     # "... INFO  score       1,200 recommendations      1.5 s  ...": the count names what it counts
-    done = re.compile(rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d INFO\s+{stage}\s+[\d,]+ [a-z][a-z ]*?\s+[\d.]+ s", re.M)
+    done = stage_line(stage)
     deadline = time.time() + NIGHTLY_TIMEOUT_S
     while not done.search(log.read_text(errors="replace")):
         assert proc.poll() is None, (

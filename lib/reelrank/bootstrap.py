@@ -135,8 +135,8 @@ def claim_data_dir(cfg: Config, held: ExitStack, exclusive: bool, day: date | No
             if not (other.pid and runlock.is_orphan(other.pid)) or waited >= ORPHAN_WAIT_S:
                 raise DataDirError(metastore_busy.format(other.describe()))
             if waited == 0.0:
-                log.info("waiting up to %.0f s for the exiting JVM of a killed run (pid %s) to release the metastore",
-                         ORPHAN_WAIT_S, other.pid)
+                log.info("waiting up to %.0f s for the exiting JVM of an earlier command (pid %s, its Python gone) "
+                         "to release the metastore", ORPHAN_WAIT_S, other.pid)
             time.sleep(0.5)
             waited += 0.5
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 
@@ -22,6 +23,7 @@ from reelrank.bootstrap import (
     parse_date,
     run_in_session,
     run_pipeline,
+    setup_logging,
 )
 from reelrank.catalog import STAGE_NAMES
 from reelrank.config import Config, ConfigError
@@ -31,19 +33,21 @@ log = logging.getLogger(__name__)
 
 
 def _query(args: argparse.Namespace) -> int:
+    """Answered by DuckDB from the published Parquet files where that is certain to give Spark's answer
+    (:mod:`reelrank.fastread`), else (or with ``--spark``) by Spark SQL."""
+    if not args.spark and (fast := _fast(args, lambda cfg: _fastread().query(cfg, args.sql))) is not None:
+        if isinstance(fast, int):
+            return fast
+        _print_result(args, *fast)
+        return 0
+
     def body(cfg: Config, spark) -> int:
         if not args.verbose:  # a failed task's Java trace would bury the one line below; -v shows it
             spark.sparkContext.setLogLevel("OFF")
         try:
             df = spark.sql(args.sql)
-            if args.format == "csv":
-                pdf = df.toPandas()
-                pdf.to_csv(sys.stdout, index=False)
-            else:
-                rows = df.limit(args.limit + 1).collect()
-                print(format_table(df.columns, [tuple(r) for r in rows[: args.limit]]))
-                if len(rows) > args.limit:
-                    print(f"(first {args.limit} rows; use --limit or --format csv for more)")
+            rows = df.collect() if args.format == "csv" else df.limit(args.limit + 1).collect()
+            _print_result(args, df.columns, [tuple(r) for r in rows])
             return 0
         except Exception as e:  # AnalysisException, ParseException, a corrupt file: one line, the trace in the log
             log.debug("query failed", exc_info=True)
@@ -52,6 +56,34 @@ def _query(args: argparse.Namespace) -> int:
             return 1
 
     return run_in_session(args, body)
+
+
+def _fastread():
+    from reelrank import fastread
+
+    return fastread
+
+
+def _fast(args: argparse.Namespace, answer):
+    """``answer(cfg)`` when the config loads (None when DuckDB cannot answer); an exit code when it does not."""
+    setup_logging(args.verbose)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return 2
+    return answer(cfg)
+
+
+def _print_result(args: argparse.Namespace, columns: list[str], rows: list[tuple]) -> None:
+    if args.format == "csv":
+        import pandas as pd
+
+        pd.DataFrame.from_records(rows, columns=columns).to_csv(sys.stdout, index=False)
+        return
+    print(format_table(columns, rows[: args.limit]))
+    if len(rows) > args.limit:
+        print(f"(first {args.limit} rows; use --limit or --format csv for more)")
 
 
 def format_table(columns: list[str], rows: list[tuple]) -> str:
@@ -78,30 +110,24 @@ def _numeric(v: str) -> bool:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    """Every attempt's latest row (``started`` while it runs or after it was killed), newest first: read with
-    DuckDB from the table's files where it can (:mod:`reelrank.fastread`), else with Spark SQL."""
+    """Every attempt's latest row (``started`` while it runs or after it was killed), newest first."""
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
         print(f"reelrank: {e}", file=sys.stderr)
         return 2
-    db = cfg.warehouse.database
-    if not args.spark:
-        from reelrank import fastread
-
-        rows = fastread.latest_runs(cfg, args.limit)
-        if rows is not None:
-            print(format_table(fastread.RUNS_COLUMNS, rows))
-            return 0
-    sql = (f"SELECT run_id, run_date, status, round(seconds, 1) AS seconds, stage_rows['score'] AS recommendations, "
-           f"published_model, substring_index(error, '\\n', 1) AS error FROM (SELECT *, row_number() OVER "
-           f"(PARTITION BY run_id ORDER BY recorded_at DESC NULLS LAST, finished_at DESC NULLS LAST) AS _latest "
-           f"FROM {db}.runs) WHERE _latest = 1 ORDER BY started_at DESC LIMIT {args.limit}")
+    sql = _fastread().runs_sql(cfg.warehouse.database, args.limit)
     return _query(argparse.Namespace(**{**vars(args), "sql": sql, "format": "table"}))
 
 
 def _where(args: argparse.Namespace) -> int:
-    """Print the directory a table's published partition points at (for reading the Parquet directly)."""
+    """Print the directory a table's published partition points at (for reading the Parquet directly): from the
+    publish-time manifest where it is current, else from the metastore."""
+    if not args.spark and (fast := _fast(args, lambda cfg: _fastread().where(cfg, args.table, args.date))):
+        if isinstance(fast, int):
+            return fast
+        print(fast)
+        return 0
 
     def body(cfg: Config, spark) -> int:
         from pyspark.sql import functions as F
@@ -161,8 +187,14 @@ def _spark_conf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--null", action="store_true", help="NUL-separated arguments (for scripts) instead of lines")
 
 
+def _spark_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--spark", action="store_true",
+                   help=f"ask Spark even where DuckDB can {what} (slower: starts a JVM)")
+
+
 def _query_args(p: argparse.ArgumentParser) -> None:
     add_common(p)
+    _spark_flag(p, "read the published files and the SQL means the same to both")
     p.add_argument("--format", choices=["table", "csv"], default="table")
     p.add_argument("--limit", type=int, default=1000, help="most rows printed (table format)")
     p.add_argument("sql")
@@ -176,12 +208,12 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
 def _runs_args(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--limit", type=int, default=10, help="how many runs, newest first")
-    p.add_argument("--spark", action="store_true",
-                   help="ask Spark SQL even where DuckDB can read the runs table's files (slower: starts a JVM)")
+    _spark_flag(p, "read the runs table's files")
 
 
 def _where_args(p: argparse.ArgumentParser) -> None:
     add_common(p)
+    _spark_flag(p, "read the publish-time manifest")
     p.add_argument("table")
     p.add_argument("--date", type=parse_date, default=None, help="run date (default: the latest published)")
 
@@ -232,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     try:
         return args.run(args)
+    except BrokenPipeError:  # `reelrank query ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as e:  # commands that read the config without a session (spark-conf, report)
         print(f"reelrank: {e}", file=sys.stderr)
         return 2

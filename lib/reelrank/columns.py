@@ -12,6 +12,8 @@ PREDICTION = "prediction"
 LABEL = "label"
 RUN_DATE = "run_date"
 MODEL = "model"
+MODEL_VERSION = "model_version"
+"""The run that fitted the model (its files are under that run's folder)."""
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
 ORIGIN = (SOURCE_FILE, SOURCE_ROW)

@@ -45,7 +45,7 @@ from reelrank import (
 from reelrank import columns as C
 from reelrank.config import Config, default_conf_dir
 from reelrank.loader import shard_schema
-from reelrank.runs import StageTimer
+from reelrank.runs import StageTimer, process_seconds
 from reelrank.runstate import RunContext, RunFailed, StageIO, collect_work
 from reelrank.sources import ITEMS_SCHEMA
 
@@ -201,11 +201,11 @@ def stage_score(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
         best = score.top_n(score.score_candidates(io.read("shards_score"), _model_bytes(ctx, io)), cfg.score.top_n)
     else:
         best = io.read("candidates_full", part=champion.model).where(F.col(C.RANK) <= cfg.score.top_n)
-    name = f"{champion.model}@{ctx.record.run_id}"
-    recs = score.with_original_ids(best, io.read("user_index"), io.read("item_index"), name)
+    recs = score.with_original_ids(best, io.read("user_index"), io.read("item_index"), champion.model,
+                                   ctx.record.run_id)
     recs = io.write("recommendations", recs)
     st.rows = recs.count()
-    st.detail = f"top {cfg.score.top_n} per user from {name}"
+    st.detail = f"top {cfg.score.top_n} per user from {champion.model} (fitted by run {ctx.record.run_id})"
 
 
 def _champion(io: StageIO) -> quality.Champion:
@@ -266,7 +266,8 @@ def stage_publish(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     mine = io.read("metrics").filter(F.col(C.MODEL) == champion.model).collect()
     tonight = {f"{r['metric']}@{r['k']}": r["value"] for r in mine}
     users = max((r["users"] or 0 for r in mine if r["metric"] == cfg.quality.metric), default=0)
-    problems = quality.check(ctx.spark, ctx.db, cfg.quality, rows, tonight, champion.model, users)
+    ctx.gate_against = quality.last_published(ctx.spark, ctx.db)
+    problems = quality.check(ctx.spark, ctx.db, cfg.quality, rows, tonight, champion.model, users, ctx.gate_against)
     if problems:
         raise quality.QualityGateFailed("quality gate: " + "; ".join(problems))
     published = ctx.outputs.publish(list(catalog.TABLES))
@@ -290,10 +291,16 @@ def write_run_report(ctx: RunContext) -> str | None:
 
 def verdict(ctx: RunContext) -> str:
     """The report's first line: what was published, which list and why, and the gate with its thresholds."""
-    q, rec = ctx.cfg.quality, ctx.record
-    gate = (f"gate passed: recommendations ≥ {q.min_rows_ratio:.0%} of the last published night's, "
-            f"{q.metric}@{q.k} no more than {q.max_metric_drop:.0%} below it beyond {q.noise_z:g} standard errors"
-            if q.enabled else "gate off ([quality] enabled = false)")
+    q, rec, prev = ctx.cfg.quality, ctx.record, ctx.gate_against
+    if not q.enabled:
+        gate = "gate off ([quality] enabled = false)"
+    elif prev is None:
+        gate = (f"first night: only the absolute checks ran (recommendations and a {q.metric}@{q.k} exist); "
+                f"nothing was published before to compare with")
+    else:
+        gate = (f"gate passed against run {prev['run_id']} of {prev[C.RUN_DATE]}: recommendations ≥ "
+                f"{q.min_rows_ratio:.0%} of its, {q.metric}@{q.k} no more than {q.max_metric_drop:.0%} below its "
+                f"beyond {q.noise_z:g} standard errors")
     return f"published {rec.run_date}: the {rec.published_model} list ({rec.published_why}); {gate}"
 
 
@@ -447,7 +454,7 @@ def _ratings(interactions: DataFrame) -> DataFrame:
 
 def _with_ids(factors: DataFrame, index: DataFrame, idx_col: str, run_id: str) -> DataFrame:
     """Factors with original ids and the model version they came from."""
-    return factors.join(index, idx_col).select("*", F.lit(run_id).alias("model_version"))
+    return factors.join(index, idx_col).select("*", F.lit(run_id).alias(C.MODEL_VERSION))
 
 
 def _neighbour_ids(nb: DataFrame, index: DataFrame, id_col: str, idx_col: str) -> DataFrame:
@@ -467,7 +474,7 @@ def summary(ctx: RunContext) -> str:
     query = f"{_command()} query {_where_args(ctx.cfg)}"
     return "\n".join(
         [
-            f"run {ctx.record.run_id} published run_date={run_date} in {ctx.record.seconds:.0f} s",
+            f"run {ctx.record.run_id} published run_date={run_date}: {_took(ctx)}",
             f"published list: {ctx.record.published_model} ({ctx.record.published_why})",
             *[f"ingest: {s.detail}" for s in ctx.record.stages if s.name == "ingest"],
             f"warehouse: {storage.join(ctx.cfg.data_dir, 'warehouse')} "
@@ -482,6 +489,15 @@ def summary(ctx: RunContext) -> str:
             f"report: {ctx.report}" if ctx.report else "report: not written (see the log)",
         ]
     )
+
+
+def _took(ctx: RunContext) -> str:
+    """The command's wall time, split into the run's stages and the rest (Spark's start-up, the report)."""
+    rec = ctx.record
+    wall, stages = process_seconds(), sum(s.seconds for s in rec.stages)
+    earlier = f"; earlier attempts of this run {rec.elapsed_before:.0f} s" if rec.elapsed_before else ""
+    return (f"this command took {wall:.0f} s: stages {stages:.0f} s, Spark start-up, publishing the run record "
+            f"and the report {max(wall - stages, 0):.0f} s{earlier}")
 
 
 def _command() -> str:

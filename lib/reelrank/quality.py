@@ -125,12 +125,12 @@ def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: 
 
 def check(
     spark: SparkSession, database: str, cfg: QualityConfig, rows: int, metrics: dict[str, float], model: str,
-    users: int = 0,
+    users: int, prev: dict | None,
 ) -> list[str]:
     """Reasons tonight's output must not be published (empty when it passes).
 
-    ``metrics`` maps "metric@k" to tonight's value for ``model``, measured on ``users`` validation users.
-    Before the first published run only the absolute checks apply.
+    ``metrics`` maps "metric@k" to tonight's value for ``model``, measured on ``users`` validation users;
+    ``prev`` is :func:`last_published`. Before the first published run only the absolute checks apply.
     """
     if not cfg.enabled:
         return []
@@ -141,7 +141,6 @@ def check(
     value = metrics.get(key)
     if value is None or value != value:
         problems.append(f"{model} has no {key}")
-    prev = last_published(spark, database)
     if prev is None:
         return problems
     if prev["rows"] and rows < cfg.min_rows_ratio * prev["rows"]:

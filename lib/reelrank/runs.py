@@ -7,6 +7,8 @@ was killed still shows (as ``started``); a run's state is its latest row by ``re
 from __future__ import annotations
 
 import logging
+import os
+import re
 import subprocess
 import time
 import uuid
@@ -66,6 +68,31 @@ class StageTimer:
     seconds: float = 0.0
 
 
+STAGE_LINE_FORMAT = "%-11s %10s %-21s %7.1f s  %s"
+"""A stage's log line: name, count, what it counts, seconds, detail (``ingest  3,000 accepted interactions ...``)."""
+
+
+def stage_line(stage: str = r"\w+") -> re.Pattern:
+    """A pattern finding the log line of ``stage`` (a regex; default any): groups ``stage``, ``seconds``."""
+    return re.compile(rf"INFO\s+(?P<stage>{stage})\s+[\d,]+ [a-z][a-z ]*?\s+(?P<seconds>[\d.]+) s")
+
+
+_IMPORTED = time.monotonic()
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started (Linux's /proc; else since this module was imported): what the
+    command really took, Spark's start-up included."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, after "(comm)"
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
 @dataclass
 class RunRecord:
     run_date: date
@@ -94,7 +121,7 @@ class RunRecord:
         finally:
             timer.seconds = time.perf_counter() - t0
             self.stages.append(timer)
-        log.info("%-11s %10s %-21s %7.1f s  %s", name, f"{timer.rows:,}", counts, timer.seconds, timer.detail)
+        log.info(STAGE_LINE_FORMAT, name, f"{timer.rows:,}", counts, timer.seconds, timer.detail)
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.status, self.error, self.finished = status, error, datetime.now(UTC)

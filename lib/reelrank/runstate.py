@@ -50,6 +50,9 @@ class RunContext:
     record: RunRecord
     outputs: RunOutputs = field(init=False)
     report: str | None = None
+    gate_against: dict | None = None
+    """The published run tonight's gate compared with (:func:`reelrank.quality.last_published`); None on a
+    first night, when only the absolute checks ran."""
 
     def __post_init__(self) -> None:
         self.outputs = RunOutputs(self.spark, self.cfg, self.record.run_date, self.record.run_id)

@@ -46,11 +46,13 @@ def top_n(scored: DataFrame, n: int, score_col: str = C.SCORE) -> DataFrame:
     )
 
 
-def with_original_ids(recs: DataFrame, user_index: DataFrame, item_index: DataFrame, model: str) -> DataFrame:
-    """Recommendations as data engineers read them: original ids, rank, score and the model's name."""
+def with_original_ids(recs: DataFrame, user_index: DataFrame, item_index: DataFrame, model: str,
+                      version: str) -> DataFrame:
+    """Recommendations as data engineers read them: original ids, rank, score, the model's name (as ``metrics``
+    names it) and its version (the run that fitted it)."""
     return (
         recs.join(F.broadcast(user_index), C.USER_IDX)
         .join(F.broadcast(item_index), C.ITEM_IDX)
         .select(C.USER, C.ITEM, F.col(C.RANK).cast(T.IntegerType()), F.col(C.SCORE).cast(T.DoubleType()),
-                F.lit(model).alias(C.MODEL))
+                F.lit(model).alias(C.MODEL), F.lit(version).alias(C.MODEL_VERSION))
     )

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import faults, storage
+from reelrank import faults, manifest, storage
 from reelrank.config import Config
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,16 @@ def versions_table(table: str) -> str:
     return f"{table}{VERSIONS_SUFFIX}"
 
 
-def table_root(spark: SparkSession, database: str, table: str) -> str:
-    """Where a table's version directories live: under the database's location."""
+def database_location(spark: SparkSession, database: str) -> str:
+    """The database's folder (tables' version directories and the manifest live under it)."""
     row = spark.sql(f"DESCRIBE DATABASE {database}").filter("info_name = 'Location'").first()
     assert row is not None  # DESCRIBE DATABASE always has a Location row
-    loc = row["info_value"]
-    return f"{loc.rstrip('/')}/{table}"
+    return row["info_value"].rstrip("/")
+
+
+def table_root(spark: SparkSession, database: str, table: str) -> str:
+    """Where a table's version directories live: under the database's location."""
+    return f"{database_location(spark, database)}/{table}"
 
 
 def _ddl_columns(df: DataFrame) -> str:
@@ -241,10 +245,12 @@ class RunOutputs:
     def publish(self, tables: list[str]) -> dict[str, str]:
         """Register every table's version, then flip the pointer: all tables turn to this run at once.
 
-        Returns table -> location. Replaced versions past the grace period are collected afterwards.
+        Returns table -> location. Replaced versions past the grace period are collected afterwards, and the
+        manifest (:mod:`reelrank.manifest`) is rewritten last.
         """
         published = {}
         ensure_pointer(self.spark, self.database)
+        base = current_manifest(self.spark, self.database)
         for table in tables:
             location, df = self.staged.get(table, (self.location(table), None))
             register_version(self.spark, self.database, table, self.run_id, location,
@@ -263,7 +269,51 @@ class RunOutputs:
                 continue
             if removed:
                 log.info("removed %d replaced version(s) of %s.%s", len(removed), self.database, table)
+        try:
+            self._write_manifest(base, published)
+        except Exception as e:  # published already: readers find no current manifest and ask Spark
+            log.warning("could not write the published manifest of %s: %s", self.database, e)
         return published
+
+    def _write_manifest(self, base: manifest.Manifest, published: dict[str, str]) -> None:
+        db_location = database_location(self.spark, self.database)
+        folders = {**published, POINTER: f"{db_location}/{POINTER}/{C.RUN_DATE}={self.run_date}/{self.run_id}"}
+        columns = {t: _view_columns(self.spark, self.database, t) for t in folders}
+        manifest.write(storage.resolve(db_location), manifest.updated(
+            base, self.run_date, self.run_id, folders, columns,
+            manifest.pointer_dirs(storage.resolve(db_location), POINTER)))
+
+
+def _view_columns(spark: SparkSession, database: str, table: str) -> list[str]:
+    """The columns readers of ``table`` see, in order (``run_date`` last, as the view adds it)."""
+    if table == POINTER:  # a plain table: run_id is its data
+        return [c for c in spark.table(f"{database}.{POINTER}").columns if c != C.RUN_DATE] + [C.RUN_DATE]
+    return [c for c in spark.table(f"{database}.{versions_table(table)}").columns if c != VERSION] + [C.RUN_DATE]
+
+
+def current_manifest(spark: SparkSession, database: str) -> manifest.Manifest:
+    """The manifest as it stands, or (missing, stale, another format) rebuilt from the metastore."""
+    db_location = database_location(spark, database)
+    found = manifest.read(storage.resolve(db_location), POINTER)
+    if found is not None:
+        return found
+    shown = published_runs(spark, database)
+    tables: dict[str, dict] = {}
+    names = [t.name for t in spark.catalog.listTables(database)
+             if t.name.endswith(VERSIONS_SUFFIX) and not t.isTemporary]
+    for name in (POINTER, *(n.removesuffix(VERSIONS_SUFFIX) for n in names)):
+        versions = {}
+        for day, run_id in shown.items():
+            spec = f"{C.RUN_DATE}='{day.isoformat()}'" if name == POINTER else f"{VERSION}='{run_id}'"
+            folder = _partition_dir(spark, f"{database}.{name if name == POINTER else versions_table(name)}", spec)
+            if folder is not None:
+                versions[day.isoformat()] = folder
+        if versions:
+            tables[name] = {"columns": _view_columns(spark, database, name), "versions": versions}
+    if shown:  # a warehouse from before the manifest, or one whose last publish died before writing it
+        log.info("rebuilt the published manifest of %s from the metastore (%d tables)", database, len(tables))
+    return manifest.Manifest(database, {d.isoformat(): r for d, r in shown.items()}, tables,
+                             manifest.pointer_dirs(storage.resolve(db_location), POINTER))
 
 
 def append_rows(spark: SparkSession, database: str, table: str, df: DataFrame) -> None:
