@@ -55,7 +55,7 @@ def screenshot(report: Path, out: Path) -> bool:
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,2400",
+                        f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,5200",
                         f"--screenshot={out}", report.as_uri()], capture_output=True, timeout=120, check=False)
     return out.exists()
 

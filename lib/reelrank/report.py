@@ -109,7 +109,7 @@ def _figure():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
     return plt, fig, ax
 
 
@@ -134,7 +134,7 @@ def plot_over_runs(df: pd.DataFrame, value: str, group: str, title: str, ylabel:
         ax.plot(part["_d"], part[value], marker="o", label=str(name))
     if len(df):
         ax.set_xlim(dates.min() - pd.Timedelta(days=1), dates.max() + pd.Timedelta(days=1))
-        ax.legend(loc="best", fontsize=7, ncol=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)  # never over a line
     else:
         ax.text(0.5, 0.5, "nothing yet", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=2, maxticks=8))
