@@ -28,11 +28,20 @@ def test_sql_both_engines_read_alike_is_portable(sql):
     ("SELECT scores[0] FROM t", "map key"),
     ('SELECT * FROM reelrank.recommendations WHERE model = "mlp"', "double-quoted"),
     ("SELECT 'a\\nb'", "backslash"),
-    ("SELECT CAST(score AS STRING) FROM reelrank.recommendations", "cast to a string"),
+    ("SELECT CAST(score AS STRING) FROM reelrank.recommendations", "cast to other than DATE or DOUBLE"),
     ("SELECT date_format(run_date, 'yyyy') FROM reelrank.runs", "date_format()"),
     ("INSERT INTO reelrank.runs SELECT * FROM reelrank.runs", "SELECT"),
     ("SELECT 1; SELECT 2", "one SELECT"),
     ("SELECT -score FROM reelrank.recommendations", "without a name"),  # "(- score)" in Spark, "-score" in DuckDB
+    ("SELECT round(score, 2) AS s FROM reelrank.recommendations", "round()"),  # 1.005: Spark 1.01, DuckDB 1.0
+    ("SELECT CAST(score AS INT) AS s FROM reelrank.recommendations", "cast"),  # 2.7: Spark 2, DuckDB 3
+    ("SELECT * FROM reelrank.items WHERE title = 'Schindler''s List'", "two single quotes"),
+    ("SELECT * FROM reelrank.metrics POSITIONAL JOIN reelrank.runs", "positional"),
+    ("SELECT * FROM reelrank.metrics m JOIN reelrank.runs r USING (run_date)", "USING"),
+    ("SELECT * EXCLUDE (k) FROM reelrank.metrics", "EXCLUDE"),
+    ("SELECT model FROM reelrank.metrics LIMIT 10%", "LIMIT"),
+    ("SELECT DISTINCT ON (model) model FROM reelrank.metrics", "DISTINCT ON"),
+    ("SELECT model FROM reelrank.metrics UNION BY NAME SELECT model FROM reelrank.metrics", "union_by_name"),
     ("SELECT CAST(k AS DOUBLE) FROM reelrank.metrics", "without a name"),
 ])
 def test_sql_the_engines_may_read_differently_goes_to_spark(sql, why):
@@ -42,7 +51,8 @@ def test_sql_the_engines_may_read_differently_goes_to_spark(sql, why):
 def test_unaliased_items_get_spark_names():
     assert fastread.spark_name("count_star()") == "count(1)"
     assert fastread.spark_name('(sum("value") / 0)') == "(sum(value) / 0)"  # DuckDB quotes a keyword
-    assert fastread.not_portable("SELECT count(DISTINCT user_id), round(max(score), 2) FROM t") is None
+    assert fastread.not_portable("SELECT count(DISTINCT user_id), max(score) / 2 FROM t") is None
+    assert "without a name" in fastread.not_portable("SELECT AVG(score) FROM t")  # Spark: avg(score)
 
 
 def _folders(root, *dirs):

@@ -249,6 +249,8 @@ def test_duckdb_answers_equal_spark_sql(spark, cfg, nightly):
         f"SELECT k FROM {db}.metrics ORDER BY k LIMIT 3",  # rmse and mae have no k: NULLs first, as in Spark
         f"SELECT run_id, run_date FROM {db}.published_runs ORDER BY run_date",
         f"SELECT count(*) FROM {db}.rejected_interactions",
+        f"SELECT m.model, count(*) AS n FROM {db}.metrics m JOIN {db}.published_runs p ON m.run_date = p.run_date "
+        f"GROUP BY m.model ORDER BY m.model",
         fastread.runs_sql(db, 5),
     ]
 
@@ -261,5 +263,5 @@ def test_duckdb_answers_equal_spark_sql(spark, cfg, nightly):
         df = spark.sql(sql)
         assert fast[0] == df.columns, sql
         assert rounded(fast[1]) == rounded([tuple(r) for r in df.collect()]), sql
-    assert fastread.where(cfg, "recommendations", None) == warehouse.partition_location(
+    assert fastread.where(cfg, "recommendations", DAY) == warehouse.partition_location(
         spark, db, "recommendations", DAY).removeprefix("file:")

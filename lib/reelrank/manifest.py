@@ -58,18 +58,23 @@ def read(db_location: str, pointer: str) -> Manifest | None:
         if not storage.exists(path):
             return None
         raw = json.loads(storage.read_text(path))
-        if raw.get("format") != FORMAT:
-            log.debug("%s has format %s, not %s", path, raw.get("format"), FORMAT)
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            log.debug("%s is not a manifest of format %s", path, FORMAT)
             return None
-        m = Manifest(raw["database"], raw["published"], raw["tables"], raw["pointer_dirs"])
-    except (OSError, ValueError, KeyError) as e:
+        m = Manifest(raw["database"], dict(raw["published"]), dict(raw["tables"]), list(raw["pointer_dirs"]))
+        now = pointer_dirs(db_location, pointer)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         log.debug("cannot read %s: %s", path, e)
         return None
-    now = pointer_dirs(db_location, pointer)
     if now != m.pointer_dirs:
         log.debug("%s is stale: published_runs holds %s, the file lists %s", path, now, m.pointer_dirs)
         return None
     return m
+
+
+def remove(db_location: str) -> None:
+    """Withdraw the manifest (readers ask Spark until the next publish writes one)."""
+    storage.remove(storage.join(db_location, FILE))
 
 
 def write(db_location: str, manifest: Manifest) -> None:

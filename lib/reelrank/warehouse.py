@@ -109,9 +109,10 @@ def partition_location(spark: SparkSession, database: str, table: str, run_date:
 
 
 def register_version(spark: SparkSession, database: str, table: str, run_id: str, location: str,
-                     df: DataFrame) -> None:
+                     df: DataFrame) -> bool:
     """Make ``location`` (holding ``df``) partition ``run_id`` of ``<table>_versions``, creating the table or
-    adding the columns it lacks (a newer reelrank wrote them), and keep the readers' view ``table`` in step."""
+    adding the columns it lacks (a newer reelrank wrote them), and keep the readers' view ``table`` in step.
+    Whether the table's shape changed (created, or columns added)."""
     _migrate_legacy(spark, database, table)
     if VERSION in (c.lower() for c in df.columns):
         raise ValueError(f"{database}.{table}: a data column may not be called {VERSION} (the version column)")
@@ -125,6 +126,7 @@ def register_version(spark: SparkSession, database: str, table: str, run_id: str
     spark.sql(f"ALTER TABLE {versions} ADD IF NOT EXISTS PARTITION ({VERSION}='{run_id}') LOCATION '{location}'")
     if changed or not spark.catalog.tableExists(f"{database}.{table}"):
         ensure_view(spark, database, table)
+    return changed
 
 
 def ensure_view(spark: SparkSession, database: str, table: str) -> None:
@@ -250,13 +252,15 @@ class RunOutputs:
         """
         published = {}
         ensure_pointer(self.spark, self.database)
-        base = current_manifest(self.spark, self.database)
         for table in tables:
             location, df = self.staged.get(table, (self.location(table), None))
-            register_version(self.spark, self.database, table, self.run_id, location,
-                             df if df is not None else self.spark.read.parquet(location))
+            if register_version(self.spark, self.database, table, self.run_id, location,
+                                df if df is not None else self.spark.read.parquet(location)):
+                # a view's columns changed before the flip: the manifest no longer says what readers see
+                manifest.remove(storage.resolve(database_location(self.spark, self.database)))
             published[table] = location
             faults.hit("publish.registered")
+        base = current_manifest(self.spark, self.database)  # after a legacy warehouse's dates were moved over
         faults.hit("publish.flip")
         previous = flip(self.spark, self.database, self.run_date, self.run_id)
         log.info("published run %s for %s in %d tables%s", self.run_id, self.run_date, len(published),
