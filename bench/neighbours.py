@@ -238,7 +238,7 @@ def main() -> None:
         df = spark.createDataFrame(pdf, SCHEMA).cache()
         df.count()
         for by in args.by.split(","):
-            capped = nbr._capped(df, by, ncfg).toPandas()  # the exact input every method sees
+            capped = nbr._capped(df, by, ncfg)[0].toPandas()  # the exact input every method sees
             oth = C.ITEM_IDX if by == "user" else C.USER_IDX
             d = capped.groupby(oth).size().to_numpy().astype(np.int64)
             work = int((d * d).sum())

@@ -175,6 +175,8 @@ def test_top_k_ranks_and_ties(spark):
 def test_neighbour_lists_equal_two_step_top_k(ratings, cfg, by, list_shrinkage):
     c = ncfg(cfg, blocks=3, list_shrinkage=list_shrinkage)
     fused = nbr.neighbour_lists(ratings, by, c, k=2)
+    assert {tuple(r) for r in fused.select(nbr.SAMPLED, nbr.CAPPED_SHARE).distinct().collect()} == {(False, 0.0)}
+    fused = fused.drop(nbr.SAMPLED, nbr.CAPPED_SHARE)
     assertDataFrameEqual(fused, nbr.top_k(nbr.similarities(ratings, by, c), 2, list_shrinkage))
     want = ref_top_k(ref_sims(by, 2), 2, list_shrinkage)
     got = fused.toPandas().sort_values([nbr.ENTITY, C.RANK]).groupby(nbr.ENTITY)[nbr.NEIGHBOUR].apply(list).to_dict()
@@ -214,6 +216,27 @@ def test_cap_ratings_is_seeded_and_exact(ratings, cfg):
     key = [C.USER_IDX, C.ITEM_IDX]
     pd.testing.assert_frame_equal(capped.sort_values(key, ignore_index=True), again.sort_values(key, ignore_index=True))
     assert nbr.cap_ratings(ratings, C.USER_IDX, 0, seed=7) is ratings
+
+
+def test_caps_apply_only_above_the_work_budget(ratings, cfg):
+    """Pearson stays exact while the co-rating work (Σ over users of ratings²) is within the budget; above it the
+    heavy users are down-sampled and the lists say so, with the share of users capped."""
+    per_user = pd.Series({u: len(items) for u, items in MATRIX.items()})
+    work, heavy = int((per_user ** 2).sum()), int((per_user > 2).sum())
+    assert 0 < heavy < len(per_user), "the fixture must have users above and below the cap"
+    exact = ncfg(cfg, max_ratings_per_user=2, exact_work_budget=work)  # at the budget: still exact
+    plan = nbr.plan_sampling(ratings, C.USER_IDX, 2, work)
+    assert (plan.work, plan.groups, plan.heavy, plan.sampled) == (work, len(per_user), heavy, False)
+    assert plan.work_capped == int((np.minimum(per_user, 2) ** 2).sum())
+    uncapped = nbr.neighbour_lists(ratings, "item", ncfg(cfg), k=2)
+    assertDataFrameEqual(nbr.neighbour_lists(ratings, "item", exact, k=2), uncapped)
+    over = ncfg(cfg, max_ratings_per_user=2, exact_work_budget=work - 1)
+    sampled = nbr.neighbour_lists(ratings, "item", over, k=2)
+    assert {tuple(r) for r in sampled.select(nbr.SAMPLED, nbr.CAPPED_SHARE).distinct().collect()} == {
+        (True, pytest.approx(heavy / len(per_user)))}
+    capped_input = nbr.cap_ratings(ratings, C.USER_IDX, 2, over.seed)
+    assertDataFrameEqual(sampled.drop(nbr.SAMPLED, nbr.CAPPED_SHARE),
+                         nbr.neighbour_lists(capped_input, "item", ncfg(cfg), k=2).drop(nbr.SAMPLED, nbr.CAPPED_SHARE))
 
 
 @pytest.mark.parametrize("shrinkage", [0.0, 2.0])

@@ -10,13 +10,17 @@ How pairs are found at scale (chosen by measurement, see ``bench/neighbours.py``
 all its pairs with three complex-valued scipy sparse products (real and imaginary parts carry two statistics
 each). Work is ∝ Σ over the other side of (ratings)², never n²; no pair is materialised before it has passed
 ``min_support``, and :func:`neighbour_lists` keeps only each task's local top-k per entity before the global
-top-k, so the full pair list is never shuffled. Heavy users (popular items for user-user) are down-sampled,
-seeded, before pairs are counted, as Mahout's ``maxPrefsPerUser`` does.
+top-k, so the full pair list is never shuffled. Only when the co-rating work (Σ over the co-rated side of
+ratings², counted first) exceeds ``exact_work_budget`` are heavy users (popular items for user-user) down-sampled,
+seeded, before pairs are counted, as Mahout's ``maxPrefsPerUser`` does; the lists then say so in their
+``sampled`` and ``capped_share`` columns (issue 15: a cap that applied on ml-100k changed 13,719 of 71,713
+item-item similarities).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,6 +39,10 @@ NEIGHBOUR = "neighbour_idx"
 SIMILARITY = "similarity"
 SUPPORT = "support"
 FALLBACK = "fallback"
+SAMPLED = "sampled"
+"""Column of the neighbour lists: true when heavy users (items) were down-sampled before the pairs were counted."""
+CAPPED_SHARE = "capped_share"
+"""Column of the neighbour lists: the share of the co-rated side's users (items) that were down-sampled."""
 
 SIM_SCHEMA = T.StructType(
     [
@@ -215,6 +223,50 @@ def _empty_pairs() -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Whether one neighbour computation counts its pairs on all ratings or on down-sampled ones, and why."""
+
+    group: str
+    """The co-rated side: ``user_idx`` for item-item pairs, ``item_idx`` for user-user."""
+    work: int
+    """Co-rating products on all ratings: Σ over the groups of (ratings)²."""
+    budget: int
+    cap: int
+    groups: int
+    heavy: int
+    """Groups with more than ``cap`` ratings (down-sampled when :attr:`sampled`)."""
+    work_capped: int
+    """Co-rating products with every group capped."""
+
+    @property
+    def sampled(self) -> bool:
+        return self.cap > 0 and self.heavy > 0 and self.work > self.budget
+
+    @property
+    def capped_share(self) -> float:
+        return self.heavy / self.groups if self.sampled and self.groups else 0.0
+
+    def describe(self, pairs: str) -> str:
+        if self.sampled:
+            return (f"{pairs} Pearson on down-sampled ratings: co-rating work {self.work:,} > exact_work_budget "
+                    f"{self.budget:,}, so {self.heavy:,} of {self.groups:,} {self.group} ({self.capped_share:.1%}) "
+                    f"keep {self.cap} ratings (work {self.work_capped:,})")
+        heavy = f"; a cap of {self.cap} would sample {self.heavy:,} {self.group}" if self.cap > 0 and self.heavy else ""
+        return f"{pairs} Pearson exact: co-rating work {self.work:,} ≤ exact_work_budget {self.budget:,}{heavy}"
+
+
+def plan_sampling(ratings: DataFrame, group_col: str, cap: int, budget: int) -> Sampling:
+    """Count the co-rating work with and without ``cap`` (one aggregation) to decide whether to down-sample."""
+    n = F.col("count")
+    kept = F.least(n, F.lit(cap)) if cap > 0 else n
+    row = ratings.groupBy(group_col).count().agg(
+        F.sum(n * n), F.count(F.lit(1)), F.sum(F.when(n > cap, 1).otherwise(0)) if cap > 0 else F.lit(0),
+        F.sum(kept * kept)).first()
+    assert row is not None  # a global aggregate returns exactly one row
+    return Sampling(group_col, int(row[0] or 0), budget, cap, int(row[1] or 0), int(row[2] or 0), int(row[3] or 0))
+
+
 def cap_ratings(ratings: DataFrame, group_col: str, cap: int, seed: int) -> DataFrame:
     """Keep at most ``cap`` ratings per ``group_col`` value, a seeded pseudo-random choice; 0 keeps everything.
 
@@ -233,21 +285,24 @@ def cap_ratings(ratings: DataFrame, group_col: str, cap: int, seed: int) -> Data
     return ratings.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= cap).drop("_rn")
 
 
-def _capped(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> DataFrame:
+def _capped(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> tuple[DataFrame, Sampling]:
+    """The ratings the pairs of ``by`` are counted on: all of them unless the work is over the budget."""
     _require(ratings, [C.USER_IDX, C.ITEM_IDX, C.RATING], "ratings")
     r = ratings.select(C.USER_IDX, C.ITEM_IDX, F.col(C.RATING).cast("double").alias(C.RATING))
-    if by == "item":
-        return cap_ratings(r, C.USER_IDX, cfg.max_ratings_per_user, cfg.seed)
-    return cap_ratings(r, C.ITEM_IDX, cfg.max_ratings_per_item, cfg.seed)
+    group, cap = (C.USER_IDX, cfg.max_ratings_per_user) if by == "item" else (C.ITEM_IDX, cfg.max_ratings_per_item)
+    plan = plan_sampling(r, group, cap, cfg.exact_work_budget)
+    log.info(plan.describe(f"{by}-{by}"))
+    return (cap_ratings(r, group, cap, cfg.seed) if plan.sampled else r), plan
 
 
 def _blocked_pairs(
     ratings: DataFrame, by: str, cfg: NeighboursConfig, local_k: int | None, rank_shrinkage: float = 0.0
-) -> DataFrame:
+) -> tuple[DataFrame, Sampling]:
     """Run :func:`pair_similarities` on every block pair; each rating travels to the B tasks of its block."""
     ent_col, oth_col = _roles(by)
     nb = max(cfg.blocks, 1)
-    r = _capped(ratings, by, cfg).select(
+    capped, plan = _capped(ratings, by, cfg)
+    r = capped.select(
         F.col(ent_col).alias("_e"), F.col(oth_col).alias("_o"), F.col(C.RATING).alias("_r")
     )
     blk = F.pmod(F.col("_e"), F.lit(nb))
@@ -265,7 +320,7 @@ def _blocked_pairs(
         o, r = pdf["_o"].to_numpy(), pdf["_r"].to_numpy()
         return pair_similarities(e, o, r, in_a, min_support, shrinkage, local_k, rank_shrinkage)
 
-    return keyed.groupBy("_key").applyInPandas(task, SIM_SCHEMA)
+    return keyed.groupBy("_key").applyInPandas(task, SIM_SCHEMA), plan
 
 
 def similarities(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> DataFrame:
@@ -275,7 +330,7 @@ def similarities(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> DataFram
     The full list can be large (quadratic in the entities that co-occur): prefer :func:`neighbour_lists`.
     """
     _roles(by)
-    return _blocked_pairs(ratings, by, cfg, local_k=None)
+    return _blocked_pairs(ratings, by, cfg, local_k=None)[0]
 
 
 def top_k(sims: DataFrame, k: int, rank_shrinkage: float = 0.0) -> DataFrame:
@@ -294,13 +349,16 @@ def top_k(sims: DataFrame, k: int, rank_shrinkage: float = 0.0) -> DataFrame:
 
 
 def neighbour_lists(ratings: DataFrame, by: str, cfg: NeighboursConfig, k: int | None = None) -> DataFrame:
-    """``top_k(similarities(ratings, by, cfg), k or cfg.top_k, cfg.list_shrinkage)`` without shuffling all pairs.
+    """``top_k(similarities(ratings, by, cfg), k or cfg.top_k, cfg.list_shrinkage)`` without shuffling all pairs,
+    with :data:`SAMPLED` and :data:`CAPPED_SHARE` (whether the ratings were down-sampled, see :class:`Sampling`).
 
     Each block-pair task keeps its local top-k per entity; the global top-k picks among at most B·k candidates
     per entity, with the same order, so the result equals the two-step version exactly.
     """
     k = k or cfg.top_k
-    return top_k(_blocked_pairs(ratings, by, cfg, k, cfg.list_shrinkage), k, cfg.list_shrinkage)
+    pairs, plan = _blocked_pairs(ratings, by, cfg, k, cfg.list_shrinkage)
+    return top_k(pairs, k, cfg.list_shrinkage).select(
+        "*", F.lit(plan.sampled).alias(SAMPLED), F.lit(plan.capped_share).alias(CAPPED_SHARE))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -110,7 +110,10 @@ def stage_neighbours(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     user_nb = neighbours.neighbour_lists(io.read("interactions"), "user", nb)
     user_nb = io.write("user_neighbours", _neighbour_ids(user_nb, io.read("user_index"), C.USER, C.USER_IDX))
     st.rows = user_nb.count()
-    st.detail = f"top-{nb.top_k} Pearson user-user"
+    first = user_nb.select(neighbours.SAMPLED, neighbours.CAPPED_SHARE).first()
+    how = (f"on down-sampled ratings ({first[1]:.1%} of the items capped at {nb.max_ratings_per_item})"
+           if first is not None and first[0] else "exact")
+    st.detail = f"top-{nb.top_k} Pearson user-user, {how}"
 
 
 def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
@@ -464,7 +467,8 @@ def _neighbour_ids(nb: DataFrame, index: DataFrame, id_col: str, idx_col: str) -
         nb.join(F.broadcast(ids.withColumnRenamed("_id", "entity_id")), F.col("entity_idx") == F.col("_idx"))
         .drop("_idx")
         .join(F.broadcast(ids.withColumnRenamed("_id", "neighbour_id")), F.col("neighbour_idx") == F.col("_idx"))
-        .select("entity_id", "neighbour_id", "similarity", "support", C.RANK, "entity_idx", "neighbour_idx")
+        .select("entity_id", "neighbour_id", "similarity", "support", C.RANK, "entity_idx", "neighbour_idx",
+                neighbours.SAMPLED, neighbours.CAPPED_SHARE)
     )
 
 
