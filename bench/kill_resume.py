@@ -72,7 +72,7 @@ def main() -> None:
     out, _ = ref.communicate()
     if ref.returncode != 0:
         raise SystemExit(f"reference nightly failed:\n{out[-3000:]}")
-    seconds = {m[1]: float(m[2]) for m in STAGE_LINE.finditer(out)}
+    seconds = {m["stage"]: float(m["seconds"]) for m in STAGE_LINE.finditer(out)}
     expected, _ = stage_rows(root / "reference", DATE)
     print(f"reference: {sum(seconds.values()):.0f} s of stages; rows {expected}", flush=True)
 
@@ -87,7 +87,7 @@ def main() -> None:
         for line in proc.stdout:  # the stage starts when the one before it logs its line
             m = STAGE_LINE.search(line)
             if (stage == STAGE_NAMES[0] and RUN_LINE.search(line)
-                    or m and m[1] == (before[-1] if before else None)):
+                    or m and m["stage"] == (before[-1] if before else None)):
                 break
         time.sleep(seconds[stage] / 2)
         killed_after = time.monotonic() - t_start

@@ -73,8 +73,8 @@ STAGE_LINE_FORMAT = "%-11s %10s %-21s %7.1f s  %s"
 
 
 def stage_line(stage: str = r"\w+") -> re.Pattern:
-    """A pattern finding the log line of ``stage`` (a regex; default any): groups ``stage``, ``seconds``."""
-    return re.compile(rf"INFO\s+(?P<stage>{stage})\s+[\d,]+ [a-z][a-z ]*?\s+(?P<seconds>[\d.]+) s")
+    """A pattern finding the log line of ``stage`` (a regex; default any): groups ``stage``, ``count``, ``seconds``."""
+    return re.compile(rf"INFO\s+(?P<stage>{stage})\s+(?P<count>[\d,]+) [a-z][a-z ]*?\s+(?P<seconds>[\d.]+) s")
 
 
 _IMPORTED = time.monotonic()
