@@ -222,21 +222,47 @@ def test_caps_apply_only_above_the_work_budget(ratings, cfg):
     """Pearson stays exact while the co-rating work (Σ over users of ratings²) is within the budget; above it the
     heavy users are down-sampled and the lists say so, with the share of users capped."""
     per_user = pd.Series({u: len(items) for u, items in MATRIX.items()})
-    work, heavy = int((per_user ** 2).sum()), int((per_user > 2).sum())
+    work, heavy = int((per_user ** 2).sum()), int((per_user > 4).sum())
     assert 0 < heavy < len(per_user), "the fixture must have users above and below the cap"
-    exact = ncfg(cfg, max_ratings_per_user=2, exact_work_budget=work)  # at the budget: still exact
-    plan = nbr.plan_sampling(ratings, C.USER_IDX, 2, work)
+    exact = ncfg(cfg, max_ratings_per_user=4, exact_work_budget=work)  # at the budget: still exact
+    plan = nbr.plan_sampling(ratings, C.USER_IDX, 4, work)
     assert (plan.work, plan.groups, plan.heavy, plan.sampled) == (work, len(per_user), heavy, False)
-    assert plan.work_capped == int((np.minimum(per_user, 2) ** 2).sum())
+    assert plan.work_capped == int((np.minimum(per_user, 4) ** 2).sum())
     uncapped = nbr.neighbour_lists(ratings, "item", ncfg(cfg), k=2)
     assertDataFrameEqual(nbr.neighbour_lists(ratings, "item", exact, k=2), uncapped)
-    over = ncfg(cfg, max_ratings_per_user=2, exact_work_budget=work - 1)
+    over = ncfg(cfg, max_ratings_per_user=4, exact_work_budget=work - 1)
     sampled = nbr.neighbour_lists(ratings, "item", over, k=2)
-    assert {tuple(r) for r in sampled.select(nbr.SAMPLED, nbr.CAPPED_SHARE).distinct().collect()} == {
-        (True, pytest.approx(heavy / len(per_user)))}
-    capped_input = nbr.cap_ratings(ratings, C.USER_IDX, 2, over.seed)
+    assert sampled.count() > 0
+    flags = [tuple(r) for r in sampled.select(nbr.SAMPLED, nbr.CAPPED_SHARE).distinct().collect()]
+    assert flags == [(True, pytest.approx(heavy / len(per_user)))]
+    capped_input = nbr.cap_ratings(ratings, C.USER_IDX, 4, over.seed)
     assertDataFrameEqual(sampled.drop(nbr.SAMPLED, nbr.CAPPED_SHARE),
                          nbr.neighbour_lists(capped_input, "item", ncfg(cfg), k=2).drop(nbr.SAMPLED, nbr.CAPPED_SHARE))
+
+
+def test_without_a_configured_cap_the_work_is_brought_within_the_budget(ratings, cfg):
+    """max_ratings_per_user = 0: over the budget, the cap is the largest whose work fits it (checked by brute force
+    over every cap), and the lists are those of the ratings capped there."""
+    per_user = np.array([len(items) for items in MATRIX.values()])
+    work = int((per_user ** 2).sum())
+    budget = work - 1
+    fits = [c for c in range(1, per_user.max() + 1) if (np.minimum(per_user, c) ** 2).sum() <= budget]
+    plan = nbr.plan_sampling(ratings, C.USER_IDX, 0, budget)
+    assert (plan.cap, plan.sampled) == (max(fits), True)
+    assert plan.work_capped <= budget < plan.work
+    lists = nbr.neighbour_lists(ratings, "item", ncfg(cfg, max_ratings_per_user=0, exact_work_budget=budget), k=2)
+    capped_input = nbr.cap_ratings(ratings, C.USER_IDX, plan.cap, cfg.neighbours.seed)
+    assertDataFrameEqual(lists.drop(nbr.SAMPLED, nbr.CAPPED_SHARE),
+                         nbr.neighbour_lists(capped_input, "item", ncfg(cfg), k=2).drop(nbr.SAMPLED, nbr.CAPPED_SHARE))
+    assert not nbr.plan_sampling(ratings, C.USER_IDX, 0, work).sampled
+
+
+@pytest.mark.parametrize("budget", [1, 5, 17, 100, 10**9])
+def test_budget_cap_is_the_largest_cap_within_budget(budget):
+    sizes, counts = np.array([1, 3, 4, 9]), np.array([5, 2, 1, 3])
+    work = [int((counts * np.minimum(sizes, c) ** 2).sum()) for c in range(1, 10)]
+    want = max([c for c, w in zip(range(1, 10), work, strict=True) if w <= budget], default=1)
+    assert nbr.budget_cap(sizes, counts, budget) == want
 
 
 @pytest.mark.parametrize("shrinkage", [0.0, 2.0])

@@ -187,14 +187,14 @@ class NeighboursConfig:
     recommend_shrinkage: NonNegativeFloat
     """Item-neighbour candidates score Σ sim · n / (n + recommend_shrinkage) over the user's items."""
     max_ratings_per_user: NonNegativeInt
-    """Heavy users are down-sampled (seeded) to this many ratings for item-item pairs when the work is over
-    ``exact_work_budget``; 0 disables the cap."""
+    """When the item-item work is over ``exact_work_budget``, heavy users are down-sampled (seeded) to this many
+    ratings; 0: to the largest number that brings the work within the budget."""
     max_ratings_per_item: NonNegativeInt
-    """Popular items are down-sampled (seeded) to this many ratings for user-user pairs when the work is over
-    ``exact_work_budget``; 0 disables the cap."""
-    exact_work_budget: NonNegativeInt
-    """Co-rating products (Σ over the co-rated side of ratings²) up to which Pearson is exact, the caps unused;
-    0 applies the caps always."""
+    """When the user-user work is over ``exact_work_budget``, popular items are down-sampled (seeded) to this many
+    ratings; 0: to the largest number that brings the work within the budget."""
+    exact_work_budget: PositiveInt
+    """Co-rating products (Σ over the co-rated side of ratings²) up to which Pearson is exact; above it, the
+    ratings are down-sampled and the lists say so."""
     blocks: PositiveInt
     """Entities are split into this many blocks; each of the ``blocks * (blocks + 1) / 2`` block pairs is one
     task computing its pairs' sufficient statistics with sparse products. More blocks: smaller tasks."""

@@ -12,7 +12,8 @@ each). Work is ∝ Σ over the other side of (ratings)², never n²; no pair is 
 ``min_support``, and :func:`neighbour_lists` keeps only each task's local top-k per entity before the global
 top-k, so the full pair list is never shuffled. Only when the co-rating work (Σ over the co-rated side of
 ratings², counted first) exceeds ``exact_work_budget`` are heavy users (popular items for user-user) down-sampled,
-seeded, before pairs are counted, as Mahout's ``maxPrefsPerUser`` does; the lists then say so in their
+seeded, before pairs are counted, as Mahout's ``maxPrefsPerUser`` does, to the configured cap or else to the
+largest that brings the work within the budget, so the cost stays bounded as the catalogue grows; the lists then say so in their
 ``sampled`` and ``capped_share`` columns (issue 15: a cap that applied on ml-100k changed 13,719 of 71,713
 item-item similarities).
 """
@@ -233,6 +234,7 @@ class Sampling:
     """Co-rating products on all ratings: Σ over the groups of (ratings)²."""
     budget: int
     cap: int
+    """Ratings kept per group when over the budget: the configured cap, else the largest that fits the budget."""
     groups: int
     heavy: int
     """Groups with more than ``cap`` ratings (down-sampled when :attr:`sampled`)."""
@@ -241,7 +243,7 @@ class Sampling:
 
     @property
     def sampled(self) -> bool:
-        return self.cap > 0 and self.heavy > 0 and self.work > self.budget
+        return self.work > self.budget and self.heavy > 0
 
     @property
     def capped_share(self) -> float:
@@ -251,20 +253,36 @@ class Sampling:
         if self.sampled:
             return (f"{pairs} Pearson on down-sampled ratings: co-rating work {self.work:,} > exact_work_budget "
                     f"{self.budget:,}, so {self.heavy:,} of {self.groups:,} {self.group} ({self.capped_share:.1%}) "
-                    f"keep {self.cap} ratings (work {self.work_capped:,})")
-        heavy = f"; a cap of {self.cap} would sample {self.heavy:,} {self.group}" if self.cap > 0 and self.heavy else ""
-        return f"{pairs} Pearson exact: co-rating work {self.work:,} ≤ exact_work_budget {self.budget:,}{heavy}"
+                    f"keep {self.cap:,} ratings (work {self.work_capped:,})")
+        return f"{pairs} Pearson exact: co-rating work {self.work:,} ≤ exact_work_budget {self.budget:,}"
+
+
+def budget_cap(sizes: np.ndarray, counts: np.ndarray, budget: int) -> int:
+    """The largest cap c with Σ counts · min(sizes, c)² ≤ ``budget`` (at least 1): groups of ``sizes`` ratings,
+    ``counts`` groups of each size. The work is monotone in c, so a bisection finds it."""
+    sizes, counts = np.asarray(sizes, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+
+    def work(c: int) -> float:
+        return float((counts * np.minimum(sizes, c) ** 2).sum())
+
+    lo, hi = 1, max(int(sizes.max(initial=1)), 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if work(mid) <= budget else (lo, mid - 1)
+    return lo
 
 
 def plan_sampling(ratings: DataFrame, group_col: str, cap: int, budget: int) -> Sampling:
-    """Count the co-rating work with and without ``cap`` (one aggregation) to decide whether to down-sample."""
-    n = F.col("count")
-    kept = F.least(n, F.lit(cap)) if cap > 0 else n
-    row = ratings.groupBy(group_col).count().agg(
-        F.sum(n * n), F.count(F.lit(1)), F.sum(F.when(n > cap, 1).otherwise(0)) if cap > 0 else F.lit(0),
-        F.sum(kept * kept)).first()
-    assert row is not None  # a global aggregate returns exactly one row
-    return Sampling(group_col, int(row[0] or 0), budget, cap, int(row[1] or 0), int(row[2] or 0), int(row[3] or 0))
+    """Count the co-rating work (one small aggregation: how many groups have each number of ratings) and decide
+    whether to down-sample, and to how many ratings per group: ``cap`` when > 0, else the largest within budget."""
+    hist = ratings.groupBy(group_col).count().groupBy("count").agg(F.count(F.lit(1)).alias("groups")).toPandas()
+    sizes, counts = hist["count"].to_numpy(np.int64), hist["groups"].to_numpy(np.int64)
+    work = int((counts * sizes * sizes).sum())
+    if cap <= 0:
+        cap = budget_cap(sizes, counts, budget) if work > budget else int(sizes.max(initial=0))
+    kept = np.minimum(sizes, cap)
+    return Sampling(group_col, work, budget, cap, int(counts.sum()), int(counts[sizes > cap].sum()),
+                    int((counts * kept * kept).sum()))
 
 
 def cap_ratings(ratings: DataFrame, group_col: str, cap: int, seed: int) -> DataFrame:
@@ -292,7 +310,7 @@ def _capped(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> tuple[DataFra
     group, cap = (C.USER_IDX, cfg.max_ratings_per_user) if by == "item" else (C.ITEM_IDX, cfg.max_ratings_per_item)
     plan = plan_sampling(r, group, cap, cfg.exact_work_budget)
     log.info(plan.describe(f"{by}-{by}"))
-    return (cap_ratings(r, group, cap, cfg.seed) if plan.sampled else r), plan
+    return (cap_ratings(r, group, plan.cap, cfg.seed) if plan.sampled else r), plan
 
 
 def _blocked_pairs(

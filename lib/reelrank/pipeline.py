@@ -111,7 +111,7 @@ def stage_neighbours(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     user_nb = io.write("user_neighbours", _neighbour_ids(user_nb, io.read("user_index"), C.USER, C.USER_IDX))
     st.rows = user_nb.count()
     first = user_nb.select(neighbours.SAMPLED, neighbours.CAPPED_SHARE).first()
-    how = (f"on down-sampled ratings ({first[1]:.1%} of the items capped at {nb.max_ratings_per_item})"
+    how = (f"on down-sampled ratings ({first[1]:.1%} of the items capped: co-rating work over exact_work_budget)"
            if first is not None and first[0] else "exact")
     st.detail = f"top-{nb.top_k} Pearson user-user, {how}"
 
