@@ -13,9 +13,9 @@ each). Work is ∝ Σ over the other side of (ratings)², never n²; no pair is 
 top-k, so the full pair list is never shuffled. Only when the co-rating work (Σ over the co-rated side of
 ratings², counted first) exceeds ``exact_work_budget`` are heavy users (popular items for user-user) down-sampled,
 seeded, before pairs are counted, as Mahout's ``maxPrefsPerUser`` does, to the configured cap or else to the
-largest that brings the work within the budget, so the cost stays bounded as the catalogue grows; the lists then say so in their
-``sampled`` and ``capped_share`` columns (issue 15: a cap that applied on ml-100k changed 13,719 of 71,713
-item-item similarities).
+largest that brings the work within the budget, so the cost stays bounded as the catalogue grows; the lists then
+say so in their ``sampled`` and ``capped_share`` columns (issue 15: a cap that applied on ml-100k changed 13,719
+of 71,713 item-item similarities).
 """
 
 from __future__ import annotations
