@@ -275,8 +275,9 @@ def budget_cap(sizes: np.ndarray, counts: np.ndarray, budget: int) -> int:
 def plan_sampling(ratings: DataFrame, group_col: str, cap: int, budget: int) -> Sampling:
     """Count the co-rating work (one small aggregation: how many groups have each number of ratings) and decide
     whether to down-sample, and to how many ratings per group: ``cap`` when > 0, else the largest within budget."""
-    hist = ratings.groupBy(group_col).count().groupBy("count").agg(F.count(F.lit(1)).alias("groups")).toPandas()
-    sizes, counts = hist["count"].to_numpy(np.int64), hist["groups"].to_numpy(np.int64)
+    hist = ratings.groupBy(group_col).count().groupBy("count").agg(F.count(F.lit(1)).alias("groups")).collect()
+    sizes = np.array([r[0] for r in hist], dtype=np.int64)
+    counts = np.array([r[1] for r in hist], dtype=np.int64)
     work = int((counts * sizes * sizes).sum())
     if cap <= 0:
         cap = budget_cap(sizes, counts, budget) if work > budget else int(sizes.max(initial=0))
