@@ -8,7 +8,7 @@ import pytest
 
 from reelrank import candidates
 from reelrank import columns as C
-from reelrank.popularity import SECONDS_PER_DAY, item_users, rank_popularity
+from reelrank.popularity import SECONDS_PER_DAY, item_users, popular_unseen, rank_popularity
 
 pytestmark = pytest.mark.spark
 
@@ -113,3 +113,18 @@ def test_tied_popularity_goes_to_the_smaller_item(ratings):
     ranked = rank_popularity(item_users(ratings), N_ITEMS).toPandas().set_index(C.ITEM_IDX)
     assert ranked.loc[0, C.SCORE] == ranked.loc[1, C.SCORE]
     assert ranked.loc[0, C.RANK] + 1 == ranked.loc[1, C.RANK]
+
+
+def test_popular_unseen_walks_the_ranking_past_each_users_items(spark, ratings):
+    """Every user's list is the popularity order (ties to the smaller item) with their own items left out."""
+    pdf = _ratings()
+    users = spark.createDataFrame([(u,) for u in range(N_USERS)] + [(COLD_USER,)], "user_idx INT")
+    got = popular_unseen(item_users(ratings), users, ratings.select(C.USER_IDX, C.ITEM_IDX), N).toPandas()
+    count = pdf.groupby(C.ITEM_IDX)[C.USER_IDX].nunique()
+    order = sorted(count.index, key=lambda i: (-count[i], i))
+    for user in [*range(N_USERS), COLD_USER]:
+        seen = set(pdf.loc[pdf[C.USER_IDX] == user, C.ITEM_IDX])
+        want = [i for i in order if i not in seen][:N]
+        mine = got[got[C.USER_IDX] == user].sort_values(C.RANK)
+        assert mine[C.ITEM_IDX].tolist() == want and mine[C.RANK].tolist() == list(range(1, N + 1))
+        assert mine[C.SCORE].tolist() == [float(count[i]) for i in want]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from reelrank import columns as C
-from reelrank.seqmodels import NETS, PAD, SequenceModel, mask_seen, pad_left
+from reelrank.seqmodels import NETS, PAD, SequenceModel, length_batched_order, mask_seen, pad_left
 from reelrank.sequences import ITEMS, read_sequences, score_sequences, sequence_frame, write_sequence_shards
 
 N_USERS, N_ITEMS = 60, 25
@@ -127,6 +127,28 @@ def test_time_budget_keeps_the_best_validated_weights(cfg):
     hist = model.fit(seqs, torch.device("cpu"))
     assert hist.out_of_time and len(hist.epochs) == 1 and hist.epochs[0].val_ndcg is not None
     assert hist.best_epoch == 0
+
+
+def test_length_batched_order_draws_each_batch_from_one_sorted_chunk():
+    lengths = torch.from_numpy(np.random.default_rng(0).integers(1, 200, 1000))
+    gen = torch.Generator().manual_seed(1)
+    order = length_batched_order(lengths, 32, 8, gen)
+    assert sorted(order.tolist()) == list(range(1000))
+    spread = [int(b.max() - b.min()) for b in lengths[order[:992]].split(32)]
+    random = [int(b.max() - b.min()) for b in lengths[torch.randperm(1000, generator=gen)[:992]].split(32)]
+    assert np.mean(spread) < np.mean(random) / 4
+    assert sorted(length_batched_order(lengths, 32, 0, gen).tolist()) == list(range(1000))
+
+
+@pytest.mark.parametrize("kind", sorted(NETS))
+def test_scores_do_not_depend_on_batching_or_left_padding(kind, cfg):
+    rng = np.random.default_rng(5)
+    seqs = pad_left([rng.integers(1, N_ITEMS + 1, int(n)) for n in rng.integers(1, 30, 40)], 30)
+    model = SequenceModel(kind, N_ITEMS, _small(cfg, max_len=20))
+    model.net.eval()
+    with torch.no_grad():  # every row in the fixed max_len window, in input order
+        window = model.logits(model.net(seqs[:, -20:])[:, -1])
+    torch.testing.assert_close(model.score_last(seqs, batch=7), window, rtol=1e-4, atol=1e-5)
 
 
 def test_mask_seen_and_pad_left():

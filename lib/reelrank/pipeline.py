@@ -15,12 +15,14 @@ import json
 import logging
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -61,10 +63,13 @@ def stage_ingest(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     raw_rows = raw.interactions.cache()
     n_input = raw_rows.count()
     scale = sources.rating_scale(cfg.source.kind, cfg.ingest)
-    accepted, rejected = ingest.validate(raw_rows, cfg.ingest, scale, ctx.record.run_date)
+    # annotated once (its duplicate window is a shuffle of every row), then split into the two tables
+    marked = ingest.annotate(raw_rows, cfg.ingest, scale, ctx.record.run_date).persist(StorageLevel.MEMORY_AND_DISK)
+    accepted, rejected = ingest.split(marked)
     rejected = io.write("rejected_interactions", rejected)
     accepted = io.write("accepted", accepted)
     io.write("raw_items", raw.items if raw.items is not None else ctx.spark.createDataFrame([], ITEMS_SCHEMA))
+    marked.unpersist()
     raw_rows.unpersist()
     counts = ingest.summarize(accepted, rejected)
     n_acc, n_rej = counts[ingest.ACCEPTED], counts[ingest.REJECTED]
@@ -127,7 +132,8 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
                  "user_factors": lambda df: _with_ids(df, io.read("user_index"), C.USER_IDX, ctx.record.run_id),
                  "item_factors": lambda df: _with_ids(df, io.read("item_index"), C.ITEM_IDX, ctx.record.run_id)}
     kept_from_history = {"item_neighbours": "item_nb_history"}
-    rows = {}
+    rows: dict[tuple[str, str], int] = {}
+    seconds: dict[str, float] = {}
     seq_dir = storage.makedirs(io.path("sequences"))
     from_history: dict[str, candidates.CandidateSource] = {}
     fits = {"history": "the history (lists evaluated on the holdout, and the ranker's training candidates)",
@@ -136,10 +142,12 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
         users = data.select(C.USER_IDX).distinct()
         log.info("candidates: fitting %s on %s", ", ".join(names), fits[split])
         for name in names:
+            started = time.perf_counter()
             source = candidates.make(name, cfg, work_dir=storage.join(seq_dir, split, name))
             if name in from_history:
                 source.start_from(from_history[name])
             source.fit(data)
+            fitted = time.perf_counter()
             from_history.setdefault(name, source)
             for table, df in source.tables().items():
                 if split == "full":
@@ -149,9 +157,13 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
             recs = source.recommend(users, candidates.list_length(cfg, name))
             recs = io.write(f"candidates_{split}", recs, part=name)
             rows[split, name] = recs.count()
+            done = time.perf_counter()
+            seconds[name] = seconds.get(name, 0.0) + done - started
+            log.info("candidates: %s on the %s: %s lists in %.1f s (fit %.1f s, lists %.1f s)", name, split,
+                     f"{rows[split, name]:,}", done - started, fitted - started, done - fitted)
     st.rows = sum(rows.values())
-    st.detail = "per user from the full fit: " + ", ".join(
-        f"{name} {rows['full', name]:,}" for name in names)
+    st.detail = "per user from the full fit (seconds for both fits): " + ", ".join(
+        f"{name} {rows['full', name]:,} ({seconds[name]:.0f} s)" for name in names)
 
 
 def stage_features(ctx: RunContext, io: StageIO, st: StageTimer) -> None:

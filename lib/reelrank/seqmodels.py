@@ -51,6 +51,9 @@ SEQUENCE_REMEDY = "rerun the candidates stage"
 class SASRecNet(nn.Module):
     """Item + position embeddings, ``blocks`` pre-LN causal self-attention blocks, a final LayerNorm."""
 
+    padding_free = True
+    """Left padding changes no output (masked keys, positions counted from the latest item): scoring may cut it."""
+
     def __init__(self, n_items: int, cfg: SequenceConfig) -> None:
         super().__init__()
         d = cfg.dim
@@ -102,6 +105,9 @@ class _Block(nn.Module):
 
 class GRUNet(nn.Module):
     """Item embeddings → ``blocks`` GRU layers → LayerNorm (GRU4Rec's recurrent encoder)."""
+
+    padding_free = False
+    """The padding tokens run through the GRU too, so scoring keeps the full ``max_len`` window."""
 
     def __init__(self, n_items: int, cfg: SequenceConfig) -> None:
         super().__init__()
@@ -169,12 +175,20 @@ class SequenceModel:
         """Every item's score after each sequence's latest item: [B, n_items] float32 on the CPU."""
         self.net.eval()
         device = device or next(self.net.parameters()).device
+        seq = _fit_length(seq, self.cfg.max_len)
+        # shortest histories first, each batch cut to its longest where the net allows: the same scores
+        order = torch.argsort((seq != PAD).sum(1), stable=True)
         out = []
         for start in range(0, len(seq), batch):
-            part = _fit_length(seq[start:start + batch], self.cfg.max_len).to(device)
+            idx = order[start:start + batch]
+            part = _trim(seq[idx], seq[idx])[0] if self.net.padding_free else seq[idx]
             with autocast(device, self.cfg.mixed_precision):
-                out.append(self.logits(self.net(part)[:, -1]).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.n_items)
+                out.append(self.logits(self.net(part.to(device))[:, -1]).float().cpu())
+        if not out:
+            return torch.zeros(0, self.n_items)
+        scores = torch.empty(len(seq), self.n_items)
+        scores[order] = torch.cat(out)
+        return scores
 
     # -- training ------------------------------------------------------------------------------------
     def fit(self, seqs: torch.Tensor, device: torch.device, progress: Callable[[EpochStats], None] | None = None,
@@ -192,6 +206,7 @@ class SequenceModel:
         inputs, targets = seqs[:, :-2], seqs[:, 1:-1]
         trainable = (targets != PAD).sum(1) > 0
         inputs, targets = inputs[trainable], targets[trainable]
+        lengths = (inputs != PAD).sum(1)
         val_input, val_target = seqs[:, :-1], seqs[:, -1]
         val_ok = (val_target != PAD) & ((val_input != PAD).sum(1) > 0)
         val_input, val_target = val_input[val_ok], val_target[val_ok]
@@ -229,11 +244,14 @@ class SequenceModel:
         for epoch in range(first, cfg.epochs):
             t0 = time.perf_counter()
             net.train()
-            order = torch.randperm(len(inputs), generator=gen)  # the same on every process (same seed)
+            # the same on every process (same seed)
+            order = length_batched_order(lengths, cfg.batch_size * world, cfg.bucket_batches, gen)
             # each process takes every world-th user of an equal share, so all run the same number of steps
             order = order[rank:len(order) // world * world:world]
             total, positions = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
+                if start and not distributed and 0 < cfg.max_seconds < time.perf_counter() - started:
+                    break  # the budget ends the epoch here (processes of a distributed fit stop together below)
                 idx = order[start:start + cfg.batch_size]
                 x, y = _trim(inputs[idx], targets[idx])
                 x, y = x.to(device), y.to(device)
@@ -354,6 +372,25 @@ def pad_left(rows: list[np.ndarray] | np.ndarray, length: int) -> torch.Tensor:
         if len(r):
             out[i, length - len(r):] = r
     return torch.from_numpy(out)
+
+
+def length_batched_order(lengths: torch.Tensor, group: int, chunk_groups: int, gen: torch.Generator) -> torch.Tensor:
+    """A random order of the users in which each run of ``group`` consecutive users (one batch) comes from one
+    chunk of ``chunk_groups`` batches sorted by length, batches shuffled; the usual bucketing of variable-length
+    sequences. ``chunk_groups`` 0: a plain random permutation."""
+    order = torch.randperm(len(lengths), generator=gen)
+    if chunk_groups == 0:
+        return order
+    span = group * chunk_groups
+    full: list[torch.Tensor] = []
+    rest: list[torch.Tensor] = []
+    for start in range(0, len(order), span):
+        part = order[start:start + span]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        for piece in part.split(group):
+            (full if len(piece) == group else rest).append(piece)
+    shuffled = [full[i] for i in torch.randperm(len(full), generator=gen).tolist()]
+    return torch.cat(shuffled + rest) if shuffled or rest else order
 
 
 def _fit_length(seq: torch.Tensor, length: int) -> torch.Tensor:

@@ -104,9 +104,13 @@ def score_sequences(frame: DataFrame, model_bytes: bytes, n: int, block: int = 2
         item_ids = np.arange(model.n_items, dtype=np.int64)
         item_vecs = model.item_embedding.weight[1:].detach().float().numpy()
         for pdf in batches:
+            # shortest histories first, each block padded to its longest (positions count back from the latest item)
+            pdf = pdf.iloc[np.argsort(pdf[ITEMS].map(len).to_numpy(), kind="stable")]
             for start in range(0, len(pdf), block):
                 part = pdf.iloc[start:start + block]
-                tokens = pad_left([np.asarray(s, np.int64) + 1 for s in part[ITEMS]], model.cfg.max_len)
+                longest = (max(1, min(model.cfg.max_len, max(len(s) for s in part[ITEMS])))
+                           if model.net.padding_free else model.cfg.max_len)
+                tokens = pad_left([np.asarray(s, np.int64) + 1 for s in part[ITEMS]], longest)
                 with torch.no_grad():
                     hidden = model.net(tokens)[:, -1].float().numpy()
                 seen = [np.unique(np.asarray(s, np.int64)) for s in part[SEEN]]
