@@ -77,8 +77,8 @@ class ItemNeighboursSource(CandidateSource):
 
     name = "item_neighbours"
 
-    def __init__(self, cfg: NeighboursConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: NeighboursConfig, block_users: int) -> None:
+        self.cfg, self.block_users = cfg, block_users
 
     def fit(self, interactions: DataFrame) -> ItemNeighboursSource:
         self._train = interactions.select(C.USER_IDX, C.ITEM_IDX)
@@ -89,7 +89,7 @@ class ItemNeighboursSource(CandidateSource):
     def recommend(self, users: DataFrame, n: int) -> DataFrame:
         users = users.select(C.USER_IDX).distinct()
         warm = self._train.join(users, C.USER_IDX, "left_semi")
-        recs = neighbours.recommend(warm, self._lists, n, self.cfg.recommend_shrinkage)
+        recs = neighbours.recommend(warm, self._lists, n, self.cfg.recommend_shrinkage, self.block_users)
         cold = users.join(self._train, C.USER_IDX, "left_anti")
         return recs.unionByName(self._popular.recommend(cold, n))
 
@@ -210,7 +210,7 @@ class SequenceSource(CandidateSource):
 REGISTRY: dict[str, Callable[[Config], CandidateSource]] = {
     "popular": lambda cfg: PopularitySource("popular"),
     "recent_popular": lambda cfg: PopularitySource("recent_popular", cfg.candidates.recent_days),
-    "item_neighbours": lambda cfg: ItemNeighboursSource(cfg.neighbours),
+    "item_neighbours": lambda cfg: ItemNeighboursSource(cfg.neighbours, cfg.als.topn_block_users),
     "als": lambda cfg: ALSSource(cfg.als),
     "ease": lambda cfg: EaseSource(cfg.candidates.ease_lambda, cfg.candidates.ease_max_items,
                                    cfg.als.topn_block_users, cfg.train.device),

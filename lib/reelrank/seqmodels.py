@@ -206,7 +206,11 @@ class SequenceModel:
         inputs, targets = seqs[:, :-2], seqs[:, 1:-1]
         trainable = (targets != PAD).sum(1) > 0
         inputs, targets = inputs[trainable], targets[trainable]
-        lengths = (inputs != PAD).sum(1)
+        lengths = (targets != PAD).sum(1)
+        # with length-sorted batches a batch's mean loss would weigh a short history's positions more than a long
+        # one's; dividing each batch's summed loss by the average positions per batch weighs every position alike,
+        # as random batches do in expectation
+        per_batch = float(lengths.double().mean()) * cfg.batch_size if cfg.bucket_batches and len(lengths) else 0.0
         val_input, val_target = seqs[:, :-1], seqs[:, -1]
         val_ok = (val_target != PAD) & ((val_input != PAD).sum(1) > 0)
         val_input, val_target = val_input[val_ok], val_target[val_ok]
@@ -258,7 +262,7 @@ class SequenceModel:
                 with autocast(device, cfg.mixed_precision):
                     loss, n = self._loss(net(x), y, gen)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * (n / per_batch) if per_batch else loss).backward()
                 opt.step()
                 total += float(loss.detach()) * n
                 positions += n
