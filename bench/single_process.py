@@ -206,7 +206,7 @@ def sequences(data: pd.DataFrame, length: int) -> tuple[np.ndarray, torch.Tensor
 
 def sasrec(data: pd.DataFrame, seen, cfg: Config, device, warm: SequenceModel | None, n: int):
     """Fit as candidates.SequenceSource (the full fit starts from the history fit's weights, at most refit_epochs),
-    score as sequences.score_sequences (the latest max_len items, shortest first, each block cut to its longest)."""
+    score as sequences.score_sequences (SequenceModel.last_hidden, then top_n_block)."""
     c = cfg.sequence
     users, tokens = sequences(data, c.max_len + 1)
     n_items = int(tokens.max())
@@ -217,15 +217,10 @@ def sasrec(data: pd.DataFrame, seen, cfg: Config, device, warm: SequenceModel | 
         model = SequenceModel("sasrec", n_items, c)
     model.cfg = c
     h = model.fit(tokens, device)
-    recent = tokens[:, 1:]
-    lengths = (recent != 0).sum(1).numpy()
-    order, vecs = np.argsort(lengths, kind="stable"), model.item_embedding.weight[1:].detach().float().numpy()
-    model.net.eval()
-    out = []
-    for idx in np.array_split(order, max(1, len(order) // 256)):
-        with torch.no_grad():
-            hidden = model.net(recent[idx, -max(1, int(lengths[idx].max())):])[:, -1].float().numpy()
-        out.append(top_n_block(users[idx], hidden, [seen[u] for u in users[idx]], np.arange(n_items), vecs, n))
+    hidden = model.last_hidden(tokens[:, 1:]).numpy()
+    vecs = model.item_embedding.weight[1:].detach().float().numpy()
+    out = [top_n_block(users[idx], hidden[idx], [seen[u] for u in users[idx]], np.arange(n_items), vecs, n)
+           for idx in np.array_split(np.arange(len(users)), max(1, len(users) // 256))]
     why = " (stopped early)" if h.stopped_early else f" (time budget {c.max_seconds:g} s)" if h.out_of_time else ""
     return pd.concat(out, ignore_index=True), model, f"{len(h.epochs)} epochs{why}"
 

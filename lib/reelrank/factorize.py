@@ -249,14 +249,7 @@ def top_n_block(
     k = min(n, n_items)
     if k == 0:
         return pd.DataFrame({USER_IDX: [], ITEM_IDX: [], SCORE: [], RANK: []})
-    if k < n_items:
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        top = np.tile(np.arange(n_items), (len(scores), 1))
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)  # score descending, ties to the smaller item
-    top = np.take_along_axis(top, order, axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    top, top_scores = top_k_sorted(scores, k)
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), (len(scores), 1))
     keep = np.isfinite(top_scores)
     return pd.DataFrame(
@@ -267,6 +260,18 @@ def top_n_block(
             RANK: ranks[keep],
         }
     )
+
+
+def top_k_sorted(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` (1 ≤ k ≤ columns) best columns and their scores: argpartition, then sorted by score
+    descending, ties to the smaller column."""
+    if k < scores.shape[1]:
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        top = np.tile(np.arange(scores.shape[1]), (len(scores), 1))
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.lexsort((top, -top_scores), axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
 def users_and_seen(users: DataFrame, seen: DataFrame) -> tuple[DataFrame, DataFrame]:

@@ -33,6 +33,7 @@ from pyspark.sql import types as T
 
 from reelrank import columns as C
 from reelrank.config import NeighboursConfig
+from reelrank.factorize import top_k_sorted
 
 log = logging.getLogger(__name__)
 
@@ -538,10 +539,7 @@ def _top_reachable(users: np.ndarray, seen: list[np.ndarray], sims: sp.csr_matri
     k = min(n, size)
     if k == 0:
         return pd.DataFrame({C.USER_IDX: [], C.ITEM_IDX: [], C.SCORE: [], C.RANK: []})
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < size else np.tile(np.arange(size), (len(users), 1))
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)  # score descending, ties to the smaller item
-    top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    top, top_scores = top_k_sorted(scores, k)  # columns are item indexes: ties go to the smaller item
     keep = top_scores > 0
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), (len(users), 1))
     return pd.DataFrame({C.USER_IDX: np.repeat(users, k)[keep.ravel()], C.ITEM_IDX: top.astype(np.int32)[keep],

@@ -170,25 +170,31 @@ class SequenceModel:
         """Scores of every item (not the padding token) for hidden states [..., d]."""
         return hidden @ self.item_embedding.weight[1:].T
 
-    @torch.no_grad()
     def score_last(self, seq: torch.Tensor, device: torch.device | None = None, batch: int = 256) -> torch.Tensor:
         """Every item's score after each sequence's latest item: [B, n_items] float32 on the CPU."""
+        return self._at_latest_item(seq, device, batch, self.logits, self.n_items)
+
+    def last_hidden(self, seq: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """Each sequence's hidden state after its latest item: [B, d] float32 on the CPU (Spark scoring)."""
+        return self._at_latest_item(seq, None, batch, lambda hidden: hidden, self.cfg.dim)
+
+    @torch.no_grad()
+    def _at_latest_item(self, seq: torch.Tensor, device: torch.device | None, batch: int,
+                        head: Callable[[torch.Tensor], torch.Tensor], width: int) -> torch.Tensor:
+        """``head`` of each sequence's hidden state after its latest item, [B, width] float32 on the CPU, in the
+        latest ``max_len`` window: shortest histories first, each batch cut to its longest where the net allows
+        (the same outputs, little padding)."""
         self.net.eval()
         device = device or next(self.net.parameters()).device
         seq = _fit_length(seq, self.cfg.max_len)
-        # shortest histories first, each batch cut to its longest where the net allows: the same scores
         order = torch.argsort((seq != PAD).sum(1), stable=True)
-        out = []
+        out = torch.empty(len(seq), width)
         for start in range(0, len(seq), batch):
             idx = order[start:start + batch]
-            part = _trim(seq[idx], seq[idx])[0] if self.net.padding_free else seq[idx]
+            part = _cut_padding(seq[idx]) if self.net.padding_free else seq[idx]
             with autocast(device, self.cfg.mixed_precision):
-                out.append(self.logits(self.net(part.to(device))[:, -1]).float().cpu())
-        if not out:
-            return torch.zeros(0, self.n_items)
-        scores = torch.empty(len(seq), self.n_items)
-        scores[order] = torch.cat(out)
-        return scores
+                out[idx] = head(self.net(part.to(device))[:, -1]).float().cpu()
+        return out
 
     # -- training ------------------------------------------------------------------------------------
     def fit(self, seqs: torch.Tensor, device: torch.device, progress: Callable[[EpochStats], None] | None = None,
@@ -404,8 +410,18 @@ def _fit_length(seq: torch.Tensor, length: int) -> torch.Tensor:
     return F.pad(seq, (length - seq.shape[1], 0), value=PAD)
 
 
+def _first_used(x: torch.Tensor) -> int:
+    """The first column holding a token in some row (the last column when all are padding)."""
+    used = (x != PAD).any(0).nonzero()
+    return int(used[0]) if len(used) else x.shape[1] - 1
+
+
+def _cut_padding(x: torch.Tensor) -> torch.Tensor:
+    """``x`` without the columns that are padding in every row."""
+    return x[:, _first_used(x):]
+
+
 def _trim(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the columns that are padding in every row of the batch (cheaper attention for short histories)."""
-    used = (x != PAD).any(0).nonzero()
-    first = int(used[0]) if len(used) else x.shape[1] - 1
+    first = _first_used(x)
     return x[:, first:], y[:, first:]

@@ -104,15 +104,11 @@ def score_sequences(frame: DataFrame, model_bytes: bytes, n: int, block: int = 2
         item_ids = np.arange(model.n_items, dtype=np.int64)
         item_vecs = model.item_embedding.weight[1:].detach().float().numpy()
         for pdf in batches:
-            # shortest histories first, each block padded to its longest (positions count back from the latest item)
-            pdf = pdf.iloc[np.argsort(pdf[ITEMS].map(len).to_numpy(), kind="stable")]
+            tokens = pad_left([np.asarray(s, np.int64) + 1 for s in pdf[ITEMS]], model.cfg.max_len)
+            states = model.last_hidden(tokens, block).numpy()
             for start in range(0, len(pdf), block):
                 part = pdf.iloc[start:start + block]
-                longest = (max(1, min(model.cfg.max_len, max(len(s) for s in part[ITEMS])))
-                           if model.net.padding_free else model.cfg.max_len)
-                tokens = pad_left([np.asarray(s, np.int64) + 1 for s in part[ITEMS]], longest)
-                with torch.no_grad():
-                    hidden = model.net(tokens)[:, -1].float().numpy()
+                hidden = states[start:start + block]
                 seen = [np.unique(np.asarray(s, np.int64)) for s in part[SEEN]]
                 yield top_n_block(part[C.USER_IDX].to_numpy(), hidden, list(seen), item_ids, item_vecs, n)
 
