@@ -37,12 +37,12 @@ from pyspark.sql import functions as F
 from benchlib import DATASETS, append_result, markdown
 from reelrank import columns as C
 from reelrank.bootstrap import add_common, config_from_args, setup_logging
-from reelrank.candidates import PopularitySource, make
+from reelrank.candidates import CandidateSource, PopularitySource, make
 from reelrank.config import Config
 from reelrank.evaluate import per_user_ranking
 from reelrank.runstate import RunFailed
 from reelrank.session import build_spark
-from reelrank.splits import global_time_split, leave_last_by_time, stratified_split
+from reelrank.splits import global_time_split, holdout_split, leave_last_by_time, stratified_split
 
 RESULTS = Path(__file__).resolve().parent / "results" / "temporal.md"
 BASELINES = ("popular", "recent_popular_7d", "recent_popular_30d", "item_neighbours", "als", "ease")
@@ -104,15 +104,34 @@ def split(df: DataFrame, protocol: str, quantile: float) -> tuple[DataFrame, Dat
 
 def fit_lists(train: DataFrame, users: DataFrame, names: list[str],
               cfg: Config) -> dict[str, tuple[pd.DataFrame, float]]:
-    """Top-K of each named list for ``users``, fitted on ``train``, with its fit + recommend seconds."""
+    """Top-K of each named list for ``users``, fitted on ``train``, with its fit + recommend seconds.
+
+    ``<source>@refit`` and ``<source>@history`` are the nightly's two ways to tonight's lists: fit on the history
+    (``train`` less the nightly's holdout), then fit again on ``train`` from there, or serve ``train`` with the
+    history fit (``[candidates] serve_from_history``); their seconds include the shared history fit."""
     out = {}
+    history_fits: dict[str, tuple[CandidateSource, float]] = {}
     for name in names:
         t0 = time.perf_counter()
-        if name.startswith("recent_popular_"):
+        base, _, how = name.partition("@")
+        if how and base not in history_fits:
+            history = holdout_split(train, cfg.evaluate.holdout, cfg.evaluate.holdout_per_user)[0]
+            history_fits[base] = make(base, cfg).fit(history), time.perf_counter() - t0
+            t0 = time.perf_counter()
+        if how == "history":
+            source = history_fits[base][0].served_on(train)
+            if source is None:
+                raise SystemExit(f"{base} cannot serve from its history fit: drop {name} from --lists")
+        elif name.startswith("recent_popular_"):
             source = PopularitySource(name, float(name.removeprefix("recent_popular_").removesuffix("d")))
         else:
-            source = make(name, cfg)
-        recs = source.fit(train).recommend(users, K).toPandas()
+            source = make(base, cfg)
+            if how == "refit":
+                source.start_from(history_fits[base][0])
+            source.fit(train)
+        recs = source.recommend(users, K).toPandas()
+        if how:
+            t0 -= history_fits[base][1]
         out[name] = (recs, time.perf_counter() - t0)
         log.info("%s: %d rows in %.1f s", name, len(recs), out[name][1])
     return out

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 from conftest import dataset
 
 from reelrank.evaluate import evaluate_top_n, ranking_metrics_pandas, rating_metrics
-from reelrank.factorize import fit_als, predict_ratings, recommend_top_n
+from reelrank.factorize import fit_als, fold_in, predict_ratings, recommend_top_n
 from reelrank.popularity import recommend_popular
 from reelrank.splits import read_ml100k_fold, read_stratified_split
 
@@ -64,3 +65,22 @@ def test_implicit_als_ndcg_on_stratified_split(spark, cfg):
     assert als["ndcg@10"] >= 0.46
     assert als["map@10"] > pop["map@10"] and als["coverage@10"] > pop["coverage@10"]
     assert als_recs.join(seen, ["user_idx", "item_idx"]).count() == 0
+
+
+def test_fold_in_solves_each_user_as_spark_als_does_on_ml100k(spark, cfg):
+    """Folding u1.base's users into the fitted item factors gives Spark ALS's own user factors (its last half-step
+    solves the users against the final item factors); ``[candidates] serve_from_history`` relies on it."""
+    train, _ = read_ml100k_fold(spark, dataset("ml-100k"), "u1")
+    als = dataclasses.replace(cfg.als, implicit=True, rank=16, reg_param=0.25, alpha=0.5, max_iter=4)
+    model = fit_als(train, als)
+    folded = fold_in(model, train, als)
+
+    def matrix(df):
+        pdf = df.toPandas().sort_values("user_idx")
+        return pdf["user_idx"].to_numpy(), np.stack(pdf["features"].to_numpy()).astype(np.float64)
+
+    users, spark_f = matrix(model.user_factors)
+    folded_users, ours = matrix(folded.user_factors)
+    np.testing.assert_array_equal(folded_users, users)
+    assert np.abs(spark_f).max() > 0.01
+    np.testing.assert_allclose(ours, spark_f, rtol=1e-3, atol=2e-5)

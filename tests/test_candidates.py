@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,3 +130,106 @@ def test_popular_unseen_walks_the_ranking_past_each_users_items(spark, ratings):
         mine = got[got[C.USER_IDX] == user].sort_values(C.RANK)
         assert mine[C.ITEM_IDX].tolist() == want and mine[C.RANK].tolist() == list(range(1, N + 1))
         assert mine[C.SCORE].tolist() == [float(count[i]) for i in want]
+
+
+def test_sequence_source_serves_later_items_from_its_history_fit(spark, ratings, src_cfg):
+    """``served_on`` (``[candidates] serve_from_history``): the history fit reads each user's latest items of the
+    later data, leaves out items it never saw (item 30, new tonight), and drops every item seen in the later data;
+    its lists are the model's own top-N after the latest item (:meth:`SequenceModel.score_last`)."""
+    from reelrank.seqmodels import pad_left
+
+    df = _ratings()
+    new = pd.DataFrame({C.USER_IDX: [0, 1, 2], C.ITEM_IDX: [N_ITEMS] * 3, C.RATING: [4.0] * 3,
+                        C.TS: [1001 * DAY] * 3})
+    later_pd = pd.concat([df, new], ignore_index=True)
+    schema = "user_idx INT, item_idx INT, rating DOUBLE, ts LONG"
+    later = spark.createDataFrame(later_pd, schema)
+    history = later.filter(later[C.TS] < 996 * DAY)
+    cfg = src_cfg.replace(sequence={"epochs": 2, "max_len": 20})
+    fitted = candidates.make("sasrec", cfg).fit(history)
+    assert candidates.make("popular", cfg).fit(history).served_on(later) is None, "popularity is refitted"
+    served = fitted.served_on(later)
+    assert served is not None
+    recs = served.recommend(later.select(C.USER_IDX).distinct(), N).toPandas()
+
+    model = fitted.model
+    assert model.n_items == N_ITEMS
+    known = later_pd[later_pd[C.ITEM_IDX] < model.n_items].sort_values([C.USER_IDX, C.TS, C.ITEM_IDX])
+    users = sorted(known[C.USER_IDX].unique())
+    seqs = [known.loc[known[C.USER_IDX] == u, C.ITEM_IDX].to_numpy() + 1 for u in users]
+    scores = model.score_last(pad_left(seqs, cfg.sequence.max_len)).numpy()
+    for row, user in enumerate(users):
+        seen = set(later_pd.loc[later_pd[C.USER_IDX] == user, C.ITEM_IDX])
+        s = scores[row].astype(np.float64)
+        s[sorted(i for i in seen if i < model.n_items)] = -np.inf
+        got = recs[recs[C.USER_IDX] == user].sort_values(C.RANK)[C.ITEM_IDX].to_numpy()
+        assert not seen & set(got) and len(got) == N, f"user {user}"
+        # the model's top-N scores, in order (a near-tie may swap two items between float paths)
+        np.testing.assert_allclose(s[got], np.sort(s)[::-1][:N], rtol=1e-4, atol=1e-5, err_msg=f"user {user}")
+    late = later_pd.loc[later_pd[C.TS] >= 996 * DAY, C.USER_IDX].nunique()
+    assert late > 10, "the later data must add items to many users' sequences"
+
+
+
+@pytest.mark.parametrize("name", ["als", "ease", "sasrec"])
+def test_served_from_the_history_fit_the_lists_follow_the_later_data(spark, src_cfg, name):
+    """Every source that ``served_on`` later data (``[candidates] serve_from_history``): its lists drop everything
+    seen later, never hold an item the fit does not know (item 30, new), give a user without history the later
+    data's popular list, and move with the later data."""
+    df = _ratings()
+    later = spark.createDataFrame(pd.concat([df, pd.DataFrame({C.USER_IDX: [0, 1], C.ITEM_IDX: [N_ITEMS] * 2,
+                                                                 C.RATING: [4.0] * 2, C.TS: [1001 * DAY] * 2})]),
+                                  "user_idx INT, item_idx INT, rating DOUBLE, ts LONG")
+    history = later.filter(later[C.TS] < 996 * DAY)
+    cfg = src_cfg.replace(sequence={"epochs": 2, "max_len": 20})
+    fitted = candidates.make(name, cfg).fit(history)
+    served = fitted.served_on(later)
+    assert served is not None
+    users = later.select(C.USER_IDX).distinct().union(spark.createDataFrame([(COLD_USER,)], "user_idx INT"))
+    recs = served.recommend(users, N).toPandas()
+    before = fitted.recommend(users, N).toPandas()
+    seen = later.select(C.USER_IDX, C.ITEM_IDX).toPandas()
+    assert recs.merge(seen, on=[C.USER_IDX, C.ITEM_IDX]).empty
+    assert N_ITEMS not in set(recs[C.ITEM_IDX])
+    assert (recs.groupby(C.USER_IDX).size() == N).all() and recs[C.USER_IDX].nunique() == N_USERS + 1
+    popular = rank_popularity(item_users(later), N).toPandas().sort_values(C.RANK)[C.ITEM_IDX].tolist()
+    assert recs[recs[C.USER_IDX] == COLD_USER].sort_values(C.RANK)[C.ITEM_IDX].tolist() == popular
+    key = [C.USER_IDX, C.RANK]
+    changed = recs.sort_values(key)[C.ITEM_IDX].to_numpy() != before.sort_values(key)[C.ITEM_IDX].to_numpy()
+    assert changed.any(), "the later data must move some lists"
+
+
+def test_refit_runs_whole_epochs_within_its_budget_at_the_history_fits_pace(cfg):
+    """``refit_plan``: ml-100k's ~4 s epochs refit ``refit_epochs``; 80 s epochs (the 1M night) do not fit 60 s, so
+    the history fit serves; a budget of 0 keeps the old behaviour."""
+    from reelrank.models import EpochStats
+    from reelrank.seqmodels import SequenceModel
+
+    seq = dataclasses.replace(cfg.sequence, epochs=200, refit_epochs=5, refit_max_seconds=60.0)
+    model = SequenceModel("sasrec", 10, seq)
+
+    def paced(*seconds):
+        model.history.epochs = [EpochStats(i, 1.0, None, None, 1.0, s) for i, s in enumerate(seconds)]
+        return candidates.refit_plan(model, seq)[0]
+
+    assert paced(4.0, 4.5, 3.9) == 5
+    assert paced(25.0, 26.0, 1.0) == 2  # the median epoch; a last epoch cut by the budget is short
+    assert paced(80.0, 82.0) == 0
+    assert candidates.refit_plan(model, dataclasses.replace(seq, refit_max_seconds=0.0))[0] == 5
+
+
+def test_a_refit_over_budget_serves_tonight_from_the_history_fit(spark, ratings, src_cfg):
+    """The nightly's second SASRec fit, when an epoch of the first took longer than ``refit_max_seconds``: no
+    training, the history fit's weights, tonight's sequences."""
+    cfg = src_cfg.replace(sequence={"epochs": 2, "max_len": 20, "refit_max_seconds": 1e-9})
+    history = ratings.filter(ratings[C.TS] < 996 * DAY)
+    first = candidates.make("sasrec", cfg).fit(history)
+    second = candidates.make("sasrec", cfg)
+    second.start_from(first)
+    second.fit(ratings)
+    assert second.model is first.model
+    served = first.served_on(ratings).recommend(ratings.select(C.USER_IDX).distinct(), N).toPandas()
+    again = second.recommend(ratings.select(C.USER_IDX).distinct(), N).toPandas()
+    key = [C.USER_IDX, C.RANK]
+    pd.testing.assert_frame_equal(served.sort_values(key).reset_index(drop=True),
+                                  again.sort_values(key).reset_index(drop=True))

@@ -264,10 +264,21 @@ def test_relative_data_dir_is_made_absolute(monkeypatch, tmp_path):
     ("[ingest]\nrating_step = 5.0\n", r"ingest\.rating_step must be 0 or a step .*got 5\.0"),
     ("[quality]\nk = 5\n", r"quality\.k must be one of evaluate\.ks .*got 5"),
     ("[candidates]\nsources = ['popular']\n", r"candidates\.sources must be a list holding .*got \['popular'\]"),
+    ("[candidates]\nserve_from_history = ['gru4rec']\n",
+     r"candidates\.serve_from_history must be a subset of candidates\.sources, got \['gru4rec'\]"),
 ])
 def test_inconsistent_fields_are_named(tmp_path, text, message):
     with pytest.raises(ConfigError, match=rf"env\.toml: {message}"):
         load_config(_env_file(tmp_path, text))
+
+
+def test_only_sources_that_can_score_later_data_serve_from_their_history_fit(tmp_path):
+    with pytest.raises(ConfigError, match=r"candidates\.serve_from_history.*'item_neighbours'"):
+        load_config(_env_file(tmp_path, "[candidates]\nserve_from_history = ['item_neighbours']\n"))
+    with pytest.raises(ConfigError, match=r"candidates\.serve_from_history must be without als when als\.implicit"):
+        load_config(_env_file(tmp_path, "[als]\nimplicit = false\n[candidates]\nserve_from_history = ['als']\n"))
+    cfg = load_config(_env_file(tmp_path, "[candidates]\nserve_from_history = ['als', 'sasrec']\n"))
+    assert cfg.candidates.serve_from_history == ["als", "sasrec"]
 
 
 def test_quality_k_outside_ks_is_fine_when_the_gate_is_off(tmp_path):

@@ -10,6 +10,7 @@ evaluation iterates over the same registry. The shape follows implicit's ``fit``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import tempfile
@@ -45,6 +46,11 @@ class CandidateSource(ABC):
     def start_from(self, fitted: CandidateSource) -> None:
         """Before ``fit``: reuse what ``fitted`` (the same source fitted on earlier data) learnt, where that saves
         work (the nightly's fit on all interactions after the history fit). Most sources start afresh."""
+        return None
+
+    def served_on(self, interactions: DataFrame) -> CandidateSource | None:
+        """This fitted source recommending from ``interactions`` (what it fitted and later ones) without fitting
+        again, or None where its lists can only come from a fit (``[candidates] serve_from_history``)."""
         return None
 
     @abstractmethod
@@ -111,6 +117,16 @@ class ALSSource(CandidateSource):
         self.model = factorize.fit_als(interactions, self.cfg)
         return self
 
+    def served_on(self, interactions: DataFrame) -> ALSSource | None:
+        """Implicit ALS: the fitted item factors, each user folded in from ``interactions``
+        (:func:`reelrank.factorize.fold_in`); explicit ALS with biases refits (None)."""
+        if not self.cfg.implicit:
+            return None
+        served = copy.copy(self)
+        served._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
+        served.model = factorize.fold_in(self.model, interactions, self.cfg)
+        return served
+
     def recommend(self, users: DataFrame, n: int) -> DataFrame:
         return factorize.recommend_top_n(self.model, users, self._seen, n)
 
@@ -132,6 +148,14 @@ class EaseSource(CandidateSource):
         self._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
         self.model = ease.fit_ease(interactions, self.lam, self.max_items, self.device)
         return self
+
+    def served_on(self, interactions: DataFrame) -> EaseSource:
+        """The fitted weights B applied to each user's items in ``interactions`` (x_u·B is how EASE scores any
+        user); items B does not hold are left out."""
+        served = copy.copy(self)
+        served._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
+        served.model = dataclasses.replace(self.model, popularity=popularity.item_users(interactions).cache())
+        return served
 
     def recommend(self, users: DataFrame, n: int) -> DataFrame:
         return ease.recommend_ease(self.model, users, self._seen, n, self.block_users)
@@ -157,8 +181,14 @@ class SequenceSource(CandidateSource):
 
     def fit(self, interactions: DataFrame) -> SequenceSource:
         cfg = self.cfg
-        self._interactions = interactions
-        self._popular = popularity.item_users(interactions).cache()
+        self._use(interactions)
+        if self.warm_start is not None:
+            epochs, epoch_s = refit_plan(self.warm_start, cfg)
+            if not epochs:
+                log.info("%s: an epoch took ~%.0f s, over [sequence] refit_max_seconds %g: tonight's sequences are "
+                         "scored with the history fit", self.name, epoch_s, cfg.refit_max_seconds)
+                self.model = self.warm_start
+                return self
         self.work_dir = self.work_dir or tempfile.mkdtemp(prefix=f"reelrank-{self.name}-")
         shards = storage.join(self.work_dir, "shards")
         sequences.write_sequence_shards(interactions, shards, cfg, self.files)
@@ -169,9 +199,10 @@ class SequenceSource(CandidateSource):
                  cfg.max_len, n_items, device, use_mixed_precision(device, cfg.mixed_precision))
         init = None
         if self.warm_start is not None and self.warm_start.n_items <= n_items:
-            cfg = dataclasses.replace(cfg, epochs=min(cfg.epochs, cfg.refit_epochs))
+            cfg = dataclasses.replace(cfg, epochs=epochs)
             init = self.warm_start.grown_to(n_items)
-            log.info("%s: starting from the history fit's weights, at most %d epochs", self.name, cfg.epochs)
+            log.info("%s: starting from the history fit's weights, %d more epochs (~%.0f s each)", self.name,
+                     cfg.epochs, epoch_s)
         # a rerun of the stage (nightly --resume) continues from the last finished epoch
         ckpt = storage.join(self.work_dir, "model", f"{self.name}.ckpt")
         if self.train_cfg.num_processes > 1:
@@ -195,9 +226,21 @@ class SequenceSource(CandidateSource):
                      self.cfg.epochs, e.train_loss, self.cfg.early_stopping_k, e.val_ndcg, e.seconds,
                      e.samples_per_s)
 
+    def _use(self, interactions: DataFrame) -> None:
+        self._interactions = interactions
+        self._popular = popularity.item_users(interactions).cache()
+
+    def served_on(self, interactions: DataFrame) -> SequenceSource:
+        """The fitted model reading each user's latest items in ``interactions``; items it never saw are left out
+        of the sequences and the lists (their embeddings are untrained)."""
+        served = copy.copy(self)
+        served._use(interactions)
+        return served
+
     def recommend(self, users: DataFrame, n: int) -> DataFrame:
         wanted = users.select(F.col(C.USER_IDX).cast("int").alias(C.USER_IDX)).distinct()
-        frame = sequences.sequence_frame(self._interactions, self.cfg.max_len, seen=True)
+        known = self._interactions.filter(F.col(C.ITEM_IDX) < self.model.n_items)
+        frame = sequences.sequence_frame(known, self.cfg.max_len, seen=True)
         warm = frame.join(wanted, C.USER_IDX, "left_semi")
         cold = wanted.join(frame, C.USER_IDX, "left_anti")
         return sequences.score_sequences(warm, self.model.to_bytes(), n).unionByName(
@@ -205,6 +248,17 @@ class SequenceSource(CandidateSource):
 
     def tables(self) -> dict[str, DataFrame]:
         return {}
+
+
+def refit_plan(fitted: SequenceModel, cfg: SequenceConfig) -> tuple[int, float]:
+    """How many epochs the nightly's second fit (all interactions, from the history fit's weights) runs, and the
+    seconds an epoch took in the history fit: at most ``refit_epochs``, whole epochs within ``refit_max_seconds``;
+    0 means the history fit scores tonight's sequences (issue 15: at 1M ratings an epoch is ~80 s, on ml-100k 4 s)."""
+    seconds = sorted(e.seconds for e in fitted.history.epochs)
+    epoch_s = seconds[len(seconds) // 2] if seconds else 0.0
+    if epoch_s <= 0 or cfg.refit_max_seconds <= 0:
+        return min(cfg.epochs, cfg.refit_epochs), epoch_s
+    return min(cfg.epochs, cfg.refit_epochs, int(cfg.refit_max_seconds // epoch_s)), epoch_s
 
 
 REGISTRY: dict[str, Callable[[Config], CandidateSource]] = {

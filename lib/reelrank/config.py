@@ -75,6 +75,8 @@ HoldoutKind = Literal["latest", "random"]
 """Holdouts of :func:`reelrank.splits.holdout_split`."""
 CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als", "ease", "sasrec", "gru4rec"]
 """Sources registered in :data:`reelrank.candidates.REGISTRY`."""
+ServableSourceName = Literal["als", "ease", "sasrec", "gru4rec"]
+"""Sources that can serve tonight's lists from their history fit (``CandidateSource.served_on``)."""
 FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular", "ease", "sasrec")
 """The candidate sources whose lists the ranker's features describe (:mod:`reelrank.features`)."""
 Metastore = Literal["derby", "external"]
@@ -245,6 +247,9 @@ class CandidatesConfig:
     sources: list[CandidateSourceName]
     """Candidate sources the nightly fits (on the history and on all data) and evaluates; it must hold the
     ranker's :data:`FEATURE_SOURCES`."""
+    serve_from_history: list[ServableSourceName]
+    """Sources fitted once, on the history: tonight's lists score all interactions with that fit instead of fitting
+    again (a sequence model reads tonight's sequences either way; issue 15)."""
     popular: PositiveInt
     """List length per user of each source: all-time popularity, ..."""
     recent_popular: PositiveInt
@@ -308,6 +313,10 @@ class SequenceConfig:
     """Training batches drawn from each chunk of users sorted by history length, so a batch's users have similar
     lengths and little of it is padding (random batches of the 1M synthetic night were 73% padding); 0: fully
     random batches (models saved before the setting existed were trained so)."""
+    refit_max_seconds: NonNegativeFloat = 0.0
+    """The fit on all interactions runs only whole epochs that fit in this many seconds (at the history fit's
+    pace); when not one does, the history fit scores tonight's sequences (``[candidates] serve_from_history``
+    does so always). 0: no limit (models saved before the setting existed)."""
 
 
 @dataclass(frozen=True)
@@ -512,6 +521,11 @@ _CROSS_CHECKS: list[tuple[str, Callable[[Config], Any], Callable[[Config], bool]
      "0 or a step that divides ingest.rating_max - ingest.rating_min into whole steps"),
     ("candidates.sources", lambda c: c.candidates.sources,
      lambda c: set(FEATURE_SOURCES) <= set(c.candidates.sources), f"a list holding {', '.join(FEATURE_SOURCES)}"),
+    ("candidates.serve_from_history", lambda c: c.candidates.serve_from_history,
+     lambda c: set(c.candidates.serve_from_history) <= set(c.candidates.sources), "a subset of candidates.sources"),
+    ("candidates.serve_from_history", lambda c: c.candidates.serve_from_history,
+     lambda c: "als" not in c.candidates.serve_from_history or c.als.implicit,
+     "without als when als.implicit is false (explicit ALS with biases has no fold-in)"),
     ("train.embedding_dim", lambda c: c.train.embedding_dim,
      lambda c: c.train.model != "neumf" or c.train.embedding_dim > 0, "> 0 for train.model = 'neumf'"),
     ("sequence.heads", lambda c: c.sequence.heads, lambda c: c.sequence.dim % c.sequence.heads == 0,

@@ -8,6 +8,7 @@ serves users without factors from the most popular items.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -182,6 +183,54 @@ def fit_als(ratings: DataFrame, cfg: ALSConfig) -> FactorModel:
         cfg.plain_weight if use_biases else 0.0, user_f.count(), item_f.count(),
     )
     return FactorModel(first, user_f, item_f, cfg.implicit, mu, bu, bi, bounds, popularity, cfg.topn_block_users)
+
+
+def fold_in(model: FactorModel, ratings: DataFrame, cfg: ALSConfig) -> FactorModel:
+    """``model`` with every user of ``ratings`` given the factors Spark's implicit ALS would solve for them against
+    the fitted item factors (one user half-step, Hu, Koren & Volinsky 2008 with ALS-WR's ``reg_param × n_u``):
+    ``(YᵀY + Σ αr·y yᵀ + λ n_u I) x = Σ (1 + αr)·y`` over the user's rated items with a factor (rating > 0 counts
+    toward ``n_u`` and the right side). Serving tonight's interactions without a second fit (issue 15)."""
+    if not model.implicit or model.user_bias is not None:
+        raise ValueError("fold-in needs an implicit ALS model without biases")
+    item_pdf: pd.DataFrame = model.item_factors.toPandas()
+    item_pdf = item_pdf.sort_values(ITEM_IDX)
+    rank = len(item_pdf[FEATURES].iloc[0]) if len(item_pdf) else cfg.rank
+    width = int(item_pdf[ITEM_IDX].max()) + 1 if len(item_pdf) else 0
+    y = np.zeros((width, rank))
+    has = np.zeros(width, bool)
+    if len(item_pdf):
+        y[item_pdf[ITEM_IDX].to_numpy()] = np.stack(item_pdf[FEATURES].to_numpy())
+        has[item_pdf[ITEM_IDX].to_numpy()] = True
+    bc = ratings.sparkSession.sparkContext.broadcast((y, has, y.T @ y))
+    alpha, reg, block = cfg.alpha, cfg.reg_param, model.block_users
+
+    def solve(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        y, has, yty = bc.value
+        for pdf in batches:
+            users, factors = [], []
+            for user, items, rates in zip(pdf[USER_IDX], pdf["_items"], pdf["_ratings"], strict=True):
+                items, rates = np.asarray(items, np.int64), np.asarray(rates, np.float64)
+                ok = items < len(has)
+                ok[ok] = has[items[ok]]
+                items, rates = items[ok], rates[ok]
+                if not len(items):
+                    continue
+                yu, c1 = y[items], alpha * np.abs(rates)
+                positive = rates > 0
+                a = yty + (yu.T * c1) @ yu + reg * positive.sum() * np.eye(len(yty))
+                users.append(user)
+                factors.append(np.linalg.solve(a, yu.T @ np.where(positive, 1.0 + c1, 0.0)))
+                if len(users) == block:
+                    yield pd.DataFrame({USER_IDX: users, FEATURES: [f.astype(np.float32) for f in factors]})
+                    users, factors = [], []
+            if users:
+                yield pd.DataFrame({USER_IDX: users, FEATURES: [f.astype(np.float32) for f in factors]})
+
+    per_user = ratings.groupBy(F.col(USER_IDX).cast("int").alias(USER_IDX)).agg(
+        F.collect_list(F.col(ITEM_IDX).cast("long")).alias("_items"),
+        F.collect_list(F.col(RATING).cast("double")).alias("_ratings"))
+    user_f = per_user.mapInPandas(solve, f"{USER_IDX} int, {FEATURES} array<float>").cache()
+    return dataclasses.replace(model, user_factors=user_f, popularity=item_users(ratings).cache())
 
 
 def factor_frames(model: FactorModel) -> tuple[DataFrame, DataFrame]:

@@ -40,29 +40,31 @@ def missing_rank(cfg: Config) -> float:
 
 
 def genre_affinity(history: DataFrame, items: DataFrame, pairs: DataFrame) -> DataFrame:
-    """Mean over the item's genres of the share of the user's history in that genre."""
-    item_genres = items.select(C.ITEM_IDX, F.explode_outer(C.GENRES).alias("_genre"))
-    n_genres = item_genres.groupBy(C.ITEM_IDX).agg(F.count("_genre").alias("_ng"))
-    user_genre = (
+    """``pairs`` with ``f_genre_affinity``: the mean over the item's genres of the share of the user's history in
+    that genre (0 for an item without genres or a user without history). Each user's shares travel as one map
+    and the items' genres as a broadcast, so the pairs are not shuffled (issue 15)."""
+    item_genres = items.select(C.ITEM_IDX, F.col(C.GENRES).alias("_genres"))
+    per_genre = (
         history.select(C.USER_IDX, C.ITEM_IDX)
-        .join(item_genres, C.ITEM_IDX)
+        .join(F.broadcast(item_genres.select(C.ITEM_IDX, F.explode("_genres").alias("_genre"))), C.ITEM_IDX)
         .groupBy(C.USER_IDX, "_genre")
         .agg(F.count(F.lit(1)).alias("_c"))
     )
     user_total = history.groupBy(C.USER_IDX).agg(F.count(F.lit(1)).alias("_t"))
-    share = user_genre.join(user_total, C.USER_IDX).select(
-        C.USER_IDX, "_genre", (F.col("_c") / F.col("_t")).alias("_s")
+    shares = (
+        per_genre.join(user_total, C.USER_IDX)
+        .groupBy(C.USER_IDX)
+        .agg(F.map_from_entries(F.collect_list(F.struct("_genre", F.col("_c") / F.col("_t")))).alias("_share"))
     )
-    affinity = (
-        pairs.select(C.USER_IDX, C.ITEM_IDX)
-        .join(item_genres, C.ITEM_IDX)
-        .join(share, [C.USER_IDX, "_genre"])
-        .groupBy(C.USER_IDX, C.ITEM_IDX)
-        .agg(F.sum("_s").alias("_sum"))
-        .join(n_genres, C.ITEM_IDX)
-        .select(C.USER_IDX, C.ITEM_IDX, (F.col("_sum") / F.greatest(F.col("_ng"), F.lit(1))).alias("f_genre_affinity"))
+    share_sum = F.aggregate(
+        F.transform("_genres", lambda g: F.coalesce(F.element_at("_share", g), F.lit(0.0))), F.lit(0.0),
+        lambda acc, x: acc + x)
+    return (
+        pairs.join(F.broadcast(item_genres), C.ITEM_IDX, "left")
+        .join(F.broadcast(shares), C.USER_IDX, "left")
+        .withColumn("f_genre_affinity", F.coalesce(share_sum / F.greatest(F.size("_genres"), F.lit(1)), F.lit(0.0)))
+        .drop("_genres", "_share")
     )
-    return affinity
 
 
 def build_features(
@@ -76,26 +78,32 @@ def build_features(
 
     ``lists`` holds the (user_idx, item_idx, score, rank) lists of :data:`SOURCES` (those given), seen items
     removed; ``missing_rank`` is the rank feature of a candidate a source did not propose (:func:`missing_rank`).
+    The lists are shuffled once, by user: each source's z-scores and the union per (user, item) reuse that
+    partitioning, and the per-user and per-item statistics join as broadcasts.
     """
     names = [name for name in SOURCES if name in lists]
     if not names:
         raise ValueError(f"build_features needs the list of at least one of {', '.join(SOURCES)}")
 
-    def source(df: DataFrame, name: str) -> DataFrame:
-        # Scores as z-scores within the user's list: raw ALS/neighbour scores grow with the amount of history, so
-        # a model trained on the history fit would see a different scale on the full fit it scores.
-        w = Window.partitionBy(C.USER_IDX)
-        sd = F.stddev_pop(C.SCORE).over(w)
-        z = (F.col(C.SCORE) - F.avg(C.SCORE).over(w)) / F.when(sd > 0, sd).otherwise(F.lit(1.0))
-        return df.select(C.USER_IDX, C.ITEM_IDX, z.alias(f"f_{name}_score"), F.col(C.RANK).alias(f"_{name}_rank"))
+    tagged = None
+    for i, name in enumerate(names):
+        one = lists[name].select(C.USER_IDX, C.ITEM_IDX, C.SCORE, C.RANK, F.lit(i).alias("_src"))
+        tagged = one if tagged is None else tagged.unionByName(one)
+    assert tagged is not None
+    # Scores as z-scores within the user's list: raw ALS/neighbour scores grow with the amount of history, so a
+    # model trained on the history fit would see a different scale on the full fit it scores.
+    w = Window.partitionBy(C.USER_IDX, "_src")
+    sd = F.stddev_pop(C.SCORE).over(w)
+    z = (F.col(C.SCORE) - F.avg(C.SCORE).over(w)) / F.when(sd > 0, sd).otherwise(F.lit(1.0))
+    scored = tagged.repartition(C.USER_IDX).select(C.USER_IDX, C.ITEM_IDX, "_src", z.alias("_z"), C.RANK)
+    per_source = []
+    for i, name in enumerate(names):
+        mine = F.col("_src") == i
+        if name not in MEMBERSHIP_ONLY:
+            per_source.append(F.max(F.when(mine, F.col("_z"))).alias(f"f_{PREFIX[name]}_score"))
+        per_source.append(F.max(F.when(mine, F.col(C.RANK))).alias(f"_{PREFIX[name]}_rank"))
+    cands = scored.groupBy(C.USER_IDX, C.ITEM_IDX).agg(*per_source)
 
-    cands = None
-    for name in names:
-        one = source(lists[name], PREFIX[name])
-        if name in MEMBERSHIP_ONLY:
-            one = one.drop(f"f_{PREFIX[name]}_score")
-        cands = one if cands is None else cands.join(one, [C.USER_IDX, C.ITEM_IDX], "full_outer")
-    assert cands is not None
     agg_row = history.agg(
         F.max(C.TS), F.count(F.lit(1)), F.countDistinct(C.USER_IDX), F.countDistinct(C.ITEM_IDX), F.avg(C.RATING)
     ).first()
@@ -117,11 +125,9 @@ def build_features(
         F.avg(C.RATING).alias("f_user_mean"),
         F.coalesce(F.stddev_pop(C.RATING), F.lit(0.0)).alias("f_user_std"),
     )
-    out = (
-        cands.join(item_stats, C.ITEM_IDX, "left")
-        .join(user_stats, C.USER_IDX, "left")
-        .join(genre_affinity(history, items, cands), [C.USER_IDX, C.ITEM_IDX], "left")
-    )
+    out = genre_affinity(
+        history, items,
+        cands.join(F.broadcast(item_stats), C.ITEM_IDX, "left").join(F.broadcast(user_stats), C.USER_IDX, "left"))
     fills = {"f_item_pop": -log_item_mean, "f_item_mean": global_mean, "f_item_age": 0.0,
              "f_item_recency": math.log1p(1e4), "f_genre_affinity": 0.0, "f_user_count": -log_user_mean,
              "f_user_mean": global_mean, "f_user_std": 0.0}
@@ -138,7 +144,8 @@ def build_features(
         out = out.withColumn(C.LABEL, F.lit(0.0))
     else:
         marked = labels.select(C.USER_IDX, C.ITEM_IDX).distinct().withColumn("_hit", F.lit(1.0))
-        out = out.join(marked, [C.USER_IDX, C.ITEM_IDX], "left").withColumn(C.LABEL, F.coalesce("_hit", F.lit(0.0)))
+        out = (out.join(F.broadcast(marked), [C.USER_IDX, C.ITEM_IDX], "left")
+               .withColumn(C.LABEL, F.coalesce("_hit", F.lit(0.0))))
     feature_cols = sorted(c for c in out.columns if c.startswith("f_"))
     return out.select(
         F.col(C.USER_IDX).cast(T.IntegerType()),

@@ -143,10 +143,16 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
         log.info("candidates: fitting %s on %s", ", ".join(names), fits[split])
         for name in names:
             started = time.perf_counter()
-            source = candidates.make(name, cfg, work_dir=storage.join(seq_dir, split, name))
-            if name in from_history:
-                source.start_from(from_history[name])
-            source.fit(data)
+            served = (from_history[name].served_on(data)
+                      if split == "full" and name in cfg.candidates.serve_from_history else None)
+            if served is not None:
+                source = served
+                log.info("candidates: %s serves tonight's lists from its history fit", name)
+            else:
+                source = candidates.make(name, cfg, work_dir=storage.join(seq_dir, split, name))
+                if name in from_history:
+                    source.start_from(from_history[name])
+                source.fit(data)
             fitted = time.perf_counter()
             from_history.setdefault(name, source)
             for table, df in source.tables().items():

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 PAD = 0
 """The padding token; item ``i`` is token ``i + 1``."""
 
-_RUN_LENGTH_KEYS = ("epochs", "max_seconds", "patience", "refit_epochs")
+_RUN_LENGTH_KEYS = ("epochs", "max_seconds", "patience", "refit_epochs", "refit_max_seconds")
 """Settings that only say how long to train: a checkpoint written under other values still resumes."""
 _PAYLOAD_KEYS = {"kind", "n_items", "config", "state", "history"}
 SEQUENCE_REMEDY = "rerun the candidates stage"
