@@ -16,10 +16,13 @@ log = logging.getLogger(__name__)
 
 
 def score_candidates(candidates: DataFrame, model_bytes: bytes) -> DataFrame:
-    """Add a ``score`` column: the serialized model scores each partition's rows in pandas batches."""
+    """Each candidate row's ``(user_idx, item_idx, score)``: the serialized model scores each partition's rows in
+    pandas batches. Only the keys and the score come back from Python (the features would double the Arrow
+    traffic; issue 15)."""
     spark = candidates.sparkSession
     weights = spark.sparkContext.broadcast(model_bytes)
-    schema = T.StructType(candidates.schema.fields + [T.StructField(C.SCORE, T.DoubleType(), False)])
+    keys = [candidates.schema[C.USER_IDX], candidates.schema[C.ITEM_IDX]]
+    schema = T.StructType(keys + [T.StructField(C.SCORE, T.DoubleType(), False)])
 
     def score_batches(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
@@ -31,7 +34,8 @@ def score_candidates(candidates: DataFrame, model_bytes: bytes) -> DataFrame:
         torch.set_num_threads(1)  # one thread per Spark task: the cores are already shared out by Spark
         model = from_bytes(weights.value)
         for pdf in batches:
-            yield pdf.assign(**{C.SCORE: model.score_frame(pdf).astype("float64")})
+            yield pd.DataFrame({C.USER_IDX: pdf[C.USER_IDX], C.ITEM_IDX: pdf[C.ITEM_IDX],
+                                C.SCORE: model.score_frame(pdf).astype("float64")})
 
     return candidates.mapInPandas(score_batches, schema)
 
