@@ -59,6 +59,7 @@ from torch.nn import functional as F
 from benchlib import append_result, markdown
 from reelrank import columns as C
 from reelrank import neighbours as nbr
+from reelrank.candidates import refit_plan
 from reelrank.config import FEATURE_SOURCES, STEP_TOLERANCE, Config, load_config
 from reelrank.device import autocast, choose_device
 from reelrank.ease import ease_weights
@@ -205,24 +206,32 @@ def sequences(data: pd.DataFrame, length: int) -> tuple[np.ndarray, torch.Tensor
 
 
 def sasrec(data: pd.DataFrame, seen, cfg: Config, device, warm: SequenceModel | None, n: int):
-    """Fit as candidates.SequenceSource (the full fit starts from the history fit's weights, at most refit_epochs),
-    score as sequences.score_sequences (SequenceModel.last_hidden, then top_n_block)."""
+    """Fit as candidates.SequenceSource (the full fit starts from the history fit's weights for the epochs
+    ``refit_plan`` allows, or the history fit scores tonight's sequences), score as sequences.score_sequences
+    (SequenceModel.last_hidden, then top_n_block)."""
     c = cfg.sequence
-    users, tokens = sequences(data, c.max_len + 1)
-    n_items = int(tokens.max())
-    if warm is not None and warm.n_items <= n_items:
-        c = dataclasses.replace(c, epochs=min(c.epochs, c.refit_epochs))
-        model = warm.grown_to(n_items)
+    epochs = refit_plan(warm, c)[0] if warm is not None else c.epochs
+    if warm is not None and not epochs:
+        model = warm
+        users, tokens = sequences(data[data[C.ITEM_IDX] < warm.n_items], c.max_len + 1)
+        note = "served by the history fit"
     else:
-        model = SequenceModel("sasrec", n_items, c)
-    model.cfg = c
-    h = model.fit(tokens, device)
+        users, tokens = sequences(data, c.max_len + 1)
+        n_items = int(tokens.max())
+        if warm is not None and warm.n_items <= n_items:
+            c = dataclasses.replace(c, epochs=epochs)
+            model = warm.grown_to(n_items)
+        else:
+            model = SequenceModel("sasrec", n_items, c)
+        model.cfg = c
+        h = model.fit(tokens, device)
+        why = " (stopped early)" if h.stopped_early else f" (time budget {c.max_seconds:g} s)" if h.out_of_time else ""
+        note = f"{len(h.epochs)} epochs{why}"
     hidden = model.last_hidden(tokens[:, 1:]).numpy()
     vecs = model.item_embedding.weight[1:].detach().float().numpy()
-    out = [top_n_block(users[idx], hidden[idx], [seen[u] for u in users[idx]], np.arange(n_items), vecs, n)
+    out = [top_n_block(users[idx], hidden[idx], [seen[u] for u in users[idx]], np.arange(model.n_items), vecs, n)
            for idx in np.array_split(np.arange(len(users)), max(1, len(users) // 256))]
-    why = " (stopped early)" if h.stopped_early else f" (time budget {c.max_seconds:g} s)" if h.out_of_time else ""
-    return pd.concat(out, ignore_index=True), model, f"{len(h.epochs)} epochs{why}"
+    return pd.concat(out, ignore_index=True), model, note
 
 
 def candidates(data: pd.DataFrame, n_users: int, n_items: int, cfg: Config, device, warm, seconds: dict) -> tuple:
