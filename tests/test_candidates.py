@@ -175,10 +175,11 @@ def test_sequence_source_serves_later_items_from_its_history_fit(spark, ratings,
 def test_served_from_the_history_fit_the_lists_follow_the_later_data(spark, src_cfg, name):
     """Every source that ``served_on`` later data (``[candidates] serve_from_history``): its lists drop everything
     seen later, never hold an item the fit does not know (item 30, new), give a user without history the later
-    data's popular list, and move with the later data."""
+    data's popular list (so does user 77, whose only item is new), and move with the later data."""
     df = _ratings()
-    later = spark.createDataFrame(pd.concat([df, pd.DataFrame({C.USER_IDX: [0, 1], C.ITEM_IDX: [N_ITEMS] * 2,
-                                                                 C.RATING: [4.0] * 2, C.TS: [1001 * DAY] * 2})]),
+    new_user = 77
+    later = spark.createDataFrame(pd.concat([df, pd.DataFrame({C.USER_IDX: [0, 1, new_user], C.ITEM_IDX: [N_ITEMS] * 3,
+                                                                 C.RATING: [4.0] * 3, C.TS: [1001 * DAY] * 3})]),
                                   "user_idx INT, item_idx INT, rating DOUBLE, ts LONG")
     history = later.filter(later[C.TS] < 996 * DAY)
     cfg = src_cfg.replace(sequence={"epochs": 2, "max_len": 20})
@@ -191,9 +192,11 @@ def test_served_from_the_history_fit_the_lists_follow_the_later_data(spark, src_
     seen = later.select(C.USER_IDX, C.ITEM_IDX).toPandas()
     assert recs.merge(seen, on=[C.USER_IDX, C.ITEM_IDX]).empty
     assert N_ITEMS not in set(recs[C.ITEM_IDX])
-    assert (recs.groupby(C.USER_IDX).size() == N).all() and recs[C.USER_IDX].nunique() == N_USERS + 1
-    popular = rank_popularity(item_users(later), N).toPandas().sort_values(C.RANK)[C.ITEM_IDX].tolist()
-    assert recs[recs[C.USER_IDX] == COLD_USER].sort_values(C.RANK)[C.ITEM_IDX].tolist() == popular
+    assert (recs.groupby(C.USER_IDX).size() == N).all() and recs[C.USER_IDX].nunique() == N_USERS + 2
+    popular = rank_popularity(item_users(later), N + 1).toPandas().sort_values(C.RANK)[C.ITEM_IDX].tolist()
+    assert recs[recs[C.USER_IDX] == COLD_USER].sort_values(C.RANK)[C.ITEM_IDX].tolist() == popular[:N]
+    expect = [i for i in popular if i != N_ITEMS][:N]
+    assert recs[recs[C.USER_IDX] == new_user].sort_values(C.RANK)[C.ITEM_IDX].tolist() == expect
     key = [C.USER_IDX, C.RANK]
     changed = recs.sort_values(key)[C.ITEM_IDX].to_numpy() != before.sort_values(key)[C.ITEM_IDX].to_numpy()
     assert changed.any(), "the later data must move some lists"

@@ -275,8 +275,10 @@ def test_inconsistent_fields_are_named(tmp_path, text, message):
 def test_only_sources_that_can_score_later_data_serve_from_their_history_fit(tmp_path):
     with pytest.raises(ConfigError, match=r"candidates\.serve_from_history.*'item_neighbours'"):
         load_config(_env_file(tmp_path, "[candidates]\nserve_from_history = ['item_neighbours']\n"))
-    with pytest.raises(ConfigError, match=r"candidates\.serve_from_history must be without als when als\.implicit"):
+    with pytest.raises(ConfigError, match=r"candidates\.serve_from_history must be without als unless als\.implicit"):
         load_config(_env_file(tmp_path, "[als]\nimplicit = false\n[candidates]\nserve_from_history = ['als']\n"))
+    with pytest.raises(ConfigError, match=r"candidates\.serve_from_history must be without als unless"):
+        load_config(_env_file(tmp_path, "[als]\nnonnegative = true\n[candidates]\nserve_from_history = ['als']\n"))
     cfg = load_config(_env_file(tmp_path, "[candidates]\nserve_from_history = ['als', 'sasrec']\n"))
     assert cfg.candidates.serve_from_history == ["als", "sasrec"]
 

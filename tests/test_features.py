@@ -123,3 +123,20 @@ def test_write_shards_row_groups(spark, cfg, tmp_path):
     meta = [pq.ParquetFile(f).metadata for f in files]
     assert sum(m.num_rows for m in meta) == 20000
     assert sum(m.num_row_groups for m in meta) >= 4  # ~10k rows per file in groups of about 1,000 rows
+
+
+def test_genre_affinity_skips_null_genres_and_repeated_items(spark, frames):
+    """Item metadata from a generic source can hold a null inside a genre list or repeat an item: a null genre
+    counts for nothing, a repeated item neither doubles the pairs nor its genres."""
+    history, _ = frames
+    schema = T.StructType([T.StructField(C.ITEM_IDX, T.IntegerType()),
+                           T.StructField(C.GENRES, T.ArrayType(T.StringType()))])
+    items = spark.createDataFrame(ITEMS[:2] + [(2, ["Drama", None, "Comedy"]), (2, ["Drama", None, "Comedy"]),
+                                               (3, None), (4, [None])], schema)
+    pairs = spark.createDataFrame([(0, 2), (0, 3), (0, 4), (9, 2)], [C.USER_IDX, C.ITEM_IDX])
+    out = {(r[C.USER_IDX], r[C.ITEM_IDX]): r["f_genre_affinity"]
+           for r in features.genre_affinity(history, items, pairs).collect()}
+    assert len(out) == 4 and features.genre_affinity(history, items, pairs).count() == 4
+    # user 0 rated one Drama and one Comedy item: item 2 (Drama, Comedy) has affinity (1/2 + 1/2) / 2
+    assert out[(0, 2)] == pytest.approx(0.5)
+    assert out[(0, 3)] == 0.0 and out[(0, 4)] == 0.0 and out[(9, 2)] == 0.0

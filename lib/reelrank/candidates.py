@@ -119,8 +119,8 @@ class ALSSource(CandidateSource):
 
     def served_on(self, interactions: DataFrame) -> ALSSource | None:
         """Implicit ALS: the fitted item factors, each user folded in from ``interactions``
-        (:func:`reelrank.factorize.fold_in`); explicit ALS with biases refits (None)."""
-        if not self.cfg.implicit:
+        (:func:`reelrank.factorize.fold_in`); explicit ALS with biases or non-negative ALS refits (None)."""
+        if not self.cfg.implicit or self.cfg.nonnegative:
             return None
         served = copy.copy(self)
         served._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
@@ -199,7 +199,10 @@ class SequenceSource(CandidateSource):
                  cfg.max_len, n_items, device, use_mixed_precision(device, cfg.mixed_precision))
         init = None
         if self.warm_start is not None and self.warm_start.n_items <= n_items:
-            cfg = dataclasses.replace(cfg, epochs=epochs)
+            budget = cfg.refit_max_seconds
+            if budget > 0:  # the plan is at the history fit's pace; a slower night still stops at the budget
+                budget = min(budget, cfg.max_seconds) if cfg.max_seconds > 0 else budget
+            cfg = dataclasses.replace(cfg, epochs=epochs, max_seconds=budget or cfg.max_seconds)
             init = self.warm_start.grown_to(n_items)
             log.info("%s: starting from the history fit's weights, %d more epochs (~%.0f s each)", self.name,
                      cfg.epochs, epoch_s)

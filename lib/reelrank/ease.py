@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from reelrank.columns import ITEM_IDX, USER_IDX
 from reelrank.device import choose_device
@@ -74,7 +75,10 @@ def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, 
     spark = users.sparkSession
     bc = spark.sparkContext.broadcast((model.item_ids, model.weights))
     wanted, seen_lists = users_and_seen(users, seen)
-    warm = wanted.join(seen_lists, USER_IDX)
+    # a user none of whose items B holds (all new since the fit) is cold, not scored as zeros
+    known = spark.createDataFrame(pd.DataFrame({ITEM_IDX: model.item_ids.astype(np.int64)}))
+    held = seen.join(F.broadcast(known), ITEM_IDX, "left_semi").select(USER_IDX).distinct()
+    warm = wanted.join(seen_lists, USER_IDX).join(held, USER_IDX, "left_semi")
 
     def score(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         ids, b = bc.value
@@ -91,5 +95,5 @@ def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, 
                 # top_n_block scores x @ item_factors.T, so B's transpose plays the item factors
                 yield top_n_block(part[USER_IDX].to_numpy(), x, list(seen_b), ids, b.T, n)
 
-    cold = wanted.join(seen_lists, USER_IDX, "left_anti")
+    cold = wanted.join(warm.select(USER_IDX), USER_IDX, "left_anti")
     return warm.mapInPandas(score, RECS_SCHEMA).unionByName(popular_unseen(model.popularity, cold, seen, n))

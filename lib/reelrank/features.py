@@ -43,7 +43,9 @@ def genre_affinity(history: DataFrame, items: DataFrame, pairs: DataFrame) -> Da
     """``pairs`` with ``f_genre_affinity``: the mean over the item's genres of the share of the user's history in
     that genre (0 for an item without genres or a user without history). Each user's shares travel as one map
     and the items' genres as a broadcast, so the pairs are not shuffled (issue 15)."""
-    item_genres = items.select(C.ITEM_IDX, F.col(C.GENRES).alias("_genres"))
+    # one row per item (the smallest genre list if the metadata repeats an item), no null genre
+    item_genres = items.groupBy(C.ITEM_IDX).agg(
+        F.min(F.filter(C.GENRES, lambda g: g.isNotNull())).alias("_genres"))
     per_genre = (
         history.select(C.USER_IDX, C.ITEM_IDX)
         .join(F.broadcast(item_genres.select(C.ITEM_IDX, F.explode("_genres").alias("_genre"))), C.ITEM_IDX)
