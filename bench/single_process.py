@@ -33,7 +33,6 @@ differs from the Spark night (approximations are named; the rest follows the ree
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -62,7 +61,7 @@ from reelrank import neighbours as nbr
 from reelrank.candidates import refit_plan
 from reelrank.config import FEATURE_SOURCES, STEP_TOLERANCE, Config, load_config
 from reelrank.device import autocast, choose_device
-from reelrank.ease import ease_weights
+from reelrank.ease import ease_weights, top_n_ease
 from reelrank.factorize import top_n_block
 from reelrank.features import MEMBERSHIP_ONLY, MISSING_Z, PREFIX, SECONDS_PER_DAY, missing_rank
 from reelrank.ingest import FINER_UNITS, future_limit
@@ -210,17 +209,16 @@ def sasrec(data: pd.DataFrame, seen, cfg: Config, device, warm: SequenceModel | 
     ``refit_plan`` allows, or the history fit scores tonight's sequences), score as sequences.score_sequences
     (SequenceModel.last_hidden, then top_n_block)."""
     c = cfg.sequence
-    epochs = refit_plan(warm, c)[0] if warm is not None else c.epochs
-    if warm is not None and not epochs:
+    refit = refit_plan(warm, c)[0] if warm is not None else None
+    if warm is not None and refit is None:
         model = warm
         users, tokens = sequences(data[data[C.ITEM_IDX] < warm.n_items], c.max_len + 1)
         note = "served by the history fit"
     else:
         users, tokens = sequences(data, c.max_len + 1)
         n_items = int(tokens.max())
-        if warm is not None and warm.n_items <= n_items:
-            c = dataclasses.replace(c, epochs=epochs)
-            model = warm.grown_to(n_items)
+        if warm is not None and refit is not None and warm.n_items <= n_items:
+            c, model = refit, warm.grown_to(n_items)
         else:
             model = SequenceModel("sasrec", n_items, c)
         model.cfg = c
@@ -254,9 +252,8 @@ def candidates(data: pd.DataFrame, n_users: int, n_items: int, cfg: Config, devi
         ids = np.unique(i)
         if len(ids) > cand.ease_max_items:
             raise SystemExit(f"EASE: {len(ids):,} items > candidates.ease_max_items")
-        xe = x[:, ids]
-        b = ease_weights(xe.astype(np.float64), cand.ease_lambda, cfg.train.device).T
-        return by_blocks(users, seen, block, lambda bu, sb: top_n_block(bu, xe[bu].toarray(), sb, ids, b, cand.ease))
+        b = ease_weights(x[:, ids].astype(np.float64), cand.ease_lambda, cfg.train.device)
+        return by_blocks(users, seen, block, lambda bu, sb: top_n_ease(bu, sb, ids, b, cand.ease))
 
     fits = {"als": lambda: als(data, x, users, cfg, cand.als), "item_neighbours": item_neighbours,
             "popular": lambda: popular(data, users, seen, cand.popular, 0.0, block),

@@ -213,12 +213,17 @@ def test_refit_runs_whole_epochs_within_its_budget_at_the_history_fits_pace(cfg)
 
     def paced(*seconds):
         model.history.epochs = [EpochStats(i, 1.0, None, None, 1.0, s) for i, s in enumerate(seconds)]
-        return candidates.refit_plan(model, seq)[0]
+        plan = candidates.refit_plan(model, seq)[0]
+        return plan and (plan.epochs, plan.max_seconds)
 
-    assert paced(4.0, 4.5, 3.9) == 5
-    assert paced(25.0, 26.0, 1.0) == 2  # the median epoch; a last epoch cut by the budget is short
-    assert paced(80.0, 82.0) == 0
-    assert candidates.refit_plan(model, dataclasses.replace(seq, refit_max_seconds=0.0))[0] == 5
+    assert paced(4.0, 4.5, 3.9) == (5, 60.0)
+    assert paced(25.0, 26.0, 1.0) == (2, 60.0)  # the median epoch; a last epoch cut by the budget is short
+    assert paced(80.0, 82.0) is None
+    unplanned = candidates.refit_plan(model, dataclasses.replace(seq, refit_max_seconds=0.0, max_seconds=300.0))[0]
+    assert unplanned is not None and (unplanned.epochs, unplanned.max_seconds) == (5, 300.0)
+    # a slower night still stops at the refit budget, or at max_seconds when that is smaller
+    paced(4.0)
+    assert candidates.refit_plan(model, dataclasses.replace(seq, max_seconds=30.0))[0].max_seconds == 30.0
 
 
 def test_a_refit_over_budget_serves_tonight_from_the_history_fit(spark, ratings, src_cfg):

@@ -146,19 +146,27 @@ class EaseSource(CandidateSource):
 
     def fit(self, interactions: DataFrame) -> EaseSource:
         self._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
+        self._held: DataFrame | None = None
         self.model = ease.fit_ease(interactions, self.lam, self.max_items, self.device)
         return self
 
     def served_on(self, interactions: DataFrame) -> EaseSource:
         """The fitted weights B applied to each user's items in ``interactions`` (x_u·B is how EASE scores any
-        user); items B does not hold are left out."""
+        user); items B does not hold are left out, and a user none of whose items it holds gets the popular list."""
         served = copy.copy(self)
         served._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
+        known = interactions.sparkSession.createDataFrame([(int(i),) for i in self.model.item_ids], [C.ITEM_IDX])
+        served._held = served._seen.join(F.broadcast(known), C.ITEM_IDX, "left_semi").select(C.USER_IDX).distinct()
         served.model = dataclasses.replace(self.model, popularity=popularity.item_users(interactions).cache())
         return served
 
     def recommend(self, users: DataFrame, n: int) -> DataFrame:
-        return ease.recommend_ease(self.model, users, self._seen, n, self.block_users)
+        if self._held is None:
+            return ease.recommend_ease(self.model, users, self._seen, n, self.block_users)
+        outside = users.join(self._held, C.USER_IDX, "left_anti")
+        return ease.recommend_ease(self.model, users.join(self._held, C.USER_IDX, "left_semi"), self._seen, n,
+                                   self.block_users).unionByName(
+            popularity.popular_unseen(self.model.popularity, outside, self._seen, n))
 
 
 class SequenceSource(CandidateSource):
@@ -180,11 +188,11 @@ class SequenceSource(CandidateSource):
             self.warm_start = fitted.model
 
     def fit(self, interactions: DataFrame) -> SequenceSource:
-        cfg = self.cfg
+        cfg, refit, epoch_s = self.cfg, None, 0.0
         self._use(interactions)
         if self.warm_start is not None:
-            epochs, epoch_s = refit_plan(self.warm_start, cfg)
-            if not epochs:
+            refit, epoch_s = refit_plan(self.warm_start, cfg)
+            if refit is None:  # as served_on(interactions): the history fit reads tonight's sequences
                 log.info("%s: an epoch took ~%.0f s, over [sequence] refit_max_seconds %g: tonight's sequences are "
                          "scored with the history fit", self.name, epoch_s, cfg.refit_max_seconds)
                 self.model = self.warm_start
@@ -198,12 +206,8 @@ class SequenceSource(CandidateSource):
         log.info("%s: %d sequences of ≤ %d items, %d items, on %s (mixed precision %s)", self.name, len(users),
                  cfg.max_len, n_items, device, use_mixed_precision(device, cfg.mixed_precision))
         init = None
-        if self.warm_start is not None and self.warm_start.n_items <= n_items:
-            budget = cfg.refit_max_seconds
-            if budget > 0:  # the plan is at the history fit's pace; a slower night still stops at the budget
-                budget = min(budget, cfg.max_seconds) if cfg.max_seconds > 0 else budget
-            cfg = dataclasses.replace(cfg, epochs=epochs, max_seconds=budget or cfg.max_seconds)
-            init = self.warm_start.grown_to(n_items)
+        if self.warm_start is not None and refit is not None and self.warm_start.n_items <= n_items:
+            cfg, init = refit, self.warm_start.grown_to(n_items)
             log.info("%s: starting from the history fit's weights, %d more epochs (~%.0f s each)", self.name,
                      cfg.epochs, epoch_s)
         # a rerun of the stage (nightly --resume) continues from the last finished epoch
@@ -253,15 +257,19 @@ class SequenceSource(CandidateSource):
         return {}
 
 
-def refit_plan(fitted: SequenceModel, cfg: SequenceConfig) -> tuple[int, float]:
-    """How many epochs the nightly's second fit (all interactions, from the history fit's weights) runs, and the
-    seconds an epoch took in the history fit: at most ``refit_epochs``, whole epochs within ``refit_max_seconds``;
-    0 means the history fit scores tonight's sequences (issue 15: at 1M ratings an epoch is ~80 s, on ml-100k 4 s)."""
+def refit_plan(fitted: SequenceModel, cfg: SequenceConfig) -> tuple[SequenceConfig | None, float]:
+    """The config of the nightly's second fit (all interactions, from the history fit's weights), and the seconds
+    an epoch took in the history fit (median): at most ``refit_epochs``, whole epochs within ``refit_max_seconds``,
+    stopping there even if tonight runs slower. None means not one epoch fits, so the history fit scores tonight's
+    sequences (issue 15: at 1M ratings an epoch is ~80 s, on ml-100k 4 s)."""
     seconds = sorted(e.seconds for e in fitted.history.epochs)
     epoch_s = seconds[len(seconds) // 2] if seconds else 0.0
-    if epoch_s <= 0 or cfg.refit_max_seconds <= 0:
-        return min(cfg.epochs, cfg.refit_epochs), epoch_s
-    return min(cfg.epochs, cfg.refit_epochs, int(cfg.refit_max_seconds // epoch_s)), epoch_s
+    epochs, budget = min(cfg.epochs, cfg.refit_epochs), cfg.max_seconds
+    if cfg.refit_max_seconds > 0:
+        budget = min(budget, cfg.refit_max_seconds) if budget > 0 else cfg.refit_max_seconds
+        if epoch_s > 0:
+            epochs = min(epochs, int(cfg.refit_max_seconds // epoch_s))
+    return (dataclasses.replace(cfg, epochs=epochs, max_seconds=budget) if epochs else None), epoch_s
 
 
 REGISTRY: dict[str, Callable[[Config], CandidateSource]] = {

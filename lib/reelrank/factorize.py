@@ -204,6 +204,9 @@ def fold_in(model: FactorModel, ratings: DataFrame, cfg: ALSConfig) -> FactorMod
     bc = ratings.sparkSession.sparkContext.broadcast((y, has, y.T @ y))
     alpha, reg, block = cfg.alpha, cfg.reg_param, model.block_users
 
+    def frame(users: list[int], factors: list[np.ndarray]) -> pd.DataFrame:
+        return pd.DataFrame({USER_IDX: users, FEATURES: [f.astype(np.float32) for f in factors]})
+
     def solve(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         y, has, yty = bc.value
         for pdf in batches:
@@ -221,10 +224,10 @@ def fold_in(model: FactorModel, ratings: DataFrame, cfg: ALSConfig) -> FactorMod
                 users.append(user)
                 factors.append(np.linalg.solve(a, yu.T @ np.where(positive, 1.0 + c1, 0.0)))
                 if len(users) == block:
-                    yield pd.DataFrame({USER_IDX: users, FEATURES: [f.astype(np.float32) for f in factors]})
+                    yield frame(users, factors)
                     users, factors = [], []
             if users:
-                yield pd.DataFrame({USER_IDX: users, FEATURES: [f.astype(np.float32) for f in factors]})
+                yield frame(users, factors)
 
     per_user = ratings.groupBy(F.col(USER_IDX).cast("int").alias(USER_IDX)).agg(
         F.collect_list(F.col(ITEM_IDX).cast("long")).alias("_items"),
@@ -281,11 +284,15 @@ def top_n_block(
     item_factors: np.ndarray,
     n: int,
 ) -> pd.DataFrame:
-    """Top-``n`` unseen items for a block of users: one matmul, mask seen, argpartition, sort the ``n``.
+    """Top-``n`` unseen items for a block of users: one matmul, then :func:`top_n_scored`."""
+    return top_n_scored(user_ids, user_factors @ item_factors.T, seen, item_ids, n)
 
-    ``item_ids`` must be sorted ascending (seen items are located with ``searchsorted``).
-    """
-    scores = user_factors @ item_factors.T
+
+def top_n_scored(
+    user_ids: np.ndarray, scores: np.ndarray, seen: list[np.ndarray | None], item_ids: np.ndarray, n: int
+) -> pd.DataFrame:
+    """Top-``n`` unseen items of a block's users × items ``scores`` (overwritten): mask seen, argpartition, sort
+    the ``n``. ``item_ids`` must be sorted ascending (seen items are located with ``searchsorted``)."""
     n_items = item_ids.shape[0]
     for row, s in enumerate(seen):
         if s is None or len(s) == 0:
