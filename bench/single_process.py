@@ -21,7 +21,8 @@ differs from the Spark night (approximations are named; the rest follows the ree
   exact (the Spark night down-samples above ``exact_work_budget``; at ≤ 1M it does not).
 * candidates: ALS is implicit's CPU ALS (conjugate gradient; its regularisation is not scaled by each user's and
   item's count as Spark's is, so the same ``reg_param`` regularises less); item neighbours, popularity, EASE and
-  SASRec use reelrank's own kernels (``_top_reachable``, ``top_n_block``, ``ease_weights``, ``SequenceModel``).
+  SASRec use reelrank's own kernels (``_top_reachable``, ``top_n_block``, ``ease_weights``/``top_n_ease``,
+  ``SequenceModel``).
 * features: :func:`reelrank.features.build_features` in numpy/pandas (same columns and fills; float rounding aside).
 * train: the MLP ranker's own network (``models.make_ranker``) trained on in-memory tensors, not Petastorm shards;
   validation users by the same hash as :func:`reelrank.features.is_validation_user`.

@@ -55,6 +55,7 @@ def test_spark_top_n_equals_numpy(spark, u1):
     got = ease.recommend_ease(model, users, df.select(C.USER_IDX, C.ITEM_IDX), 10, block_users=2).toPandas()
     x, items = _binary(sample)
     np.testing.assert_allclose(model.weights, ease.ease_weights(x, LAM, device="cpu"), rtol=1e-6)
+    assert model.weights.flags.c_contiguous  # scipy's sparse x·B copies a column-major B for every block
     scores = x.toarray() @ model.weights.astype(np.float64)
     for user in (0, 5, 17, 59):
         s = np.where(x[user].toarray().ravel() > 0, -np.inf, scores[user])

@@ -155,8 +155,10 @@ class EaseSource(CandidateSource):
         user); items B does not hold are left out, and a user none of whose items it holds gets the popular list."""
         served = copy.copy(self)
         served._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
-        known = interactions.sparkSession.createDataFrame([(int(i),) for i in self.model.item_ids], [C.ITEM_IDX])
-        served._held = served._seen.join(F.broadcast(known), C.ITEM_IDX, "left_semi").select(C.USER_IDX).distinct()
+        known = interactions.sparkSession.createDataFrame([(int(i),) for i in self.model.item_ids],
+                                                          f"{C.ITEM_IDX} long")
+        served._held = (served._seen.join(F.broadcast(known), C.ITEM_IDX, "left_semi").select(C.USER_IDX).distinct()
+                        .cache())
         served.model = dataclasses.replace(self.model, popularity=popularity.item_users(interactions).cache())
         return served
 

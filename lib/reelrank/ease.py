@@ -58,15 +58,19 @@ def gram(x: sp.csr_matrix) -> np.ndarray:
 def ease_weights(x: sp.csr_matrix, lam: float, device: str = "auto") -> np.ndarray:
     """B = I − P·diag(1/diag(P)) with P = (XᵀX + λI)⁻¹, in float64, returned as float32. XᵀX + λI is symmetric
     positive definite, so P comes from its Cholesky factor: half the work of a general inverse, as exact."""
-    g = torch.from_numpy(gram(x.astype(np.float64))).to(choose_device(device))
+    g = torch.from_numpy(gram(x.astype(np.float64, copy=False))).to(choose_device(device))
     g.diagonal().add_(lam)
-    factor = torch.linalg.cholesky(g)
+    factor, info = torch.linalg.cholesky_ex(g)
     del g
+    if int(info):
+        raise ValueError(f"EASE: XᵀX + λI is not positive definite in float64 with λ = {lam:g}; raise "
+                         "[candidates] ease_lambda")
     p = torch.cholesky_inverse(factor)
     del factor
     p.div_(-p.diagonal().clone()[None, :])
     p.fill_diagonal_(0.0)
-    return p.to(torch.float32).cpu().numpy()
+    # cholesky_inverse returns column-major; scoring needs rows (a sparse x·B copies a non-C-ordered B every call)
+    return np.ascontiguousarray(p.to(torch.float32).cpu().numpy())
 
 
 def fit_ease(interactions: DataFrame, lam: float, max_items: int, device: str = "auto") -> EaseModel:
@@ -100,11 +104,14 @@ def top_n_ease(user_ids: np.ndarray, seen: list[np.ndarray], item_ids: np.ndarra
         cols.append(pos)
     r, c = (np.concatenate(rows), np.concatenate(cols)) if rows else (np.empty(0, np.int64),) * 2
     x = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(seen), len(item_ids)))
+    x.data[:] = 1.0  # binary, even where an item repeats in a seen list
     return top_n_scored(user_ids, np.asarray(x @ weights), list(seen), item_ids, n)
 
 
 def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, block_users: int) -> DataFrame:
-    """Top-``n`` unseen items for every user in ``users`` by x_u·B; users without history get the popular list."""
+    """Top-``n`` unseen items for every user in ``users`` by x_u·B; users without history get the popular list.
+    A user none of whose items B holds would get zero scores: :meth:`reelrank.candidates.EaseSource.served_on`
+    routes them first."""
     spark = users.sparkSession
     bc = spark.sparkContext.broadcast((model.item_ids, model.weights))
     wanted, seen_lists = users_and_seen(users, seen)

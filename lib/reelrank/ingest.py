@@ -179,11 +179,12 @@ def annotate(raw: DataFrame, cfg: IngestConfig, scale: RatingScale, run_date: da
     parsed = values.select(*raw.columns, user.alias(_U), item.alias(_I), rating, ts, reason.alias(C.REASON),
                            detail.alias(DETAIL))  # fmt: skip
 
-    # One window over (user, item) among the rows that passed (the rejected ones sit in windows of their own, so
-    # the parse runs once): equal (ts, rating) runs are exact duplicates, whose first row in source order
-    # represents them; the representative with the latest (ts, source order) wins.
+    # One window over (user, item) among the rows that passed (each rejected row is a window of its own, so the
+    # parse runs once and a file of bad rows does not pile up in one task): equal (ts, rating) runs are exact
+    # duplicates, whose first row in source order represents them; the representative with the latest
+    # (ts, source order) wins.
     valid = F.col(C.REASON).isNull()
-    pair = Window.partitionBy(_U, _I, valid)
+    pair = Window.partitionBy(_U, _I, F.when(~valid, F.struct(C.SOURCE_FILE, C.SOURCE_ROW)))
     ordered = pair.orderBy(_T, _R, C.SOURCE_FILE, C.SOURCE_ROW)
     so_far = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     same = (F.lag(_T).over(ordered) == F.col(_T)) & (F.lag(_R).over(ordered) == F.col(_R))
