@@ -12,6 +12,7 @@ more users than items, both growing (300k is the embedded default, 5,000 × 2,00
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -41,11 +42,16 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except OSError:
-        return []
+    """Children of every thread of ``pid``: the JVM forks Spark's Python workers from threads other than its main
+    one, and ``/proc/PID/task/PID/children`` lists only the main thread's."""
+    out: list[int] = []
+    for children in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(children) as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
 
 
 def _tree(pid: int) -> list[int]:

@@ -16,9 +16,9 @@ differs from the Spark night (approximations are named; the rest follows the ree
   integer unix seconds, future timestamps, duplicates, superseded ratings); no ISO-8601 dates, no
   blank/wrong-field-count lines. The Spark night's synthetic source starts from the generator's frame, not a CSV.
 * matrix: indexes in sorted id order as :func:`reelrank.matrix.extend_index` numbers a first night's; holdout
-  "latest" only. neighbours: :func:`reelrank.neighbours.pair_similarities` over block pairs (more blocks than
-  ``[neighbours] blocks`` where a block would hold > 2,500 users, to bound memory: the work is the same); always
-  exact (the Spark night down-samples above ``exact_work_budget``; at ≤ 1M it does not).
+  "latest" only. neighbours: :func:`reelrank.neighbours.pair_similarities` over the Spark night's block pairs,
+  in the same chunks of ``max_pairs_per_chunk``; always exact (the Spark night down-samples above
+  ``exact_work_budget``; at ≤ 1M it does not).
 * candidates: ALS is implicit's CPU ALS (conjugate gradient; its regularisation is not scaled by each user's and
   item's count as Spark's is, so the same ``reg_param`` regularises less); item neighbours, popularity, EASE and
   SASRec use reelrank's own kernels (``_top_reachable``, ``top_n_block``, ``ease_weights``/``top_n_ease``,
@@ -77,7 +77,6 @@ SIZES = {"30k": (1_000, 500, 30_000), "300k": (5_000, 2_000, 300_000), "1M": (20
 """name -> (users, items, ratings), as bench/nightly_scale.py (30k: a quick check of this script)."""
 DAY = date(2026, 12, 1)
 """The run date of bench/nightly_scale.py's nights (the ingest's future-timestamp limit)."""
-BLOCK_ENTITIES = 2_500
 ROW = C.SOURCE_ROW
 Lists = dict[str, pd.DataFrame]
 
@@ -152,14 +151,15 @@ def holdout_split(inter: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFra
 def pearson_lists(ent: np.ndarray, other: np.ndarray, rating: np.ndarray, cfg: Config) -> tuple[pd.DataFrame, str]:
     """Top-k Pearson lists of ``ent`` co-rating ``other``, block pair by block pair as the Spark tasks do."""
     nb = cfg.neighbours
-    blocks = max(nb.blocks, math.ceil((int(ent.max()) + 1) / BLOCK_ENTITIES))
+    blocks = nb.blocks
     part, found = ent % blocks, []
     for a in range(blocks):
         for b in range(a, blocks):
             sel = (part == a) | (part == b)
             in_a = None if a == b else part[sel] == a
             found.append(nbr.pair_similarities(ent[sel], other[sel], rating[sel], in_a, nb.min_support, nb.shrinkage,
-                                               nb.top_k, nb.list_shrinkage))
+                                               nb.top_k, nb.list_shrinkage,
+                                               nb.max_pairs_per_chunk))
     work = int((np.bincount(other).astype(np.int64) ** 2).sum())
     how = "exact" + ("; the Spark night down-samples: work" if work > nb.exact_work_budget else ", work")
     return nbr._local_top_k(pd.concat(found, ignore_index=True), nb.top_k, nb.list_shrinkage), f"{how} {work:,}"

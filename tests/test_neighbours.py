@@ -149,6 +149,22 @@ def test_similarities_match_numpy(ratings, cfg, by, blocks):
     assert all((b, a) in got for a, b in got)
 
 
+@pytest.mark.parametrize("square", [True, False])
+@pytest.mark.parametrize(("local_k", "rank_shrinkage"), [(None, 0.0), (3, 0.0), (4, 5.0)])
+def test_chunked_products_equal_one_product(square, local_k, rank_shrinkage):
+    rng = np.random.default_rng(7)
+    ent, oth = rng.integers(0, 60, 900), rng.integers(0, 40, 900)
+    rating = rng.integers(1, 6, 900).astype(float)
+    in_a = None if square else ent % 3 == 0
+    args = (ent, oth, rating, in_a, 2, 0.0, local_k, rank_shrinkage)
+    order = [nbr.ENTITY, nbr.NEIGHBOUR]
+    whole = nbr.pair_similarities(*args).sort_values(order, ignore_index=True)
+    assert len(nbr.pair_similarities(*args[:6])) > 60 * 4 * 4  # many more pairs than the top-k keep: merges count
+    for max_pairs in (1, 37, 400):  # one entity per chunk, a few, many
+        chunked = nbr.pair_similarities(*args, max_pairs=max_pairs).sort_values(order, ignore_index=True)
+        pd.testing.assert_frame_equal(chunked, whole)
+
+
 def test_support_one_and_shrinkage(ratings, cfg):
     # min_support 1 adds nothing: a single co-rating has zero variance on both sides
     assert_same_sims(as_dict(nbr.similarities(ratings, "item", ncfg(cfg, min_support=1))), ref_sims("item", 1))
@@ -173,7 +189,7 @@ def test_top_k_ranks_and_ties(spark):
 
 @pytest.mark.parametrize(("by", "list_shrinkage"), [("user", 0.0), ("item", 1.5)])
 def test_neighbour_lists_equal_two_step_top_k(ratings, cfg, by, list_shrinkage):
-    c = ncfg(cfg, blocks=3, list_shrinkage=list_shrinkage)
+    c = ncfg(cfg, blocks=3, list_shrinkage=list_shrinkage, max_pairs_per_chunk=2)
     fused = nbr.neighbour_lists(ratings, by, c, k=2)
     assert {tuple(r) for r in fused.select(nbr.SAMPLED, nbr.CAPPED_SHARE).distinct().collect()} == {(False, 0.0)}
     fused = fused.drop(nbr.SAMPLED, nbr.CAPPED_SHARE)

@@ -143,10 +143,12 @@ class EaseSource(CandidateSource):
 
     def __init__(self, lam: float, max_items: int, block_users: int, device: str) -> None:
         self.lam, self.max_items, self.block_users, self.device = lam, max_items, block_users, device
+        self._held: DataFrame | None = None
+        """Served on other interactions: the users with an item B holds (the rest get the popular list)."""
 
     def fit(self, interactions: DataFrame) -> EaseSource:
         self._seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
-        self._held: DataFrame | None = None
+        self._held = None
         self.model = ease.fit_ease(interactions, self.lam, self.max_items, self.device)
         return self
 
@@ -163,12 +165,7 @@ class EaseSource(CandidateSource):
         return served
 
     def recommend(self, users: DataFrame, n: int) -> DataFrame:
-        if self._held is None:
-            return ease.recommend_ease(self.model, users, self._seen, n, self.block_users)
-        outside = users.join(self._held, C.USER_IDX, "left_anti")
-        return ease.recommend_ease(self.model, users.join(self._held, C.USER_IDX, "left_semi"), self._seen, n,
-                                   self.block_users).unionByName(
-            popularity.popular_unseen(self.model.popularity, outside, self._seen, n))
+        return ease.recommend_ease(self.model, users, self._seen, n, self.block_users, self._held)
 
 
 class SequenceSource(CandidateSource):

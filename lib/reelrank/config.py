@@ -200,6 +200,9 @@ class NeighboursConfig:
     blocks: PositiveInt
     """Entities are split into this many blocks; each of the ``blocks * (blocks + 1) / 2`` block pairs is one
     task computing its pairs' sufficient statistics with sparse products. More blocks: smaller tasks."""
+    max_pairs_per_chunk: PositiveInt
+    """A task takes its products over chunks of its entities, each holding at most this many candidate pairs
+    (entities × neighbours), so its memory stays bounded however many entities share a block (issue 15)."""
     seed: int
 
 

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 
 from reelrank.columns import ITEM_IDX, USER_IDX
 from reelrank.device import choose_device
-from reelrank.factorize import SEEN, top_n_scored, users_and_seen
+from reelrank.factorize import SEEN, positions_in, top_n_scored, users_and_seen
 from reelrank.popularity import RECS_SCHEMA, item_users, popular_unseen
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def ease_weights(x: sp.csr_matrix, lam: float, device: str = "auto") -> np.ndarr
                          "[candidates] ease_lambda")
     p = torch.cholesky_inverse(factor)
     del factor
-    p.div_(-p.diagonal().clone()[None, :])
+    p.div_(-p.diagonal()[None, :])  # the negation is a new tensor
     p.fill_diagonal_(0.0)
     # cholesky_inverse returns column-major; scoring needs rows (a sparse x·B copies a non-C-ordered B every call)
     return np.ascontiguousarray(p.to(torch.float32).cpu().numpy())
@@ -97,9 +97,7 @@ def top_n_ease(user_ids: np.ndarray, seen: list[np.ndarray], item_ids: np.ndarra
     B's rows for their items (a user holds ~100 of 10,000 items, so a dense x·B is ~100× the work)."""
     rows, cols = [], []
     for row, s in enumerate(seen):
-        pos = np.searchsorted(item_ids, s)
-        inside = pos < len(item_ids)
-        pos = pos[inside][item_ids[pos[inside]] == s[inside]]
+        pos = positions_in(item_ids, s)
         rows.append(np.full(len(pos), row, np.int64))
         cols.append(pos)
     r, c = (np.concatenate(rows), np.concatenate(cols)) if rows else (np.empty(0, np.int64),) * 2
@@ -108,13 +106,16 @@ def top_n_ease(user_ids: np.ndarray, seen: list[np.ndarray], item_ids: np.ndarra
     return top_n_scored(user_ids, np.asarray(x @ weights), list(seen), item_ids, n)
 
 
-def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, block_users: int) -> DataFrame:
-    """Top-``n`` unseen items for every user in ``users`` by x_u·B; users without history get the popular list.
-    A user none of whose items B holds would get zero scores: :meth:`reelrank.candidates.EaseSource.served_on`
-    routes them first."""
+def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, block_users: int,
+                   held: DataFrame | None = None) -> DataFrame:
+    """Top-``n`` unseen items for every user in ``users`` by x_u·B; users without history get the popular list,
+    and so do users outside ``held`` when it is given (those none of whose items B holds would score all zeros:
+    :meth:`reelrank.candidates.EaseSource.served_on`)."""
     spark = users.sparkSession
     bc = spark.sparkContext.broadcast((model.item_ids, model.weights))
     wanted, seen_lists = users_and_seen(users, seen)
+    if held is not None:
+        seen_lists = seen_lists.join(held, USER_IDX, "left_semi")
     warm = wanted.join(seen_lists, USER_IDX)
 
     def score(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -288,6 +288,14 @@ def top_n_block(
     return top_n_scored(user_ids, user_factors @ item_factors.T, seen, item_ids, n)
 
 
+def positions_in(item_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Positions in the sorted ``item_ids`` of those ``ids`` it holds (the others are left out)."""
+    pos = np.searchsorted(item_ids, ids)
+    inside = pos < len(item_ids)
+    pos, ids = pos[inside], ids[inside]
+    return pos[item_ids[pos] == ids]
+
+
 def top_n_scored(
     user_ids: np.ndarray, scores: np.ndarray, seen: list[np.ndarray | None], item_ids: np.ndarray, n: int
 ) -> pd.DataFrame:
@@ -295,13 +303,8 @@ def top_n_scored(
     the ``n``. ``item_ids`` must be sorted ascending (seen items are located with ``searchsorted``)."""
     n_items = item_ids.shape[0]
     for row, s in enumerate(seen):
-        if s is None or len(s) == 0:
-            continue
-        s = np.asarray(s)
-        pos = np.searchsorted(item_ids, s)
-        inside = pos < n_items
-        pos, s = pos[inside], s[inside]
-        scores[row, pos[item_ids[pos] == s]] = -np.inf
+        if s is not None and len(s):
+            scores[row, positions_in(item_ids, np.asarray(s))] = -np.inf
     k = min(n, n_items)
     if k == 0:
         return pd.DataFrame({USER_IDX: [], ITEM_IDX: [], SCORE: [], RANK: []})
