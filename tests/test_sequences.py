@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from reelrank import columns as C
+from reelrank import seqmodels
 from reelrank.seqmodels import NETS, PAD, SequenceModel, length_batched_order, mask_seen, pad_left
 from reelrank.sequences import ITEMS, read_sequences, score_sequences, sequence_frame, write_sequence_shards
 
@@ -92,6 +93,21 @@ def test_learns_a_deterministic_next_item(kind, cfg):
     mask_seen(scores, seqs)
     expect = seqs[:, -1] % N_ITEMS  # token t = item t-1 is followed by item t
     assert (scores.argmax(1) == expect).float().mean() > 0.75  # chance: 1 in ~15 unseen items
+
+
+def test_validation_in_chunks_equals_one_score_matrix(cfg, monkeypatch):
+    seqs = pad_left([(_cycles().query(f"{C.USER_IDX} == {u}")[C.ITEM_IDX].to_numpy() + 1) for u in range(N_USERS)],
+                    13)
+    model = SequenceModel("sasrec", N_ITEMS, _small(cfg, epochs=2))
+    model.fit(seqs, torch.device("cpu"))
+    inputs, targets = seqs[:, :-1], seqs[:, -1]
+    scores = model.score_last(inputs, batch=4)  # what validate held before issue 15: every user × item at once
+    mask_seen(scores, inputs)
+    rank = (scores > scores.gather(1, (targets - 1)[:, None])).sum(1)
+    k = model.cfg.early_stopping_k
+    want = float(torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), 0.0).mean())
+    monkeypatch.setattr(seqmodels, "VALIDATE_CELLS", N_ITEMS * 8)  # chunks of 8 users: 8 chunks
+    assert 0.0 < model.validate(inputs, targets, torch.device("cpu"), batch=4) == want
 
 
 def test_fit_is_deterministic_with_a_seed(cfg):

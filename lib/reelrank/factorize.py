@@ -290,6 +290,7 @@ def top_n_block(
 
 def positions_in(item_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Positions in the sorted ``item_ids`` of those ``ids`` it holds (the others are left out)."""
+    ids = np.asarray(ids)
     pos = np.searchsorted(item_ids, ids)
     inside = pos < len(item_ids)
     pos, ids = pos[inside], ids[inside]

@@ -97,7 +97,8 @@ def pair_similarities(
     all pairs among the given entities are. With ``local_k`` only each entity's best ``local_k`` neighbours
     (by ``similarity * n / (n + rank_shrinkage)`` desc, neighbour asc) among these pairs are returned.
     ``max_pairs`` > 0 bounds the memory: the products are taken over chunks of A's entities so that no chunk
-    holds more than this many candidate pairs (issue 15: one 25,000 × 25,000 block took 9 GB).
+    holds more than this many candidate pairs (at least one entity per chunk; issue 15: one 25,000 × 25,000
+    block took 9 GB).
     """
     if len(entity) == 0:
         return _empty_pairs()
@@ -238,7 +239,8 @@ def _stats_rect(A: sp.csc_matrix, rhs: tuple[sp.csr_matrix, ...]) -> tuple[np.nd
     p2 = _with_data(A, A.data**2 + 1j * A.data).T @ Mb
     p3 = _with_data(A, 1.0).T @ B2
     # no sort_indices (a third of a task's time): scipy orders each product row by the operands' patterns alone,
-    # which the three share, and no entry cancels to zero (every real part is a sum of positives)
+    # which the three share, and no entry cancels to zero (every real part is a sum of positives: the ratings
+    # were shifted to >= 1 in pair_similarities)
     _same_pattern(p1, p2, p3)
     rows = np.repeat(np.arange(p1.shape[0]), np.diff(p1.indptr))
     return (p1.data.real, p2.data.imag, p1.data.imag, p2.data.real, p3.data.real, p3.data.imag, rows, p1.indices)

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 PAD = 0
 """The padding token; item ``i`` is token ``i + 1``."""
+VALIDATE_CELLS = 1 << 25
+"""Users × items scores held at once in :meth:`SequenceModel.validate` (128 MB of float32)."""
 
 _RUN_LENGTH_KEYS = ("epochs", "max_seconds", "patience", "refit_epochs", "refit_max_seconds")
 """Settings that only say how long to train: a checkpoint written under other values still resumes."""
@@ -332,15 +334,23 @@ class SequenceModel:
         logits = torch.cat([pos_logit, neg_logit], 1).float()
         return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=h.device)), len(y)
 
-    def validate(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> float:
+    def validate(self, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device, batch: int = 256) -> float:
         """Mean NDCG@k of ``targets`` (one token per user) among every item not in the user's input."""
         if len(inputs) == 0:
             return 0.0
         self.net.to(device)
-        scores = self.score_last(inputs, device)
-        mask_seen(scores, inputs)
-        target_score = scores.gather(1, (targets - 1)[:, None])
-        rank = (scores > target_score).sum(1)
+        # users × items scores a chunk at a time (all at once was 8 GB at 100,000 users × 20,000 items and the
+        # kernel killed the 10M night, issue 15); chunks of whole length-sorted batches, so score_last's batches
+        # and outputs are the same as in one call
+        order = torch.argsort((_fit_length(inputs, self.cfg.max_len) != PAD).sum(1), stable=True)
+        step = max(1, VALIDATE_CELLS // max(self.n_items, 1) // batch) * batch
+        rank = torch.empty(len(inputs), dtype=torch.long)
+        for start in range(0, len(inputs), step):
+            idx = order[start:start + step]
+            scores = self.score_last(inputs[idx], device, batch)
+            mask_seen(scores, inputs[idx])
+            target_score = scores.gather(1, (targets[idx] - 1)[:, None])
+            rank[idx] = (scores > target_score).sum(1)
         k = self.cfg.early_stopping_k
         return float(torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), 0.0).mean())
 
