@@ -297,6 +297,20 @@ def is_baseline(name: str, cfg: Config) -> bool:
     return REGISTRY[name](cfg).baseline
 
 
+REFIT_BUDGETED = ("als", "ease")
+"""Sources whose fit on all interactions is skipped when their history fit took over ``[candidates]
+refit_max_seconds``."""
+
+
+def serves_from_history(name: str, cfg: Config, history_fit_seconds: float) -> bool:
+    """Whether tonight's lists of source ``name`` come from its history fit (:meth:`CandidateSource.served_on`)
+    instead of a fit on all interactions: always with ``[candidates] serve_from_history``, and for ALS and EASE
+    when the history fit took over ``[candidates] refit_max_seconds``."""
+    budget = cfg.candidates.refit_max_seconds
+    return name in cfg.candidates.serve_from_history or (
+        name in REFIT_BUDGETED and budget > 0 and history_fit_seconds > budget)
+
+
 def list_length(cfg: Config, name: str) -> int:
     """How many candidates source ``name`` proposes per user (``[candidates] <name>``)."""
     return int(getattr(cfg.candidates, name))

@@ -274,6 +274,10 @@ class CandidatesConfig:
     ease_max_items: PositiveInt
     """EASE inverts an items × items matrix (16 × items² bytes on the driver): above this many items the run stops
     with a clear error instead."""
+    refit_max_seconds: NonNegativeFloat = 0.0
+    """ALS and EASE whose history fit took longer than this serve tonight's lists from that fit, as
+    ``serve_from_history`` does (the fit on all interactions costs as much again: ~450 s of the 10M night, issue 15);
+    sequence models budget their refit with ``[sequence] refit_max_seconds``. 0: always refit."""
 
 
 @dataclass(frozen=True)

@@ -305,7 +305,7 @@ def top_n_scored(
     n_items = item_ids.shape[0]
     for row, s in enumerate(seen):
         if s is not None and len(s):
-            scores[row, positions_in(item_ids, np.asarray(s))] = -np.inf
+            scores[row, positions_in(item_ids, s)] = -np.inf
     k = min(n, n_items)
     if k == 0:
         return pd.DataFrame({USER_IDX: [], ITEM_IDX: [], SCORE: [], RANK: []})

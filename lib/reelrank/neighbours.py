@@ -139,7 +139,7 @@ class _Pairs:
         self.min_support, self.shrinkage = max(min_support, 1), shrinkage
         self.local_k, self.rank_shrinkage = local_k, rank_shrinkage
         self.parts: list[pd.DataFrame] = []
-        self.rows = self.merged = 0
+        self.merged = 0
 
     def of(self, stats: tuple[np.ndarray, ...], ea: np.ndarray, eb: np.ndarray, both: bool,
            drop_self: bool = False) -> pd.DataFrame:
@@ -161,16 +161,17 @@ class _Pairs:
             return
         rows, cols, sim, n = self._similar(stats, ea, eb, drop_self)
         key = _rank_key(sim, n, self.rank_shrinkage)
-        best = _best_per_row(rows, cols, key, (len(ea), len(eb)), self.local_k)
+        at = np.full((len(ea), len(eb)), -1, dtype=np.int64)
+        at[rows, cols] = np.arange(len(rows))
+        best = _best_per_row(at, rows, cols, key, self.local_k)
         self.parts.append(_frame(ea[rows[best]], eb[cols[best]], sim[best], n[best]))
         if both:
-            best = _best_per_row(cols, rows, key, (len(eb), len(ea)), self.local_k)
+            best = _best_per_row(at.T, cols, rows, key, self.local_k)
             self.parts.append(_frame(eb[cols[best]], ea[rows[best]], sim[best], n[best]))
-        self.rows += sum(len(p) for p in self.parts[-2 if both else -1:])
         # B's entities collect a top-k from every chunk: fold them together once they double the kept rows
-        if self.rows > 2 * self.merged + (len(ea) + len(eb)) * self.local_k:
+        if sum(len(p) for p in self.parts) > 2 * self.merged + (len(ea) + len(eb)) * self.local_k:
             self.parts = [self.result()]
-            self.rows = self.merged = len(self.parts[0])
+            self.merged = len(self.parts[0])
 
     def result(self) -> pd.DataFrame:
         if not self.parts:
@@ -198,9 +199,11 @@ class _Pairs:
         return rows[ok], cols[ok], sim, n
 
 
-def _best_per_row(rows: np.ndarray, cols: np.ndarray, key: np.ndarray, shape: tuple[int, int], k: int) -> np.ndarray:
+def _best_per_row(at: np.ndarray, rows: np.ndarray, cols: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
     """Indices of each row's best ``k`` pairs (``rows``, ``cols``) by key desc then column asc: the order of
-    :func:`_local_top_k` when the columns ascend with the neighbour ids. Found on a dense key matrix."""
+    :func:`_local_top_k` when the columns ascend with the neighbour ids. Found on a dense key matrix; ``at`` holds
+    each pair's index at its (row, col) cell, -1 elsewhere."""
+    shape = at.shape
     dense = np.full(shape, -np.inf)
     dense[rows, cols] = key
     if shape[1] > k:  # cells below each row's k-th largest key cannot be kept
@@ -212,8 +215,6 @@ def _best_per_row(rows: np.ndarray, cols: np.ndarray, key: np.ndarray, shape: tu
     o = o[np.argsort(r[o], kind="stable")]
     r, c = r[o], c[o]
     keep = np.arange(len(r)) - np.searchsorted(r, r) < k
-    at = np.full(shape, -1, dtype=np.int64)
-    at[rows, cols] = np.arange(len(rows))
     return at[r[keep], c[keep]]
 
 

@@ -136,6 +136,7 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     seconds: dict[str, float] = {}
     seq_dir = storage.makedirs(io.path("sequences"))
     from_history: dict[str, candidates.CandidateSource] = {}
+    fit_seconds: dict[str, float] = {}
     fits = {"history": "the history (lists evaluated on the holdout, and the ranker's training candidates)",
             "full": "all ratings (the lists scored and published)"}
     for split, data in (("history", io.read("history")), ("full", _ratings(io.read("interactions")))):
@@ -144,10 +145,13 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
         for name in names:
             started = time.perf_counter()
             served = (from_history[name].served_on(data)
-                      if split == "full" and name in cfg.candidates.serve_from_history else None)
+                      if split == "full" and candidates.serves_from_history(name, cfg, fit_seconds[name]) else None)
             if served is not None:
                 source = served
-                log.info("candidates: %s serves tonight's lists from its history fit", name)
+                why = ("" if name in cfg.candidates.serve_from_history else
+                       f" (it took {fit_seconds[name]:.0f} s, over [candidates] refit_max_seconds "
+                       f"{cfg.candidates.refit_max_seconds:g})")
+                log.info("candidates: %s serves tonight's lists from its history fit%s", name, why)
             else:
                 source = candidates.make(name, cfg, work_dir=storage.join(seq_dir, split, name))
                 if name in from_history:
@@ -155,6 +159,7 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
                 source.fit(data)
             fitted = time.perf_counter()
             from_history.setdefault(name, source)
+            fit_seconds.setdefault(name, fitted - started)
             for table, df in source.tables().items():
                 if split == "full":
                     io.write(table, published[table](df))
