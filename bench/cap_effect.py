@@ -28,12 +28,16 @@ from reelrank.config import load_config
 RESULTS = Path(__file__).resolve().parent / "results" / "cap_effect.md"
 
 
-def latest_table(warehouse: Path, table: str, columns: list[str]) -> pd.DataFrame:
-    """The newest finished run's files of ``table`` (``<table>/run_date=*/<run id>/``) as pandas."""
+def latest_run(warehouse: Path, table: str) -> Path:
+    """The newest run folder of ``table`` whose write finished (``<table>/run_date=*/<run id>/_SUCCESS``)."""
     runs = sorted(d for d in (warehouse / table).glob("run_date=*/*") if (d / "_SUCCESS").exists())
     if not runs:
-        raise SystemExit(f"{warehouse / table}: no finished run (a folder with _SUCCESS)")
-    return ds.dataset(runs[-1], format="parquet").to_table(columns=columns).to_pandas()
+        raise SystemExit(f"{warehouse / table}: no run folder with _SUCCESS")
+    return runs[-1]
+
+
+def read(folder: Path, columns: list[str]) -> pd.DataFrame:
+    return ds.dataset(folder, format="parquet").to_table(columns=columns).to_pandas()
 
 
 def exact_lists(ratings: pd.DataFrame, users: np.ndarray, k: int, cfg) -> pd.DataFrame:
@@ -61,7 +65,7 @@ def compare(published: pd.DataFrame, exact: pd.DataFrame, users: np.ndarray, k: 
     in the exact top-k) and the similarity error on the pairs both hold."""
     pub = {u: g for u, g in published.groupby(nb.ENTITY)}
     ex = {u: g for u, g in exact.groupby(nb.ENTITY)}
-    changed, overlap, ndcg, errors, top1 = 0, [], [], [], 0
+    changed, reordered, overlap, ndcg, errors, top1 = 0, 0, [], [], [], 0
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     for u in users:
         p = pub.get(u, pd.DataFrame(columns=[nb.NEIGHBOUR, nb.SIMILARITY]))
@@ -70,6 +74,7 @@ def compare(published: pd.DataFrame, exact: pd.DataFrame, users: np.ndarray, k: 
         if len(en) == 0 and len(pn) == 0:
             continue
         changed += int(set(pn) != set(en))
+        reordered += int(set(pn) == set(en) and not np.array_equal(pn, en))
         top1 += int(len(pn) > 0 and len(en) > 0 and pn[0] == en[0])
         overlap.append(len(set(pn) & set(en)) / max(len(en), 1))
         ideal = discount[: min(len(en), k)].sum()
@@ -78,7 +83,10 @@ def compare(published: pd.DataFrame, exact: pd.DataFrame, users: np.ndarray, k: 
         errors.append((both[f"{nb.SIMILARITY}_p"] - both[f"{nb.SIMILARITY}_e"]).to_numpy(np.float64))
     err = np.concatenate(errors) if errors else np.zeros(0)
     n = len(overlap)
-    return {"users compared": n, "lists changed": f"{changed / n:.1%}", "same first neighbour": f"{top1 / n:.1%}",
+    if n == 0:
+        raise SystemExit("none of the sampled users has a neighbour list, published or exact")
+    return {"users compared": n, "neighbour set changed": f"{changed / n:.1%}",
+            "same set, other order": f"{reordered / n:.1%}", "same first neighbour": f"{top1 / n:.1%}",
             f"overlap@{k}": f"{np.mean(overlap):.3f}", f"ndcg@{k} vs exact": f"{np.mean(ndcg):.3f}",
             "similarity RMSE (shared pairs)": f"{np.sqrt(np.mean(err**2)) if len(err) else 0.0:.4f}",
             "max |Δ similarity|": f"{np.abs(err).max(initial=0.0):.3f}"}
@@ -94,10 +102,16 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.config, {"warehouse": {"data_dir": args.data_dir}} if args.data_dir else None)
     warehouse = Path(cfg.data_dir) / "warehouse" / f"{cfg.warehouse.database}.db"
-    ratings = latest_table(warehouse, "interactions", [C.USER_IDX, C.ITEM_IDX, C.RATING])
-    published = latest_table(warehouse, "user_neighbours", [nb.ENTITY, nb.NEIGHBOUR, nb.SIMILARITY, C.RANK,
-                                                            nb.SAMPLED, nb.CAPPED_SHARE])
+    lists = latest_run(warehouse, "user_neighbours")
+    run = lists.relative_to(warehouse / "user_neighbours")  # the same night's interactions
+    if not (warehouse / "interactions" / run / "_SUCCESS").exists():
+        raise SystemExit(f"{warehouse / 'interactions' / run}: no interactions of the run that wrote {lists}")
+    ratings = read(warehouse / "interactions" / run, [C.USER_IDX, C.ITEM_IDX, C.RATING])
+    published = read(lists, [nb.ENTITY, nb.NEIGHBOUR, nb.SIMILARITY, C.RANK, nb.SAMPLED, nb.CAPPED_SHARE])
     k = cfg.neighbours.top_k
+    if int(published[C.RANK].max()) != k:
+        raise SystemExit(f"{lists}: lists of {published[C.RANK].max()} neighbours, the config says top_k = {k}; "
+                         "pass the night's own config")
     all_users = np.unique(ratings[C.USER_IDX].to_numpy())
     users = np.sort(np.random.default_rng(args.seed).choice(all_users, min(args.users, len(all_users)), False))
     started = time.perf_counter()

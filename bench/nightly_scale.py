@@ -184,7 +184,9 @@ def main() -> None:
                          "exit": n["rc"] if stage == "whole night" else ""})
     memory = [{"size": n["name"], **{k: f"{v:.2f}" for k, v in sorted(n["peak GB"].items())}} for n in nights]
     scaling = []
-    for a, b in zip(nights, nights[1:], strict=False):
+    # consecutive sizes, then each size to the largest (the goal is on 1M → 10M)
+    spans = list(zip(nights, nights[1:], strict=False)) + [(a, nights[-1]) for a in nights[:-2]]
+    for a, b in spans:
         row = {"from → to": f"{a['name']} → {b['name']}",
                "whole night": exponent(a["wall"], b["wall"], a["ratings"], b["ratings"])}
         for stage in STAGE_NAMES:
@@ -198,6 +200,12 @@ def main() -> None:
     if not args.no_save:
         append_result(RESULTS, f"the nightly at {args.sizes} synthetic interactions, local[2] (load {load:.1f} at "
                       f"the start)", body)
+    for n in nights:  # what the user-user cap changed, where a night's lists were computed on sampled ratings
+        folder = root / n["name"]
+        if n["rc"] == 0 and "user-user, on down-sampled ratings" in (folder / "night.log").read_text(errors="replace"):
+            subprocess.run([sys.executable, str(Path(__file__).with_name("cap_effect.py")), "--config",
+                            str(folder / "conf" / "scale.toml"), "--data-dir", str(folder / "data"),
+                            *(["--no-save"] if args.no_save else [])], check=False)
 
 
 if __name__ == "__main__":

@@ -53,13 +53,16 @@ DATASETS: dict[str, Dataset] = {
         Dataset("holdout", "frame", "each user's latest interactions, held out for labels and evaluation"),
         Dataset("user_neighbours", "table", "top-k Pearson user-user neighbours on all interactions"),
         Dataset("item_neighbours", "table", "top-k Pearson item-item neighbours on all interactions"),
-        Dataset("user_factors", "table", "ALS user factors fitted on all interactions"),
-        Dataset("item_factors", "table", "ALS item factors fitted on all interactions"),
+        Dataset("user_factors", "table", "ALS user factors fitted on all interactions (folded in against the "
+                "history fit's item factors when ALS is served from it: [candidates] refit_max_seconds)"),
+        Dataset("item_factors", "table", "ALS item factors fitted on all interactions (the history fit's when ALS "
+                "is served from it: [candidates] refit_max_seconds)"),
         Dataset("item_nb_history", "frame", "item-item neighbour lists fitted on the history (rating predictions)"),
         Dataset("sequences", "shards", "per-user item sequences (Petastorm shards) and the sequence models trained on "
                 "them, one folder per fit (history, full) and source"),
         Dataset("candidates_history", "frames", "each candidate source's top-n per user, fitted on the history"),
-        Dataset("candidates_full", "frames", "each candidate source's top-n per user, fitted on all interactions"),
+        Dataset("candidates_full", "frames", "each candidate source's top-n per user on all interactions (fitted "
+                "on them, or served from the history fit)"),
         Dataset("learn", "frame", "labelled candidates with features (history fit, holdout labels)"),
         Dataset("shards_train", "shards", "labelled training shards (users outside the validation share)"),
         Dataset("shards_val", "shards", "labelled validation shards (and the evaluation users)"),

@@ -137,6 +137,7 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
     seq_dir = storage.makedirs(io.path("sequences"))
     from_history: dict[str, candidates.CandidateSource] = {}
     fit_seconds: dict[str, float] = {}
+    served_names: list[str] = []
     fits = {"history": "the history (lists evaluated on the holdout, and the ranker's training candidates)",
             "full": "all ratings (the lists scored and published)"}
     for split, data in (("history", io.read("history")), ("full", _ratings(io.read("interactions")))):
@@ -152,6 +153,7 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
                        f" (it took {fit_seconds[name]:.0f} s, over [candidates] refit_max_seconds "
                        f"{cfg.candidates.refit_max_seconds:g})")
                 log.info("candidates: %s serves tonight's lists from its history fit%s", name, why)
+                served_names.append(name)
             else:
                 source = candidates.make(name, cfg, work_dir=storage.join(seq_dir, split, name))
                 if name in from_history:
@@ -174,7 +176,8 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
                      f"{rows[split, name]:,}", done - started, fitted - started, done - fitted)
     st.rows = sum(rows.values())
     st.detail = "per user from the full fit (seconds for both fits): " + ", ".join(
-        f"{name} {rows['full', name]:,} ({seconds[name]:.0f} s)" for name in names)
+        f"{name} {rows['full', name]:,} ({seconds[name]:.0f} s)" for name in names) + (
+        f"; served from the history fit: {', '.join(served_names)}" if served_names else "")
 
 
 def stage_features(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
