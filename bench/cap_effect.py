@@ -41,7 +41,8 @@ def read(folder: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def exact_lists(ratings: pd.DataFrame, users: np.ndarray, k: int, cfg) -> pd.DataFrame:
-    """Each of ``users``' top-``k`` neighbours by exact Pearson over all ``ratings``, ordered as the nightly's."""
+    """Each of ``users``' top-``k`` neighbours by exact Pearson over all ``ratings``, in the nightly's order
+    (:func:`reelrank.neighbours._local_top_k`)."""
     offset = int(ratings[C.USER_IDX].max()) + 1
     mine = ratings[ratings[C.USER_IDX].isin(users)]
     entity = np.concatenate([mine[C.USER_IDX].to_numpy(np.int64) + offset, ratings[C.USER_IDX].to_numpy(np.int64)])
@@ -53,11 +54,7 @@ def exact_lists(ratings: pd.DataFrame, users: np.ndarray, k: int, cfg) -> pd.Dat
                                  cfg.list_shrinkage, cfg.max_pairs_per_chunk)
     pairs = pairs[pairs[nb.ENTITY] >= offset].copy()
     pairs[nb.ENTITY] -= offset
-    pairs = pairs[pairs[nb.ENTITY] != pairs[nb.NEIGHBOUR]]
-    pairs["_key"] = nb._rank_key(pairs[nb.SIMILARITY].to_numpy(), pairs[nb.SUPPORT].to_numpy(), cfg.list_shrinkage)
-    pairs = pairs.sort_values([nb.ENTITY, "_key", nb.NEIGHBOUR], ascending=[True, False, True])
-    pairs[C.RANK] = pairs.groupby(nb.ENTITY).cumcount() + 1
-    return pairs[pairs[C.RANK] <= k].drop(columns="_key")
+    return nb._local_top_k(pairs[pairs[nb.ENTITY] != pairs[nb.NEIGHBOUR]], k, cfg.list_shrinkage)
 
 
 def compare(published: pd.DataFrame, exact: pd.DataFrame, users: np.ndarray, k: int) -> dict:
