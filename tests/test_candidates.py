@@ -230,12 +230,12 @@ def test_als_and_ease_past_their_refit_budget_serve_from_the_history_fit(cfg):
     """``[candidates] refit_max_seconds``: ALS and EASE whose history fit took longer serve tonight; others (and
     any source listed in ``serve_from_history``) follow their own rule; 0 always refits."""
     timed = cfg.replace(candidates={"refit_max_seconds": 60.0, "serve_from_history": ["sasrec"]})
-    assert candidates.serves_from_history("als", timed, 61.0)
+    assert candidates.serves_from_history("als", timed, 61.0) == "it took 61 s, over [candidates] refit_max_seconds 60"
     assert candidates.serves_from_history("ease", timed, 120.0)
     assert not candidates.serves_from_history("als", timed, 59.0)
     assert not candidates.serves_from_history("item_neighbours", timed, 600.0)
     assert not candidates.serves_from_history("gru4rec", timed, 600.0)  # [sequence] refit_max_seconds instead
-    assert candidates.serves_from_history("sasrec", timed, 0.0)
+    assert candidates.serves_from_history("sasrec", timed, 0.0) == "set in [candidates] serve_from_history"
     untimed = timed.replace(candidates={"refit_max_seconds": 0.0})
     assert not candidates.serves_from_history("ease", untimed, 1e9)
 

@@ -302,13 +302,16 @@ REFIT_BUDGETED = ("als", "ease")
 refit_max_seconds``."""
 
 
-def serves_from_history(name: str, cfg: Config, history_fit_seconds: float) -> bool:
-    """Whether tonight's lists of source ``name`` come from its history fit (:meth:`CandidateSource.served_on`)
-    instead of a fit on all interactions: always with ``[candidates] serve_from_history``, and for ALS and EASE
-    when the history fit took over ``[candidates] refit_max_seconds``."""
+def serves_from_history(name: str, cfg: Config, history_fit_seconds: float) -> str | None:
+    """Why tonight's lists of source ``name`` come from its history fit (:meth:`CandidateSource.served_on`)
+    instead of a fit on all interactions, or None when they do not: always with ``[candidates]
+    serve_from_history``, and for ALS and EASE when the history fit took over ``[candidates] refit_max_seconds``."""
     budget = cfg.candidates.refit_max_seconds
-    return name in cfg.candidates.serve_from_history or (
-        name in REFIT_BUDGETED and budget > 0 and history_fit_seconds > budget)
+    if name in cfg.candidates.serve_from_history:
+        return "set in [candidates] serve_from_history"
+    if name in REFIT_BUDGETED and budget > 0 and history_fit_seconds > budget:
+        return f"it took {history_fit_seconds:.0f} s, over [candidates] refit_max_seconds {budget:g}"
+    return None
 
 
 def list_length(cfg: Config, name: str) -> int:

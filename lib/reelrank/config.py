@@ -272,8 +272,8 @@ class CandidatesConfig:
     ease_lambda: PositiveFloat
     """EASE's L2 penalty λ on the item-item weights (Steck 2019 used 500 on ML-20M)."""
     ease_max_items: PositiveInt
-    """EASE inverts an items × items matrix (16 × items² bytes on the driver): above this many items the run stops
-    with a clear error instead."""
+    """EASE inverts an items × items matrix (~8 × items² bytes on the driver, float32): above this many items the run
+    stops with a clear error instead."""
     refit_max_seconds: NonNegativeFloat = 0.0
     """ALS and EASE whose history fit took longer than this serve tonight's lists from that fit, as
     ``serve_from_history`` does (the fit on all interactions costs as much again: ~450 s of the 10M night, issue 15);

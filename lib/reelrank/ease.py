@@ -44,33 +44,45 @@ class EaseModel:
 GRAM_ROWS = 2048
 """Rows of XᵀX per sparse product in :func:`gram`: its transient sparse block stays ~2048 × items × 12 bytes."""
 
+EXACT_FLOAT32 = 2**24
+"""Integers below this are exact in float32: a binary XᵀX has no entry above its number of users."""
+
 
 def gram(x: sp.csr_matrix) -> np.ndarray:
-    """XᵀX as a dense float64 array, built a block of rows at a time: the whole sparse product of a 20,000-item
-    catalogue holds up to 4·10⁸ entries (4.8 GB) on top of the dense result (3.2 GB)."""
+    """XᵀX as a dense array of x's dtype, built a block of rows at a time: the whole sparse product of a 20,000-item
+    catalogue holds up to 4·10⁸ entries (4.8 GB) on top of the dense result (1.6 GB in float32)."""
     xt = x.T.tocsr()
-    out = np.zeros((x.shape[1], x.shape[1]))
+    out = np.zeros((x.shape[1], x.shape[1]), dtype=x.dtype)
     for start in range(0, x.shape[1], GRAM_ROWS):
         (xt[start : start + GRAM_ROWS] @ x).toarray(out=out[start : start + GRAM_ROWS])
     return out
 
 
 def ease_weights(x: sp.csr_matrix, lam: float, device: str = "auto") -> np.ndarray:
-    """B = I − P·diag(1/diag(P)) with P = (XᵀX + λI)⁻¹, in float64, returned as float32. XᵀX + λI is symmetric
-    positive definite, so P comes from its Cholesky factor: half the work of a general inverse, as exact."""
-    g = torch.from_numpy(gram(x.astype(np.float64, copy=False))).to(choose_device(device))
-    g.diagonal().add_(lam)
-    factor, info = torch.linalg.cholesky_ex(g)
-    del g
-    if int(info):
-        raise ValueError(f"EASE: XᵀX + λI is not positive definite in float64 with λ = {lam:g}; raise "
-                         "[candidates] ease_lambda")
-    p = torch.cholesky_inverse(factor)
-    del factor
+    """B = I − P·diag(1/diag(P)) with P = (XᵀX + λI)⁻¹, as float32. XᵀX + λI is symmetric positive definite, so P
+    comes from its Cholesky factor: half the work of a general inverse."""
+    p = torch.cholesky_inverse(_cholesky(x, lam, choose_device(device)))
     p.div_(-p.diagonal()[None, :])  # the negation is a new tensor
     p.fill_diagonal_(0.0)
     # cholesky_inverse returns column-major; scoring needs rows (a sparse x·B copies a non-C-ordered B every call)
     return np.ascontiguousarray(p.to(torch.float32).cpu().numpy())
+
+
+def _cholesky(x: sp.csr_matrix, lam: float, device: torch.device) -> torch.Tensor:
+    """The Cholesky factor of XᵀX + λI in float32: half the memory of float64 and about 2.6× faster at 5,000 items,
+    with |ΔB| ≤ 2.2e-6 and the same top-10 lists there (issue 15). In float64 when float32 finds the matrix not
+    positive definite, or when XᵀX's counts would not be exact in float32."""
+    dtypes = (np.float32, np.float64) if x.shape[0] < EXACT_FLOAT32 else (np.float64,)
+    for dtype in dtypes:
+        g = torch.from_numpy(gram(x.astype(dtype, copy=False))).to(device)
+        g.diagonal().add_(lam)
+        factor, info = torch.linalg.cholesky_ex(g)
+        if not int(info):
+            return factor
+        del g, factor
+        log.info("EASE: XᵀX + λI is not positive definite in %s", dtype.__name__)
+    raise ValueError(f"EASE: XᵀX + λI is not positive definite in float64 with λ = {lam:g}; raise "
+                     "[candidates] ease_lambda")
 
 
 def fit_ease(interactions: DataFrame, lam: float, max_items: int, device: str = "auto") -> EaseModel:
@@ -80,12 +92,12 @@ def fit_ease(interactions: DataFrame, lam: float, max_items: int, device: str = 
     if len(item_ids) > max_items:
         raise CatalogueTooLarge(
             f"EASE inverts an items × items matrix: {len(item_ids):,} items is more than candidates.ease_max_items "
-            f"= {max_items:,}; raise it (memory ~ 16 × items² bytes) or drop 'ease' from candidates.sources"
+            f"= {max_items:,}; raise it (memory ~ 8 × items² bytes in float32) or drop 'ease' from candidates.sources"
         )
     users = pd.factorize(pairs[USER_IDX])[0]
     cols = np.searchsorted(item_ids, pairs[ITEM_IDX].to_numpy(np.int64))
     shape = (int(users.max(initial=-1)) + 1, len(item_ids))
-    x = sp.csr_matrix((np.ones(len(pairs), np.float64), (users, cols)), shape=shape)
+    x = sp.csr_matrix((np.ones(len(pairs), np.float32), (users, cols)), shape=shape)
     weights = ease_weights(x, lam, device)
     log.info("EASE λ=%g: %d users, %d items", lam, x.shape[0], len(item_ids))
     return EaseModel(item_ids, weights, item_users(interactions).cache())

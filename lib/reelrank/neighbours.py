@@ -163,10 +163,12 @@ class _Pairs:
         key = _rank_key(sim, n, self.rank_shrinkage)
         at = np.full((len(ea), len(eb)), -1, dtype=np.int64)
         at[rows, cols] = np.arange(len(rows))
-        best = _best_per_row(at, rows, cols, key, self.local_k)
+        dense = np.full(at.shape, -np.inf)
+        dense[rows, cols] = key
+        best = _best_per_row(at, dense, self.local_k)
         self.parts.append(_frame(ea[rows[best]], eb[cols[best]], sim[best], n[best]))
         if both:
-            best = _best_per_row(at.T, cols, rows, key, self.local_k)
+            best = _best_per_row(at.T, dense.T, self.local_k)
             self.parts.append(_frame(eb[cols[best]], ea[rows[best]], sim[best], n[best]))
         # B's entities collect a top-k from every chunk: fold them together once they double the kept rows
         if sum(len(p) for p in self.parts) > 2 * self.merged + (len(ea) + len(eb)) * self.local_k:
@@ -199,13 +201,11 @@ class _Pairs:
         return rows[ok], cols[ok], sim, n
 
 
-def _best_per_row(at: np.ndarray, rows: np.ndarray, cols: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
-    """Indices of each row's best ``k`` pairs (``rows``, ``cols``) by key desc then column asc: the order of
-    :func:`_local_top_k` when the columns ascend with the neighbour ids. Found on a dense key matrix; ``at`` holds
-    each pair's index at its (row, col) cell, -1 elsewhere."""
+def _best_per_row(at: np.ndarray, dense: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each row's best ``k`` pairs by key desc then column asc: the order of :func:`_local_top_k` when
+    the columns ascend with the neighbour ids. ``dense`` holds each pair's key at its (row, col) cell and -inf
+    elsewhere, ``at`` the pair's index and -1 elsewhere; the other direction passes both transposed."""
     shape = at.shape
-    dense = np.full(shape, -np.inf)
-    dense[rows, cols] = key
     if shape[1] > k:  # cells below each row's k-th largest key cannot be kept
         kth = np.partition(dense, shape[1] - k, axis=1)[:, shape[1] - k]
         r, c = np.nonzero(dense >= np.maximum(kth, np.finfo(np.float64).min)[:, None])

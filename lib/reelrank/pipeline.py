@@ -145,14 +145,11 @@ def stage_candidates(ctx: RunContext, io: StageIO, st: StageTimer) -> None:
         log.info("candidates: fitting %s on %s", ", ".join(names), fits[split])
         for name in names:
             started = time.perf_counter()
-            served = (from_history[name].served_on(data)
-                      if split == "full" and candidates.serves_from_history(name, cfg, fit_seconds[name]) else None)
+            why = candidates.serves_from_history(name, cfg, fit_seconds[name]) if split == "full" else None
+            served = from_history[name].served_on(data) if why else None
             if served is not None:
                 source = served
-                why = ("" if name in cfg.candidates.serve_from_history else
-                       f" (it took {fit_seconds[name]:.0f} s, over [candidates] refit_max_seconds "
-                       f"{cfg.candidates.refit_max_seconds:g})")
-                log.info("candidates: %s serves tonight's lists from its history fit%s", name, why)
+                log.info("candidates: %s serves tonight's lists from its history fit (%s)", name, why)
                 served_names.append(name)
             else:
                 source = candidates.make(name, cfg, work_dir=storage.join(seq_dir, split, name))
