@@ -253,7 +253,7 @@ def candidates(data: pd.DataFrame, n_users: int, n_items: int, cfg: Config, devi
         ids = np.unique(i)
         if len(ids) > cand.ease_max_items:
             raise SystemExit(f"EASE: {len(ids):,} items > candidates.ease_max_items")
-        b = ease_weights(x[:, ids].astype(np.float64), cand.ease_lambda, cfg.train.device)
+        b = ease_weights(x[:, ids].astype(np.float32), cand.ease_lambda, cfg.train.device)
         return by_blocks(users, seen, block, lambda bu, sb: top_n_ease(bu, sb, ids, b, cand.ease))
 
     fits = {"als": lambda: als(data, x, users, cfg, cand.als), "item_neighbours": item_neighbours,
