@@ -71,3 +71,27 @@ def test_catalogue_limit_is_a_clear_error(spark, u1):
     df = spark.createDataFrame(u1[u1[C.USER_IDX] < 30])
     with pytest.raises(ease.CatalogueTooLarge, match=r"more than candidates\.ease_max_items = 100"):
         ease.fit_ease(df, LAM, max_items=100, device="cpu")
+
+
+def test_float32_factorisation_falls_back_to_float64(caplog):
+    """Two items every one of 1,000 users has, with a tiny λ: XᵀX + λI is positive definite, but its float32
+    Cholesky fails (the second pivot, ~λ, is below float32 rounding), so B comes from float64: B₀₁ = n / (n + λ)."""
+    n, lam = 1000, 1e-5
+    x = sp.csr_matrix(np.ones((n, 2), np.float32))
+    with caplog.at_level("WARNING", logger="reelrank.ease"):
+        b = ease.ease_weights(x, lam, device="cpu")
+    assert "factorising in float64" in caplog.text
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(b, [[0.0, n / (n + lam)], [n / (n + lam), 0.0]], rtol=1e-6)
+
+
+def test_float64_when_counts_would_not_be_exact_in_float32(monkeypatch, u1):
+    """Past 2²⁴ users a count could round in float32, so the whole factorisation runs in float64: on ml-100k it
+    gives the float32 weights to 1e-5."""
+    x, _ = _binary(u1)
+    b32 = ease.ease_weights(x, LAM, device="cpu")
+    monkeypatch.setattr(ease, "EXACT_FLOAT32", 0)
+    b64 = ease.ease_weights(x, LAM, device="cpu")
+    assert b64.dtype == np.float32
+    np.testing.assert_allclose(b64, b32, atol=1e-5)
+    assert np.abs(b64 - b32).max() > 0  # it did take the other path
