@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 from reelrank.device import choose_device
 from reelrank.loader import open_batches, shard_url, write_shards
-from reelrank.models import _MLPNet
+from reelrank.models import MLPNet
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loader.md"
 
@@ -52,7 +52,7 @@ class Trainer:
     def __init__(self, features: list[str], users: int, items: int, device: torch.device, train: bool) -> None:
         torch.manual_seed(0)
         self.features, self.device, self.train = features, device, train
-        self.net = _MLPNet(users, items, len(features), 16, [64, 32]).to(device)
+        self.net = MLPNet(users, items, len(features), 16, [64, 32]).to(device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
 
     def step(self, users: torch.Tensor, items: torch.Tensor, x: torch.Tensor, label: torch.Tensor) -> int:

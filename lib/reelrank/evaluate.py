@@ -1,4 +1,5 @@
-"""Offline metrics in Spark, each with a small pandas reference (``*_pandas``) that the tests compare against.
+"""Offline metrics in Spark, each with a local reference (``*_pandas``; the ranking ones are
+:mod:`reelrank.ranking_metrics`'s numpy engine) that the tests compare against.
 
 Rating metrics: RMSE, MAE. Ranking metrics at each k, averaged over the users of ``truth`` (a user with no
 recommendations scores 0): precision@k (hits / k), recall@k (hits / #relevant), NDCG@k (binary relevance,
@@ -19,8 +20,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from reelrank import ranking_metrics as rm
 from reelrank.columns import ITEM_IDX, PREDICTION, RANK, RATING, USER_IDX
-from reelrank.metric_keys import RANKING_METRICS, parse_metric_key
+from reelrank.metric_keys import parse_metric_key
 
 log = logging.getLogger(__name__)
 
@@ -121,32 +123,9 @@ def ranking_metrics_pandas(
     item_col: str = ITEM_IDX,
     rank_col: str = RANK,
 ) -> dict[str, float]:
-    """Reference for :func:`ranking_metrics`: a plain loop over users with Python sets."""
-    relevant = truth.groupby(user_col)[item_col].agg(lambda s: set(s.tolist())).to_dict()
-    ranked = {
-        u: g.sort_values(rank_col)[item_col].tolist() for u, g in recs.groupby(user_col)
-    }
-    sums = {f"{m}@{k}": 0.0 for k in ks for m in RANKING_METRICS}
-    for user, rel in relevant.items():
-        items = ranked.get(user, [])
-        for k in ks:
-            top = items[:k]
-            flags = [1 if i in rel else 0 for i in top]
-            n_hits = sum(flags)
-            ideal = sum(1.0 / math.log2(i + 2) for i in range(min(k, len(rel))))
-            dcg = sum(f / math.log2(pos + 2) for pos, f in enumerate(flags))
-            ap, seen_hits = 0.0, 0
-            for pos, f in enumerate(flags):
-                if f:
-                    seen_hits += 1
-                    ap += seen_hits / (pos + 1)
-            sums[f"precision@{k}"] += n_hits / k
-            sums[f"recall@{k}"] += n_hits / len(rel)
-            sums[f"ndcg@{k}"] += dcg / ideal
-            sums[f"map@{k}"] += ap / min(k, len(rel))
-            sums[f"hit_rate@{k}"] += 1.0 if n_hits else 0.0
-    n_users = max(len(relevant), 1)
-    return {key: v / n_users for key, v in sums.items()}
+    """Reference for :func:`ranking_metrics` on pandas frames: :mod:`reelrank.ranking_metrics`, the numpy engine."""
+    hits = rm.ranked_hits(recs, truth, max(ks), user_col, item_col, rank_col)
+    return rm.mean_metrics(hits, ks)
 
 
 PER_USER_METRICS = {"ndcg": "ndcg", "hit_rate": "hit", "recall": "recall"}
@@ -157,17 +136,10 @@ def per_user_ranking(recs: pd.DataFrame, truth: pd.DataFrame, k: int, user_col: 
                      item_col: str = ITEM_IDX, rank_col: str = RANK) -> pd.DataFrame:
     """Per user of ``truth``: ``ndcg``, ``hit`` and ``recall`` at ``k`` (0 for a user without a list), for paired
     comparisons and bootstrap intervals; the means equal :func:`ranking_metrics`'."""
-    rel = truth[[user_col, item_col]].drop_duplicates()
-    n_rel = rel.groupby(user_col).size().rename("n_rel")
-    top = recs.loc[recs[rank_col] <= k, [user_col, item_col, rank_col]]
-    hits = top.merge(rel, on=[user_col, item_col])
-    hits = hits.assign(dcg=1.0 / np.log2(hits[rank_col].to_numpy(float) + 1.0))
-    agg = hits.groupby(user_col).agg(n_hit=(item_col, "size"), dcg=("dcg", "sum"))
-    out = pd.DataFrame(n_rel).join(agg, how="left").fillna({"n_hit": 0, "dcg": 0.0})
-    discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
-    idcg = discounts[np.minimum(out["n_rel"].to_numpy(), k) - 1]
-    return pd.DataFrame({"ndcg": out["dcg"].to_numpy() / idcg, "hit": (out["n_hit"] > 0).astype(float).to_numpy(),
-                         "recall": out["n_hit"].to_numpy() / out["n_rel"].to_numpy()}, index=out.index)
+    hits = rm.ranked_hits(recs, truth, k, user_col, item_col, rank_col)
+    index = pd.Index(hits.users, name=user_col)
+    return pd.DataFrame({column: rm.PER_USER[name](hits, k) for name, column in PER_USER_METRICS.items()},
+                        index=index)
 
 
 def coverage(recs: DataFrame, catalogue: DataFrame, item_col: str = ITEM_IDX) -> float:

@@ -12,9 +12,11 @@ embedding row, so scoring never fails on them.
 * :class:`NeuMFRanker`: GMF + MLP over ids only (He et al. 2017, "Neural Collaborative Filtering"),
   trained on the positive rows with uniformly sampled negative items, BCE or pairwise BPR loss.
 
-Both share :class:`TorchRanker`'s training loop: Adam, per-epoch seeding (so resuming from a checkpoint
-gives the same model as an uninterrupted run), validation loss and NDCG@k per epoch, early stopping that
-keeps the best epoch, and an optional checkpoint after every epoch.
+Both train through :func:`reelrank.training.fit` (AdamW, per-epoch seeding, so resuming from a checkpoint gives
+the same model as an uninterrupted run, validation loss and NDCG@k per epoch, early stopping that keeps the best
+epoch, an optional checkpoint after every epoch); a ranker gives it the batches, the loss and the validation.
+The interface, the torch base and both rankers share this module (about 450 lines): a change to the payload or to
+what the loop is given touches all of them.
 """
 
 from __future__ import annotations
@@ -24,15 +26,12 @@ import io
 import itertools
 import json
 import logging
-import math
 import os
-import pickle
 import posixpath
-import time
 from abc import ABC, abstractmethod
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -40,12 +39,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reelrank import storage
+from reelrank import ranking_metrics, storage, training
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 from reelrank.config import TrainConfig
-from reelrank.device import autocast
-from reelrank.errors import CorruptFile, first_line
+from reelrank.errors import CorruptFile
 from reelrank.loader import Batch, feature_moments, open_batches, shard_schema
+from reelrank.training import EpochStats as EpochStats  # re-exported: candidates.py imports it from here
+from reelrank.training import History, Progress, read_torch
+from reelrank.training import load_checkpoint as load_checkpoint  # re-exported: tests/test_errors.py
 
 log = logging.getLogger(__name__)
 
@@ -59,39 +60,6 @@ _RESUME_KEYS = ("model", "batch_size", "learning_rate", "hidden", "embedding_dim
 
 class ModelError(ValueError):
     """A model cannot be built, trained or loaded as asked (unknown name, bad payload, missing column)."""
-
-
-@dataclass
-class EpochStats:
-    """What one epoch did: mean training loss, validation loss and NDCG@k (None without val), speed."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float | None
-    val_ndcg: float | None
-    samples_per_s: float
-    seconds: float
-
-
-@dataclass
-class History:
-    """Per-epoch statistics of a fit; ``best_epoch`` is the epoch whose weights the model kept."""
-
-    epochs: list[EpochStats] = field(default_factory=list)
-    best_epoch: int = -1
-    stopped_early: bool = False
-    resumed_from: int | None = None
-    """The first epoch run in this call when it continued from a checkpoint."""
-
-
-class Progress(Protocol):
-    """Receives training progress (a progress bar, a log); every method is called on rank 0 only."""
-
-    def start_epoch(self, epoch: int, epochs: int, total_rows: int) -> None: ...
-
-    def batch(self, rows: int, loss: float) -> None: ...
-
-    def end_epoch(self, stats: EpochStats) -> None: ...
 
 
 class Ranker(ABC):
@@ -141,33 +109,6 @@ class Ranker(ABC):
         return location
 
 
-def read_torch(data: bytes, source: str, what: str, remedy: str, map_location: torch.device | str = "cpu") -> Any:
-    """``torch.load`` of tensors and plain values only (``weights_only``); a truncated, corrupt or code-carrying
-    payload raises :class:`CorruptFile` naming ``what`` and ``source`` (a path) and the ``remedy``."""
-    try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = _unpickler_reason(str(e))
-        if "GLOBAL" in detail:  # a pickled class or function: weights_only refuses to run code from a file
-            raise CorruptFile(source, f"{what} {source} holds Python objects other than tensors and plain values "
-                                      f"({detail}); refused to load it: {remedy}") from None
-        raise CorruptFile(source, f"{what} {source} is truncated or corrupt ({detail}): {remedy}") from None
-    except Exception as e:  # torch's zip reader and unpickler fail in many ways on damaged bytes (IndexError...)
-        text = first_line(str(e)).split(". This is an internal miniz error")[0]
-        detail = text if isinstance(e, RuntimeError) and text else f"{type(e).__name__}: {text}".rstrip(": ")
-        raise CorruptFile(source, f"{what} {source} is truncated or corrupt ({detail}): {remedy}") from None
-
-
-_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")
-
-
-def _unpickler_reason(text: str) -> str:
-    """What torch's weights-only unpickler objected to, without its advice to turn ``weights_only`` off."""
-    parts = [p.strip() for p in text.split("\n\n")]
-    reasons = [p for p in parts if p and not p.startswith(_TORCH_ADVICE)]
-    return first_line(reasons[0]).rstrip(".") if reasons else "not a PyTorch file"
-
-
 MODEL_REMEDY = "rerun the train stage"
 
 
@@ -196,46 +137,6 @@ def make_ranker(cfg: TrainConfig, n_users: int, n_items: int) -> Ranker:
     if cfg.model not in RANKERS:
         raise ModelError(f"train.model must be one of {', '.join(sorted(RANKERS))}, got {cfg.model!r}")
     return RANKERS[cfg.model](n_users, n_items)
-
-
-def save_checkpoint(state: dict[str, Any], path: str) -> None:
-    """Write the whole checkpoint at once (:func:`storage.write_bytes`): a kill mid-write leaves the previous one
-    whole."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    storage.write_bytes(path, buf.getvalue())
-
-
-CHECKPOINT_REMEDY = "delete it to train from the first epoch"
-
-
-def load_checkpoint(path: str, map_location: torch.device | str) -> dict[str, Any] | None:
-    """The checkpoint :func:`save_checkpoint` wrote at ``path`` (tensors and plain values only), or None."""
-    if not storage.exists(path):
-        return None
-    state = read_torch(storage.read_bytes(path), path, "checkpoint", CHECKPOINT_REMEDY, map_location)
-    if not isinstance(state, dict) or "fingerprint" not in state:
-        raise CorruptFile(path, f"checkpoint {path} is not a reelrank checkpoint (no fingerprint): {CHECKPOINT_REMEDY}")
-    return state
-
-
-def ndcg_at_k(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int) -> float:
-    """Mean NDCG@k over users with at least one relevant row (binary gains, ties broken by row order)."""
-    users = np.asarray(users)
-    labels = np.asarray(labels, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64)
-    if users.size == 0:
-        return float("nan")
-    order = np.lexsort((np.arange(users.size), -scores, users))
-    u, g = users[order], labels[order]
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    pos: np.ndarray = np.arange(u.size) - np.repeat(starts, np.diff(np.r_[starts, u.size]))
-    discount = np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)
-    dcg = np.add.reduceat(g * discount, starts)
-    ideal = labels[np.lexsort((-labels, users))]  # same user blocks, best labels first
-    idcg = np.add.reduceat(ideal * discount, starts)
-    has = idcg > 0
-    return float(np.mean(dcg[has] / idcg[has])) if has.any() else float("nan")
 
 
 def _known(idx: torch.Tensor, n: int) -> torch.Tensor:
@@ -267,7 +168,7 @@ class TorchRanker(Ranker):
     # -- what a subclass provides -------------------------------------------------------------------
 
     @abstractmethod
-    def _make_module(self, cfg: TrainConfig, n_features: int) -> nn.Module:
+    def make_module(self, cfg: TrainConfig, n_features: int) -> nn.Module:
         """The untrained network; ``forward(user, item, x) -> logits`` with ``x`` the raw features."""
 
     def _prepare(self, train_dir: str | os.PathLike, module: nn.Module) -> None:
@@ -315,90 +216,32 @@ class TorchRanker(Ranker):
             self.features = []
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        module = self._make_module(cfg, len(self.features))
+        module = self.make_module(cfg, len(self.features))
         self._prepare(train_dir, module)
-        self.module = module.to(device)
-        net: nn.Module = self.module
-        if distributed:
-            ids = [device.index] if device.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        ckpt = os.fspath(checkpoint_path) if checkpoint_path else None
-        fingerprint = self._fingerprint(cfg, n_rows)
-        hist = History()
-        best_state: dict[str, torch.Tensor] | None = None
-        best_metric, bad_epochs, start = -math.inf, 0, 0
-        state = load_checkpoint(ckpt, device) if ckpt and cfg.resume else None
-        if state is not None:
-            if state.get("fingerprint") == fingerprint:
-                self.module.load_state_dict(state["module"])
-                opt.load_state_dict(state["optimizer"])
-                hist = History([EpochStats(**e) for e in state["epochs"]], state["best_epoch"])
-                best_state, best_metric, bad_epochs = state["best_state"], state["best_metric"], state["bad_epochs"]
-                start = len(hist.epochs)
-                hist.resumed_from = start
-                log.info("resuming %s from %s at epoch %d", self.name, ckpt, start + 1)
-            else:
-                log.warning("ignoring checkpoint %s: written for other data or settings", ckpt)
+        self.module = module
 
-        for epoch in range(start, cfg.epochs):
-            if bad_epochs >= cfg.early_stopping_patience > 0:
-                hist.stopped_early = True
-                break
-            # Seeded per epoch, so the shuffling buffer and sampled negatives do not depend on earlier epochs.
-            torch.manual_seed(cfg.seed * 1000 + epoch + 1)
-            if progress and rank == 0:
-                progress.start_epoch(epoch, cfg.epochs, n_rows // world)
-            t0 = time.perf_counter()
-            loss_sum, rows = self._train_epoch(net, opt, train_dir, cfg, device, epoch, rank, world, progress)
-            seconds = time.perf_counter() - t0
-            train_loss = loss_sum / max(rows, 1)
-            if distributed:
-                tot = torch.tensor([loss_sum, rows], dtype=torch.float64, device=device)
-                torch.distributed.all_reduce(tot)
-                train_loss = float(tot[0] / tot[1].clamp(min=1))
-            val_loss, val_ndcg = self._validate(val_dir, cfg, device) if val_dir else (None, None)
-            stats = EpochStats(epoch, train_loss, val_loss, val_ndcg, rows * world / max(seconds, 1e-9), seconds)
-            hist.epochs.append(stats)
-            metric = val_ndcg if val_ndcg is not None and not math.isnan(val_ndcg) else -(val_loss or 0.0)
-            if val_dir is None or metric > best_metric:
-                best_metric, bad_epochs, hist.best_epoch = metric, 0, epoch
-                best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-            else:
-                bad_epochs += 1
-            if progress and rank == 0:
-                progress.end_epoch(stats)
-            if ckpt and rank == 0:
-                self._write_checkpoint(ckpt, fingerprint, opt, hist, best_state, best_metric, bad_epochs)
-        if best_state is not None:
-            self.module.load_state_dict(best_state)
-        self.history = hist
-        return hist
+        @contextmanager
+        def batches(epoch: int) -> Iterator[Iterator[Batch]]:
+            shard = {"cur_shard": rank, "shard_count": world} if world > 1 else {}
+            with open_batches(train_dir, cfg.batch_size, shuffle=cfg.shuffle_rows, seed=cfg.seed + epoch,
+                              workers=cfg.reader_workers, columns=self._train_columns(),
+                              shuffle_buffer=cfg.shuffle_buffer, **shard) as rows:
+                yield ({k: v.to(device, non_blocking=True) for k, v in batch.items()} for batch in rows)
 
-    def _train_epoch(self, net: nn.Module, opt: torch.optim.Optimizer, train_dir: str | os.PathLike,
-                     cfg: TrainConfig, device: torch.device, epoch: int, rank: int, world: int,
-                     progress: Progress | None) -> tuple[float, int]:
-        net.train()
-        loss_sum, rows = 0.0, 0
-        join = net.join() if isinstance(net, nn.parallel.DistributedDataParallel) else nullcontext()
-        shard = {"cur_shard": rank, "shard_count": world} if world > 1 else {}
-        with open_batches(train_dir, cfg.batch_size, shuffle=cfg.shuffle_rows, seed=cfg.seed + epoch,
-                          workers=cfg.reader_workers, columns=self._train_columns(), shuffle_buffer=cfg.shuffle_buffer,
-                          **shard) as batches, join:
-            for batch in batches:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                n = int(batch[LABEL].shape[0])
-                with autocast(device, cfg.mixed_precision):
-                    loss = self._loss(net, batch, cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                value = float(loss.detach())
-                loss_sum += value * n
-                rows += n
-                if progress and rank == 0:
-                    progress.batch(n, value)
-        return loss_sum, rows
+        def loss(net: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+            return self._loss(net, batch, cfg), int(batch[LABEL].shape[0])
+
+        valid = val_dir
+        task = training.Task(
+            self.name, module, batches, loss,
+            validate=(lambda: self._validate(valid, cfg, device)) if valid is not None else None,
+            fingerprint=lambda: self._fingerprint(cfg, n_rows), rows_per_epoch=n_rows // world, uneven_inputs=True)
+        loop = training.LoopConfig(cfg.epochs, cfg.learning_rate, cfg.weight_decay, cfg.seed,
+                                   patience=cfg.early_stopping_patience, mixed_precision=cfg.mixed_precision,
+                                   reseed_each_epoch=True, resume=cfg.resume)
+        self.history = training.fit(task, loop, device, progress=progress, checkpoint_path=checkpoint_path,
+                                    distributed=distributed)
+        return self.history
 
     @torch.no_grad()
     def _validate(self, val_dir: str | os.PathLike, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
@@ -419,8 +262,9 @@ class TorchRanker(Ranker):
                 scores.append(logits.cpu().numpy())
         if rows == 0:
             return float("nan"), float("nan")
-        ndcg = ndcg_at_k(np.concatenate(users), np.concatenate(labels), np.concatenate(scores), cfg.early_stopping_k)
-        return loss_sum / rows, ndcg
+        ndcg = ranking_metrics.ndcg_of_scores(np.concatenate(users), np.concatenate(labels), np.concatenate(scores),
+                                              cfg.early_stopping_k)
+        return loss_sum / rows, ranking_metrics.mean(ndcg)
 
     def _stack(self, batch: Batch) -> torch.Tensor:
         """The feature columns of a batch as one ``(rows, n_features)`` float tensor."""
@@ -433,14 +277,6 @@ class TorchRanker(Ranker):
         c = dataclasses.asdict(cfg)
         return json.dumps({"cfg": {k: c[k] for k in _RESUME_KEYS}, "features": self.features, "rows": n_rows,
                            "n_users": self.n_users, "n_items": self.n_items}, sort_keys=True)
-
-    def _write_checkpoint(self, ckpt: str, fingerprint: str, opt: torch.optim.Optimizer, hist: History,
-                          best_state: dict[str, torch.Tensor] | None, best_metric: float, bad_epochs: int) -> None:
-        assert self.module is not None
-        state = {"fingerprint": fingerprint, "module": self.module.state_dict(), "optimizer": opt.state_dict(),
-                 "epochs": [dataclasses.asdict(e) for e in hist.epochs], "best_epoch": hist.best_epoch,
-                 "best_state": best_state, "best_metric": best_metric, "bad_epochs": bad_epochs}
-        save_checkpoint(state, ckpt)
 
     # -- scoring and serialisation ------------------------------------------------------------------
 
@@ -492,7 +328,7 @@ class TorchRanker(Ranker):
         except TypeError as e:
             raise ModelError(f"model config does not match this reelrank's TrainConfig: {e}") from e
         ranker.features = list(payload["features"])
-        ranker.module = ranker._make_module(ranker.cfg, len(ranker.features))
+        ranker.module = ranker.make_module(ranker.cfg, len(ranker.features))
         ranker.module.load_state_dict(payload["state_dict"])
         ranker.module.eval()
         return ranker
@@ -514,7 +350,7 @@ class TorchRanker(Ranker):
 # -- MLP over features and id embeddings --------------------------------------------------------------
 
 
-class _MLPNet(nn.Module):
+class MLPNet(nn.Module):
     """Standardised features ++ user embedding ++ item embedding -> ReLU MLP -> 1 logit, plus a linear (wide)
     path from the standardised features (Wide & Deep, Cheng et al. 2016)."""
 
@@ -546,13 +382,13 @@ class MLPRanker(TorchRanker):
 
     name = "mlp"
 
-    def _make_module(self, cfg: TrainConfig, n_features: int) -> nn.Module:
+    def make_module(self, cfg: TrainConfig, n_features: int) -> nn.Module:
         if cfg.loss != "bce":
             raise ModelError(f"model 'mlp' trains with loss 'bce' only, got train.loss = {cfg.loss!r}")
-        return _MLPNet(self.n_users, self.n_items, n_features, cfg.embedding_dim, list(cfg.hidden), cfg.dropout)
+        return MLPNet(self.n_users, self.n_items, n_features, cfg.embedding_dim, list(cfg.hidden), cfg.dropout)
 
     def _prepare(self, train_dir: str | os.PathLike, module: nn.Module) -> None:
-        assert isinstance(module, _MLPNet)  # the network _make_module built
+        assert isinstance(module, MLPNet)  # the network make_module built
         mean, std = feature_moments(train_dir, self.features)
         module.mean.copy_(torch.from_numpy(mean))
         module.std.copy_(torch.from_numpy(std))
@@ -595,7 +431,7 @@ class NeuMFRanker(TorchRanker):
     name = "neumf"
     uses_features = False
 
-    def _make_module(self, cfg: TrainConfig, n_features: int) -> nn.Module:
+    def make_module(self, cfg: TrainConfig, n_features: int) -> nn.Module:
         if cfg.loss not in ("bce", "bpr"):
             raise ModelError(f"train.loss must be 'bce' or 'bpr', got {cfg.loss!r}")
         if cfg.num_negatives < 1:

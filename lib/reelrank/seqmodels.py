@@ -23,19 +23,20 @@ import json
 import logging
 import math
 import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from reelrank import ranking_metrics, training
 from reelrank.config import SequenceConfig
 from reelrank.device import autocast
 from reelrank.errors import CorruptFile
-from reelrank.models import EpochStats, load_checkpoint, read_torch, save_checkpoint
+from reelrank.training import EpochStats, History, read_torch
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,24 @@ NETS: dict[str, Callable[[int, SequenceConfig], nn.Module]] = {"sasrec": SASRecN
 
 
 @dataclass
-class SeqHistory:
-    epochs: list[EpochStats] = field(default_factory=list)
-    best_epoch: int = -1
+class SeqHistory(History):
+    """A fit's :class:`~reelrank.training.History` and the validation NDCG@k of the epoch it kept."""
+
     best_ndcg: float = -1.0
-    stopped_early: bool = False
-    out_of_time: bool = False
-    """Training stopped at ``sequence.max_seconds``."""
+    """-1 when no epoch was validated."""
+
+
+class _EpochCallback:
+    """The training loop's :class:`~reelrank.training.Progress` that hands each epoch's statistics to a function."""
+
+    def __init__(self, end_epoch: Callable[[EpochStats], None]) -> None:
+        self.end_epoch = end_epoch
+
+    def start_epoch(self, epoch: int, epochs: int, total_rows: int) -> None:
+        pass
+
+    def batch(self, rows: int, loss: float) -> None:
+        pass
 
 
 class SequenceModel:
@@ -208,8 +220,6 @@ class SequenceModel:
         fit)."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        self.net.to(device)
         # the last column is the validation target: it is never a training target
         inputs, targets = seqs[:, :-2], seqs[:, 1:-1]
         trainable = (targets != PAD).sum(1) > 0
@@ -222,88 +232,36 @@ class SequenceModel:
         val_input, val_target = seqs[:, :-1], seqs[:, -1]
         val_ok = (val_target != PAD) & ((val_input != PAD).sum(1) > 0)
         val_input, val_target = val_input[val_ok], val_target[val_ok]
-        rank, world = 0, 1
-        if distributed:
-            import torch.distributed as dist
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
 
-            rank, world = dist.get_rank(), dist.get_world_size()
-            net: nn.Module = nn.parallel.DistributedDataParallel(self.net)
-        else:
-            net = self.net
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        hist = self.history = SeqHistory()
-        best_state: dict[str, torch.Tensor] | None = None
-        waited, first = 0, 0
-        ckpt = os.fspath(checkpoint_path) if checkpoint_path else None
-        fingerprint = self._fingerprint(seqs, world) if ckpt else ""
-        state = load_checkpoint(ckpt, "cpu") if ckpt else None
-        if state is not None:
-            if state.get("fingerprint") != fingerprint:
-                log.warning("ignoring checkpoint %s: written for other sequences or settings", ckpt)
-            else:
-                self.net.load_state_dict(state["net"])
-                opt.load_state_dict(state["optimizer"])
-                gen.set_state(state["generator"])
-                torch.set_rng_state(state["torch_rng"])
-                hist = self.history = SeqHistory(**{**state["history"], "epochs": [
-                    EpochStats(**e) for e in state["history"]["epochs"]]})
-                best_state, waited, first = state["best_state"], state["waited"], len(hist.epochs)
-                log.info("%s: resuming from %s after epoch %d%s", self.kind, ckpt, first,
-                         " (it had stopped early)" if state["stopped_early"] else "")
-                if state["stopped_early"]:
-                    first = cfg.epochs
-        started = time.perf_counter()
-        for epoch in range(first, cfg.epochs):
-            t0 = time.perf_counter()
-            net.train()
-            # the same on every process (same seed)
+        @contextmanager
+        def batches(epoch: int) -> Iterator[Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+            # the same order on every process (same seed); each takes every world-th user of an equal share, so all
+            # run the same number of steps
             order = length_batched_order(lengths, cfg.batch_size * world, cfg.bucket_batches, gen)
-            # each process takes every world-th user of an equal share, so all run the same number of steps
-            order = order[rank:len(order) // world * world:world]
-            total, positions = 0.0, 0
-            for start in range(0, len(order), cfg.batch_size):
-                if start and not distributed and 0 < cfg.max_seconds < time.perf_counter() - started:
-                    break  # the budget ends the epoch here (processes of a distributed fit stop together below)
-                idx = order[start:start + cfg.batch_size]
+            yield on_device(order[rank:len(order) // world * world:world])
+
+        def on_device(order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for idx in order.split(cfg.batch_size):
                 x, y = _trim(inputs[idx], targets[idx])
-                x, y = x.to(device), y.to(device)
-                with autocast(device, cfg.mixed_precision):
-                    loss, n = self._loss(net(x), y, gen)
-                opt.zero_grad(set_to_none=True)
-                (loss * (n / per_batch) if per_batch else loss).backward()
-                opt.step()
-                total += float(loss.detach()) * n
-                positions += n
-            seconds = time.perf_counter() - t0
-            out_of_time = cfg.max_seconds > 0 and time.perf_counter() - started > cfg.max_seconds
-            if distributed:  # every process stops after the same epoch
-                flag = torch.tensor([float(out_of_time)], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                out_of_time = bool(flag.item())
-            last = epoch == cfg.epochs - 1 or out_of_time
-            ndcg = None
-            if (epoch + 1) % cfg.eval_every == 0 or last:
-                ndcg = self.validate(val_input, val_target, device)
-            stats = EpochStats(epoch, total / max(positions, 1), None, ndcg, positions / max(seconds, 1e-9), seconds)
-            hist.epochs.append(stats)
-            if progress:
-                progress(stats)
-            if ndcg is not None:
-                if ndcg > hist.best_ndcg or best_state is None:
-                    hist.best_epoch, hist.best_ndcg, waited = epoch, ndcg, 0
-                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-                else:
-                    waited += 1
-                    hist.stopped_early = bool(cfg.patience and waited >= cfg.patience)
-            hist.out_of_time = out_of_time
-            if ckpt and rank == 0:
-                self._write_checkpoint(ckpt, fingerprint, opt, gen, best_state, waited, hist.stopped_early)
-            if hist.stopped_early or out_of_time:
-                break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+                yield x.to(device), y.to(device)
+
+        def loss(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+            return self._loss(net(batch[0]), batch[1], gen)
+
+        task = training.Task(
+            self.kind, self.net, batches, loss, validate=lambda: (None, self.validate(val_input, val_target, device)),
+            fingerprint=lambda: self._fingerprint(seqs, world), rows_per_epoch=int(lengths.sum()),
+            backward_scale=(lambda n: n / per_batch) if per_batch else None, generator=gen)
+        loop = training.LoopConfig(cfg.epochs, cfg.learning_rate, cfg.weight_decay, cfg.seed, patience=cfg.patience,
+                                   eval_every=cfg.eval_every, max_seconds=cfg.max_seconds,
+                                   mixed_precision=cfg.mixed_precision)
+        hist = training.fit(task, loop, device, progress=_EpochCallback(progress) if progress else None,
+                            checkpoint_path=checkpoint_path, distributed=distributed)
+        best = hist.epochs[hist.best_epoch].val_ndcg if hist.best_epoch >= 0 else None
+        self.history = SeqHistory(**vars(hist), best_ndcg=-1.0 if best is None else best)
         self.net.cpu()
-        return hist
+        return self.history
 
     def _fingerprint(self, seqs: torch.Tensor, world: int) -> str:
         """What a checkpoint must share with this fit to be resumed: the sequences, the model and settings."""
@@ -311,14 +269,6 @@ class SequenceModel:
         digest = hashlib.sha256(seqs.contiguous().numpy().tobytes()).hexdigest()
         return json.dumps({"kind": self.kind, "n_items": self.n_items, "cfg": c, "world": world,
                            "sequences": [list(seqs.shape), digest]}, sort_keys=True)
-
-    def _write_checkpoint(self, ckpt: str, fingerprint: str, opt: torch.optim.Optimizer, gen: torch.Generator,
-                          best_state: dict[str, torch.Tensor] | None, waited: int, stopped_early: bool) -> None:
-        state = {"fingerprint": fingerprint, "net": self.net.state_dict(), "optimizer": opt.state_dict(),
-                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                 "history": dataclasses.asdict(self.history), "best_state": best_state, "waited": waited,
-                 "stopped_early": stopped_early}
-        save_checkpoint(state, ckpt)
 
     def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy of the next item over the non-padding positions (full or sampled softmax)."""
@@ -351,8 +301,9 @@ class SequenceModel:
             mask_seen(scores, inputs[idx])
             target_score = scores.gather(1, (targets[idx] - 1)[:, None])
             rank[idx] = (scores > target_score).sum(1)
-        k = self.cfg.early_stopping_k
-        return float(torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), 0.0).mean())
+        per_user = ranking_metrics.ndcg_of_target_ranks(rank.numpy(), self.cfg.early_stopping_k)
+        # the mean in torch, as the models trained so far were validated (numpy's pairwise sum differs in the last bit)
+        return float(torch.from_numpy(per_user).mean())
 
     # -- serialisation -------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -371,8 +322,8 @@ class SequenceModel:
         model.net.load_state_dict(payload["state"])
         hist = payload["history"]
         epochs = [EpochStats(**{"val_loss": None, **e}) for e in hist["epochs"]]
-        model.history = SeqHistory(epochs, hist["best_epoch"], hist["best_ndcg"], hist["stopped_early"],
-                                   hist.get("out_of_time", False))
+        model.history = SeqHistory(epochs, hist["best_epoch"], hist["stopped_early"], hist.get("out_of_time", False),
+                                   hist.get("resumed_from"), hist["best_ndcg"])
         model.net.eval()
         return model
 

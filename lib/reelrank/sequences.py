@@ -7,7 +7,7 @@ ties broken by input order) as Parquet shards; :func:`read_sequences` reads them
 ``train.num_processes`` processes through ``TorchDistributor``. Scoring is a ``mapInPandas`` over every user's
 sequence with the weights broadcast once: the encoder's last hidden state times the item embeddings, seen items
 masked, top-N (:func:`reelrank.factorize.top_n_block`). The candidate source around these is
-:class:`reelrank.candidates.SequenceSource`.
+:class:`reelrank.candidates.sequence.SequenceSource`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from pyspark.sql import functions as F
 
 from reelrank import columns as C
 from reelrank.config import SequenceConfig, TrainConfig
-from reelrank.device import choose_device, process_group
+from reelrank.device import choose_device
 from reelrank.factorize import SEEN, top_n_block
 from reelrank.loader import shard_url
 from reelrank.popularity import RECS_SCHEMA
 from reelrank.seqmodels import SequenceModel, pad_left
+from reelrank.training.distributed import run_distributed
 
 log = logging.getLogger(__name__)
 
@@ -118,27 +119,20 @@ def score_sequences(frame: DataFrame, model_bytes: bytes, n: int, block: int = 2
 def fit_distributed(kind: str, n_items: int, cfg: SequenceConfig, tokens: torch.Tensor,
                     train: TrainConfig, init: SequenceModel | None = None,
                     checkpoint_path: str | os.PathLike | None = None) -> SequenceModel:
-    """Train in ``train.num_processes`` local processes through ``TorchDistributor`` (each takes every n-th user,
+    """Train in ``train.num_processes`` local processes (:func:`run_distributed`; each takes every n-th user,
     gradients all-reduced by DDP); rank 0's weights come back."""
-    from pyspark.ml.torch.distributor import TorchDistributor
-
     use_gpu = choose_device(train.device).type == "cuda"
-    distributor = TorchDistributor(num_processes=train.num_processes, local_mode=True, use_gpu=use_gpu)
-    out = distributor.run(_distributed_worker, kind, n_items, dataclasses.asdict(cfg), tokens.numpy(), use_gpu,
-                          init.to_bytes() if init is not None else None,
+    out = run_distributed(_distributed_worker, train.num_processes, use_gpu, kind, n_items, dataclasses.asdict(cfg),
+                          tokens.numpy(), init.to_bytes() if init is not None else None,
                           str(checkpoint_path) if checkpoint_path else None)
-    assert out is not None  # run() returns rank 0's return value for a callable
     return SequenceModel.from_bytes(out)
 
 
-def _distributed_worker(kind: str, n_items: int, cfg_dict: dict[str, Any], tokens: np.ndarray,
-                        use_gpu: bool, init: bytes | None, checkpoint_path: str | None) -> bytes:
-    import torch.distributed as dist
-
-    with process_group(use_gpu) as device:
-        model = SequenceModel(kind, n_items, SequenceConfig(**cfg_dict))
-        if init is not None:
-            model.net.load_state_dict(SequenceModel.from_bytes(init).net.state_dict())
-        model.fit(torch.from_numpy(tokens), device, distributed=True, checkpoint_path=checkpoint_path)
-        dist.barrier()
-        return model.to_bytes()
+def _distributed_worker(device: torch.device, kind: str, n_items: int, cfg_dict: dict[str, Any], tokens: np.ndarray,
+                        init: bytes | None, checkpoint_path: str | None) -> bytes:
+    """One training process (in the process group): fit on its share, return the weights."""
+    model = SequenceModel(kind, n_items, SequenceConfig(**cfg_dict))
+    if init is not None:
+        model.net.load_state_dict(SequenceModel.from_bytes(init).net.state_dict())
+    model.fit(torch.from_numpy(tokens), device, distributed=True, checkpoint_path=checkpoint_path)
+    return model.to_bytes()

@@ -20,9 +20,11 @@ import torch
 
 from reelrank import storage
 from reelrank.config import TrainConfig
-from reelrank.device import choose_device, process_group, use_mixed_precision
+from reelrank.device import choose_device, use_mixed_precision
 from reelrank.loader import check_shards
-from reelrank.models import EpochStats, History, make_ranker
+from reelrank.models import make_ranker
+from reelrank.training import EpochStats, History
+from reelrank.training.distributed import run_distributed
 
 log = logging.getLogger(__name__)
 
@@ -161,37 +163,30 @@ def _result(hist: History, out_path: str, device: torch.device, processes: int) 
 
 def _train_distributed(train_dir: str, val_dir: str | None, cfg: TrainConfig, out_path: str, n_users: int,
                        n_items: int, device: torch.device) -> History:
-    """Run :func:`_distributed_worker` in ``cfg.num_processes`` local processes through ``TorchDistributor``."""
-    from pyspark.ml.torch.distributor import TorchDistributor
-
-    use_gpu = device.type == "cuda"
-    distributor = TorchDistributor(num_processes=cfg.num_processes, local_mode=True, use_gpu=use_gpu)
-    out = distributor.run(_distributed_worker, str(train_dir), str(val_dir) if val_dir else None,
-                          dataclasses.asdict(cfg), out_path, n_users, n_items, use_gpu)
-    assert out is not None  # run() returns rank 0's return value for a callable (None only for a script path)
+    """Run :func:`_distributed_worker` in ``cfg.num_processes`` local processes (:func:`run_distributed`)."""
+    out = run_distributed(_distributed_worker, cfg.num_processes, device.type == "cuda", str(train_dir),
+                          str(val_dir) if val_dir else None, dataclasses.asdict(cfg), out_path, n_users, n_items)
     hist = History([EpochStats(**e) for e in out["epochs"]], out["best_epoch"], out["stopped_early"])
     storage.remove(checkpoint_path(out_path))
     return hist
 
 
-def _distributed_worker(train_dir: str, val_dir: str | None, cfg_dict: dict[str, Any], out_path: str,
-                        n_users: int, n_items: int, use_gpu: bool) -> dict[str, Any]:
-    """One training process (started by torchrun): join the process group, fit its share, rank 0 saves."""
+def _distributed_worker(device: torch.device, train_dir: str, val_dir: str | None, cfg_dict: dict[str, Any],
+                        out_path: str, n_users: int, n_items: int) -> dict[str, Any]:
+    """One training process (in the process group): fit its share, rank 0 saves."""
     import torch.distributed as dist
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = TrainConfig(**cfg_dict)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    with process_group(use_gpu) as device:
-        seed_everything(cfg.seed)
-        ranker = make_ranker(cfg, n_users, n_items)
-        rank = dist.get_rank()
-        progress = ProgressBar(draw=False) if rank == 0 else None
-        hist = ranker.fit(train_dir, val_dir, cfg, device=device, progress=progress,
-                          checkpoint_path=checkpoint_path(out_path), distributed=True)
-        if rank == 0:
-            ranker.save(out_path)
-        dist.barrier()
+    seed_everything(cfg.seed)
+    ranker = make_ranker(cfg, n_users, n_items)
+    rank = dist.get_rank()
+    progress = ProgressBar(draw=False) if rank == 0 else None
+    hist = ranker.fit(train_dir, val_dir, cfg, device=device, progress=progress,
+                      checkpoint_path=checkpoint_path(out_path), distributed=True)
+    if rank == 0:
+        ranker.save(out_path)
     return {"epochs": [dataclasses.asdict(e) for e in hist.epochs], "best_epoch": hist.best_epoch,
             "stopped_early": hist.stopped_early}
