@@ -83,7 +83,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     p.add_argument("--sizes", default="1M,10M", help="comma-separated rating counts, e.g. 200k,1M,10M")
-    p.add_argument("--n", type=int, default=None, help="top-N (default: candidates.als)")
+    p.add_argument("--n", type=int, default=None, help="top-N (default: [candidates.als] n)")
     p.add_argument("--block-sizes", default="128,4096", help="recommendForAllUsers blockSize values")
     p.add_argument("--ratings-per-user", type=int, default=100)
     p.add_argument("--items-per-rating", type=float, default=0.002, help="catalogue size as a share of ratings")
@@ -97,7 +97,7 @@ def main() -> None:
         args.data_dir = str(tmp / "data")
     cfg = config_from_args(args)
     spark = build_spark(cfg)
-    n_top = args.n or cfg.candidates.als
+    n_top = args.n or cfg.candidates["als"].n
     block_sizes = [int(b) for b in args.block_sizes.split(",")]
     rows = []
     for size in (_count(s) for s in args.sizes.split(",")):

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from benchlib import append_result, markdown
-from reelrank.candidates import REGISTRY, is_baseline
+from reelrank.candidates import is_baseline, names
 from reelrank.config import load_config
 from reelrank.quality import standard_error_bound
 
@@ -86,7 +86,7 @@ def main() -> None:
         [run] = query(where, f"SELECT published_model FROM reelrank.runs WHERE run_date = DATE'{day}' "
                              f"AND status = 'published'")
         published = run["published_model"]
-        baselines = {m: v for m, v in metrics.items() if m in REGISTRY and is_baseline(m, cfg)}
+        baselines = {m: v for m, v in metrics.items() if m in names() and is_baseline(m)}
         best = max(baselines, key=lambda m: baselines[m][0])
         (mine, users), (top, top_users) = metrics[published], baselines[best]
         se = math.hypot(standard_error_bound(mine, users), standard_error_bound(top, top_users))

@@ -23,6 +23,7 @@ import pyarrow.dataset as ds
 from benchlib import append_result, markdown
 from reelrank import columns as C
 from reelrank import neighbours as nb
+from reelrank import ranking_metrics
 from reelrank.config import load_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cap_effect.md"
@@ -42,7 +43,7 @@ def read(folder: Path, columns: list[str]) -> pd.DataFrame:
 
 def exact_lists(ratings: pd.DataFrame, users: np.ndarray, k: int, cfg) -> pd.DataFrame:
     """Each of ``users``' top-``k`` neighbours by exact Pearson over all ``ratings``, in the nightly's order
-    (:func:`reelrank.neighbours._local_top_k`)."""
+    (:func:`reelrank.neighbours.local_top_k`)."""
     offset = int(ratings[C.USER_IDX].max()) + 1
     mine = ratings[ratings[C.USER_IDX].isin(users)]
     entity = np.concatenate([mine[C.USER_IDX].to_numpy(np.int64) + offset, ratings[C.USER_IDX].to_numpy(np.int64)])
@@ -54,7 +55,13 @@ def exact_lists(ratings: pd.DataFrame, users: np.ndarray, k: int, cfg) -> pd.Dat
                                  cfg.list_shrinkage, cfg.max_pairs_per_chunk)
     pairs = pairs[pairs[nb.ENTITY] >= offset].copy()
     pairs[nb.ENTITY] -= offset
-    return nb._local_top_k(pairs[pairs[nb.ENTITY] != pairs[nb.NEIGHBOUR]], k, cfg.list_shrinkage)
+    return nb.local_top_k(pairs[pairs[nb.ENTITY] != pairs[nb.NEIGHBOUR]], k, cfg.list_shrinkage)
+
+
+def _as_ranked(lists: pd.DataFrame) -> pd.DataFrame:
+    """Neighbour lists in their order as ``ranked_hits`` reads them: user, item and 1-based rank columns."""
+    return pd.DataFrame({C.USER_IDX: lists[nb.ENTITY].to_numpy(), C.ITEM_IDX: lists[nb.NEIGHBOUR].to_numpy(),
+                         C.RANK: lists.groupby(nb.ENTITY).cumcount().to_numpy() + 1})
 
 
 def compare(published: pd.DataFrame, exact: pd.DataFrame, users: np.ndarray, k: int) -> dict:
@@ -62,8 +69,7 @@ def compare(published: pd.DataFrame, exact: pd.DataFrame, users: np.ndarray, k: 
     in the exact top-k) and the similarity error on the pairs both hold."""
     pub = {u: g for u, g in published.groupby(nb.ENTITY)}
     ex = {u: g for u, g in exact.groupby(nb.ENTITY)}
-    changed, reordered, overlap, ndcg, errors, top1 = 0, 0, [], [], [], 0
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    changed, reordered, overlap, errors, top1, compared = 0, 0, [], [], 0, []
     for u in users:
         p = pub.get(u, pd.DataFrame(columns=[nb.NEIGHBOUR, nb.SIMILARITY]))
         e = ex.get(u, pd.DataFrame(columns=[nb.NEIGHBOUR, nb.SIMILARITY]))
@@ -74,17 +80,20 @@ def compare(published: pd.DataFrame, exact: pd.DataFrame, users: np.ndarray, k: 
         reordered += int(set(pn) == set(en) and not np.array_equal(pn, en))
         top1 += int(len(pn) > 0 and len(en) > 0 and pn[0] == en[0])
         overlap.append(len(set(pn) & set(en)) / max(len(en), 1))
-        ideal = discount[: min(len(en), k)].sum()
-        ndcg.append(float(discount[: len(pn)][np.isin(pn, en)].sum() / ideal) if ideal else 0.0)
+        compared.append(u)
         both = p.merge(e, on=nb.NEIGHBOUR, suffixes=("_p", "_e"))
         errors.append((both[f"{nb.SIMILARITY}_p"] - both[f"{nb.SIMILARITY}_e"]).to_numpy(np.float64))
     err = np.concatenate(errors) if errors else np.zeros(0)
     n = len(overlap)
     if n == 0:
         raise SystemExit("none of the sampled users has a neighbour list, published or exact")
+    # a user with an empty exact list (nothing relevant) counts 0, as before
+    ndcg_sum = ranking_metrics.ndcg(ranking_metrics.ranked_hits(
+        _as_ranked(published[published[nb.ENTITY].isin(compared)]),
+        _as_ranked(exact[exact[nb.ENTITY].isin(compared)]), k), k).sum()
     return {"users compared": n, "neighbour set changed": f"{changed / n:.1%}",
             "same set, other order": f"{reordered / n:.1%}", "same first neighbour": f"{top1 / n:.1%}",
-            f"overlap@{k}": f"{np.mean(overlap):.3f}", f"ndcg@{k} vs exact": f"{np.mean(ndcg):.3f}",
+            f"overlap@{k}": f"{np.mean(overlap):.3f}", f"ndcg@{k} vs exact": f"{ndcg_sum / n:.3f}",
             "similarity RMSE (shared pairs)": f"{np.sqrt(np.mean(err**2)) if len(err) else 0.0:.4f}",
             "max |Δ similarity|": f"{np.abs(err).max(initial=0.0):.3f}"}
 

@@ -58,7 +58,7 @@ def main() -> None:
     users = pd.factorize(pairs[C.USER_IDX])[0]
     items, cols = np.unique(pairs[C.ITEM_IDX].to_numpy(), return_inverse=True)
     x = sp.csr_matrix((np.ones(len(pairs), np.float32), (users, cols)), shape=(users.max() + 1, len(items)))
-    lam, n = cfg.candidates.ease_lambda, cfg.candidates.ease
+    lam, n = cfg.candidates["ease"].lam, cfg.candidates["ease"].n
     t = time.perf_counter()
     b32 = ease.ease_weights(x, lam, device="cpu")
     s32 = time.perf_counter() - t

@@ -136,9 +136,9 @@ def _floor_child(path: str, by: str, blocks: int, min_support: int, k: int, q: m
             m = (blk == a) | (blk == b)
             out = nbr.pair_similarities(ent[m], oth[m], r[m], None if a == b else blk[m] == a, min_support)
             pairs += len(out)
-            lists.append(nbr._local_top_k(out, k))
+            lists.append(nbr.local_top_k(out, k))
             del out
-    top = nbr._local_top_k(pd.concat(lists, ignore_index=True), k)
+    top = nbr.local_top_k(pd.concat(lists, ignore_index=True), k)
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     q.put({"secs": secs, "pairs": pairs // 2, "rows_top": len(top), "peak": peak})

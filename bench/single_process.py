@@ -21,7 +21,7 @@ differs from the Spark night (approximations are named; the rest follows the ree
   ``exact_work_budget``; at ≤ 1M it does not).
 * candidates: ALS is implicit's CPU ALS (conjugate gradient; its regularisation is not scaled by each user's and
   item's count as Spark's is, so the same ``reg_param`` regularises less); item neighbours, popularity, EASE and
-  SASRec use reelrank's own kernels (``_top_reachable``, ``top_n_block``, ``ease_weights``/``top_n_ease``,
+  SASRec use reelrank's own kernels (``top_reachable``, ``top_n_block``, ``ease_weights``/``top_n_ease``,
   ``SequenceModel``).
 * features: :func:`reelrank.features.build_features` in numpy/pandas (same columns and fills; float rounding aside).
 * train: the MLP ranker's own network (``models.make_ranker``) trained on in-memory tensors, not Petastorm shards;
@@ -59,14 +59,15 @@ from torch.nn import functional as F
 from benchlib import append_result, markdown
 from reelrank import columns as C
 from reelrank import neighbours as nbr
+from reelrank import ranking_metrics
 from reelrank.candidates import refit_plan
-from reelrank.config import FEATURE_SOURCES, STEP_TOLERANCE, Config, load_config
+from reelrank.config import STEP_TOLERANCE, Config, load_config
 from reelrank.device import autocast, choose_device
 from reelrank.ease import ease_weights, top_n_ease
 from reelrank.factorize import top_n_block
-from reelrank.features import MEMBERSHIP_ONLY, MISSING_Z, PREFIX, SECONDS_PER_DAY, missing_rank
+from reelrank.features import MISSING_Z, SECONDS_PER_DAY, membership_only, missing_rank, prefix, sources
 from reelrank.ingest import FINER_UNITS, future_limit
-from reelrank.models import make_ranker, ndcg_at_k
+from reelrank.models import make_ranker
 from reelrank.seqmodels import SequenceModel
 from reelrank.synthetic import generate
 
@@ -162,7 +163,7 @@ def pearson_lists(ent: np.ndarray, other: np.ndarray, rating: np.ndarray, cfg: C
                                                nb.max_pairs_per_chunk))
     work = int((np.bincount(other).astype(np.int64) ** 2).sum())
     how = "exact" + ("; the Spark night down-samples: work" if work > nb.exact_work_budget else ", work")
-    return nbr._local_top_k(pd.concat(found, ignore_index=True), nb.top_k, nb.list_shrinkage), f"{how} {work:,}"
+    return nbr.local_top_k(pd.concat(found, ignore_index=True), nb.top_k, nb.list_shrinkage), f"{how} {work:,}"
 
 
 def als(data: pd.DataFrame, seen: sp.csr_matrix, users: np.ndarray, cfg: Config, n: int) -> pd.DataFrame:
@@ -247,23 +248,24 @@ def candidates(data: pd.DataFrame, n_users: int, n_items: int, cfg: Config, devi
         e = lists_[lists_[nbr.SIMILARITY] > 0]
         sim = e[nbr.SIMILARITY] * e[nbr.SUPPORT] / (e[nbr.SUPPORT] + nb.recommend_shrinkage)  # sim itself at 0
         s = sp.csr_matrix((sim.to_numpy(), (e[nbr.ENTITY], e[nbr.NEIGHBOUR])), shape=(n_items, n_items))
-        return by_blocks(users, seen, block, lambda b, sb: nbr._top_reachable(b, sb, s, cand.item_neighbours))
+        return by_blocks(users, seen, block, lambda b, sb: nbr.top_reachable(b, sb, s, cand["item_neighbours"].n))
 
     def ease() -> pd.DataFrame:
         ids = np.unique(i)
-        if len(ids) > cand.ease_max_items:
-            raise SystemExit(f"EASE: {len(ids):,} items > candidates.ease_max_items")
-        b = ease_weights(x[:, ids].astype(np.float32), cand.ease_lambda, cfg.train.device)
-        return by_blocks(users, seen, block, lambda bu, sb: top_n_ease(bu, sb, ids, b, cand.ease))
+        if len(ids) > cand["ease"].max_items:
+            raise SystemExit(f"EASE: {len(ids):,} items > candidates.ease.max_items")
+        b = ease_weights(x[:, ids].astype(np.float32), cand["ease"].lam, cfg.train.device)
+        return by_blocks(users, seen, block, lambda bu, sb: top_n_ease(bu, sb, ids, b, cand["ease"].n))
 
-    fits = {"als": lambda: als(data, x, users, cfg, cand.als), "item_neighbours": item_neighbours,
-            "popular": lambda: popular(data, users, seen, cand.popular, 0.0, block),
-            "recent_popular": lambda: popular(data, users, seen, cand.recent_popular, cand.recent_days, block),
+    fits = {"als": lambda: als(data, x, users, cfg, cand["als"].n), "item_neighbours": item_neighbours,
+            "popular": lambda: popular(data, users, seen, cand["popular"].n, 0.0, block),
+            "recent_popular": lambda: popular(data, users, seen, cand["recent_popular"].n, cand["recent_popular"].days,
+                                                 block),
             "ease": ease}
     for name in cfg.candidates.sources:
         t0 = time.perf_counter()
         if name == "sasrec":
-            lists[name], model, notes[name] = sasrec(data, seen, cfg, device, warm, cand.sasrec)
+            lists[name], model, notes[name] = sasrec(data, seen, cfg, device, warm, cand["sasrec"].n)
         elif name in fits:
             lists[name] = fits[name]()
         else:
@@ -275,16 +277,17 @@ def candidates(data: pd.DataFrame, n_users: int, n_items: int, cfg: Config, devi
 def build_features(hist: pd.DataFrame, member: np.ndarray, lists: Lists, miss: float, n_items: int,
                    labels: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (user, candidate of any feature source) with reelrank.features.build_features' columns."""
-    keyed = {s: lists[s][C.USER_IDX].to_numpy(np.int64) * n_items + lists[s][C.ITEM_IDX] for s in FEATURE_SOURCES}
+    keyed = {s: lists[s][C.USER_IDX].to_numpy(np.int64) * n_items + lists[s][C.ITEM_IDX] for s in sources()}
     keys = np.unique(np.concatenate(list(keyed.values())))
     u, i = (keys // n_items).astype(np.int32), (keys % n_items).astype(np.int32)
     out: dict[str, np.ndarray] = {}
-    for s in FEATURE_SOURCES:
-        df, pos, p = lists[s], np.searchsorted(keys, keyed[s]), PREFIX[s]
-        if s in MEMBERSHIP_ONLY:
+    for s in sources():
+        df, pos = lists[s], np.searchsorted(keys, keyed[s])
+        if membership_only(s):
             out[f"f_in_{s}"] = np.zeros(len(keys))
             out[f"f_in_{s}"][pos] = 1.0
             continue
+        p = prefix(s)
         g = df.groupby(C.USER_IDX)[C.SCORE]
         sd = g.transform("std", ddof=0)
         out[f"f_{p}_score"], out[f"f_{p}_rank"] = np.full(len(keys), MISSING_Z), np.full(len(keys), np.log1p(miss))
@@ -347,7 +350,7 @@ def train_ranker(rows: pd.DataFrame, val: pd.DataFrame, n_users: int, n_items: i
     ranker = make_ranker(tc, n_users, n_items)
     feats = [c for c in rows.columns if c.startswith("f_")]
     torch.manual_seed(tc.seed)
-    net = ranker._make_module(tc, len(feats))
+    net = ranker.make_module(tc, len(feats))
     x = torch.from_numpy(rows[feats].to_numpy(np.float32))
     x64 = x.double()
     std = x64.std(0, unbiased=False)
@@ -376,8 +379,8 @@ def train_ranker(rows: pd.DataFrame, val: pd.DataFrame, n_users: int, n_items: i
             opt.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(y))
-        metric = ndcg_at_k(val[C.USER_IDX].to_numpy(), val[C.LABEL].to_numpy(), ranker.score_frame(val),
-                           tc.early_stopping_k)
+        metric = ranking_metrics.mean(ranking_metrics.ndcg_of_scores(
+            val[C.USER_IDX].to_numpy(), val[C.LABEL].to_numpy(), ranker.score_frame(val), tc.early_stopping_k))
         if not metric <= best:  # a NaN metric (no validation labels) keeps the latest epoch
             best, bad, best_state = metric, 0, {k: v.detach().clone() for k, v in net.state_dict().items()}
         else:
@@ -399,15 +402,9 @@ def top_n(rows: pd.DataFrame, scores: np.ndarray, n: int) -> pd.DataFrame:
     return pd.DataFrame({C.USER_IDX: u[keep], C.ITEM_IDX: i[keep], C.SCORE: s[keep], C.RANK: rank[keep]})
 
 
-def mean_ndcg(recs: pd.DataFrame, truth: pd.DataFrame, n_items: int, k: int) -> float:
-    """NDCG@k averaged over the users of ``truth`` (binary gains, ideal over min(k, #relevant); reelrank.evaluate)."""
-    keys = np.unique(truth[C.USER_IDX].to_numpy(np.int64) * n_items + truth[C.ITEM_IDX])
-    n_rel = pd.Series(keys // n_items).value_counts()
-    r = recs[recs[C.RANK] <= k]
-    hit = np.isin(r[C.USER_IDX].to_numpy(np.int64) * n_items + r[C.ITEM_IDX], keys)
-    dcg = pd.Series(hit / np.log2(r[C.RANK].to_numpy() + 1.0)).groupby(r[C.USER_IDX].to_numpy()).sum()
-    ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(n_rel.to_numpy(), k) - 1]
-    return float((dcg.reindex(n_rel.index, fill_value=0.0).to_numpy() / ideal).mean())
+def mean_ndcg(recs: pd.DataFrame, truth: pd.DataFrame, k: int) -> float:
+    """NDCG@k averaged over the users of ``truth`` (reelrank.ranking_metrics, the evaluate stage's definition)."""
+    return float(ranking_metrics.ndcg(ranking_metrics.ranked_hits(recs, truth, k), k).mean())
 
 
 def night(folder: Path, cfg: Config) -> dict:
@@ -458,7 +455,7 @@ def night(folder: Path, cfg: Config) -> dict:
         truth = holdout[holdout[C.RATING] >= cfg.evaluate.relevance_threshold]
         truth = truth[truth[C.USER_IDX].isin(np.unique(val[C.USER_IDX]))]
         ranked = dict(fit_h) | {cfg.train.model: top_n(val, ranker.score_frame(val).astype(np.float64), kmax)}
-        ndcg = {name: mean_ndcg(recs[recs[C.USER_IDX].isin(truth[C.USER_IDX])], truth, n_items, k)
+        ndcg = {name: mean_ndcg(recs[recs[C.USER_IDX].isin(truth[C.USER_IDX])], truth, k)
                 for name, recs in ranked.items()}
         champion = max(ndcg, key=ndcg.__getitem__)
         st["rows"] = truth[C.USER_IDX].nunique()

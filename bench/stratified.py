@@ -24,7 +24,7 @@ from reelrank import columns as C
 from reelrank.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.candidates import list_length, make
 from reelrank.evaluate import evaluate_top_n
-from reelrank.features import SOURCES, build_features, is_validation_user, missing_rank, write_shards
+from reelrank.features import build_features, is_validation_user, missing_rank, sources, write_shards
 from reelrank.matrix import items_frame
 from reelrank.models import load
 from reelrank.score import score_candidates, top_n
@@ -42,7 +42,8 @@ METRICS = ("precision@10", "recall@10", "ndcg@10", "map@10", "hit_rate@10", "cov
 def candidates(history, items, cfg, labels=None):
     """Features for ALS ∪ item-neighbour ∪ popular candidates fit on ``history`` (the nightly's recipe)."""
     users = history.select(C.USER_IDX).distinct()
-    lists = {name: make(name, cfg).fit(history).recommend(users, list_length(cfg, name)).cache() for name in SOURCES}
+    lists = {name: make(name, cfg).fit(history).recommend(users, list_length(cfg, name)).cache()
+             for name in sources()}
     return lists, build_features(history, items, lists, missing_rank(cfg), labels)
 
 
@@ -111,8 +112,8 @@ def main() -> None:
     print(table)
     if not args.no_save:
         append_result(RESULTS, f"ALS {ALS['rank']}/{ALS['reg_param']}/{ALS['alpha']}/{ALS['max_iter']} it · candidates "
-                      f"{cfg.candidates.als} ALS + {cfg.candidates.item_neighbours} neighbours + "
-                      f"{cfg.candidates.popular} popular · {cfg.train.epochs} epochs, batch "
+                      f"{list_length(cfg, 'als')} ALS + {list_length(cfg, 'item_neighbours')} neighbours + "
+                      f"{list_length(cfg, 'popular')} popular · {cfg.train.epochs} epochs, batch "
                       f"{cfg.train.batch_size}, dropout {cfg.train.dropout}, weight decay {cfg.train.weight_decay} · "
                       f"inner split {args.inner_ratio} seed {args.inner_seed}", table)
     spark.stop()

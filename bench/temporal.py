@@ -37,7 +37,8 @@ from pyspark.sql import functions as F
 from benchlib import DATASETS, append_result, markdown
 from reelrank import columns as C
 from reelrank.bootstrap import add_common, config_from_args, setup_logging
-from reelrank.candidates import CandidateSource, PopularitySource, make
+from reelrank.candidates import CandidateSource, make
+from reelrank.candidates.popular import RecentPopularSource
 from reelrank.config import Config
 from reelrank.evaluate import per_user_ranking
 from reelrank.runstate import RunFailed
@@ -123,7 +124,8 @@ def fit_lists(train: DataFrame, users: DataFrame, names: list[str],
             if source is None:
                 raise SystemExit(f"{base} cannot serve from its history fit: drop {name} from --lists")
         elif name.startswith("recent_popular_"):
-            source = PopularitySource(name, float(name.removeprefix("recent_popular_").removesuffix("d")))
+            days = float(name.removeprefix("recent_popular_").removesuffix("d"))
+            source = RecentPopularSource(cfg.candidates[RecentPopularSource.name], days).fit(train)
         else:
             source = make(base, cfg)
             if how == "refit":
@@ -145,9 +147,9 @@ def choose_ease_lambda(train: DataFrame, protocol: str, quantile: float, cfg: Co
         inner, inner_test = split(train, protocol, quantile)
     truth = inner_test.toPandas()
     users = inner_test.select(C.USER_IDX).distinct()
-    best, best_lam = -1.0, cfg.candidates.ease_lambda
+    best, best_lam = -1.0, cfg.candidates["ease"].lam
     for lam in EASE_LAMBDAS:
-        c = cfg.replace(candidates={"ease_lambda": lam})
+        c = cfg.replace(candidates={"ease": {"lam": lam}})
         recs = make("ease", c).fit(inner).recommend(users, K).toPandas()
         ndcg = per_user_ranking(recs, truth, K)["ndcg"].mean()
         log.info("EASE λ %g: inner ndcg@%d %.4f", lam, K, ndcg)
@@ -237,7 +239,7 @@ def main() -> None:
         names = args.lists.split(",")
         pcfg = cfg
         if "ease" in names:
-            pcfg = cfg.replace(candidates={"ease_lambda": choose_ease_lambda(train, protocol, args.quantile, cfg)})
+            pcfg = cfg.replace(candidates={"ease": {"lam": choose_ease_lambda(train, protocol, args.quantile, cfg)}})
         lists = fit_lists(train, users, names, pcfg)
         whys = []
         for holdout in args.holdouts.split(",") if args.nightly else []:
@@ -254,7 +256,7 @@ def main() -> None:
             protocol, "")
         title = (f"{args.data.name} · {protocol}{where}"
                  + f" · {truth[C.USER_IDX].nunique()} test users, {len(truth)} test rows · EASE λ "
-                 f"{pcfg.candidates.ease_lambda:g} (inner split) · sequence L {cfg.sequence.max_len}, d "
+                 f"{pcfg.candidates['ease'].lam:g} (inner split) · sequence L {cfg.sequence.max_len}, d "
                  f"{cfg.sequence.dim}, {cfg.sequence.blocks} blocks, dropout {cfg.sequence.dropout}")
         note = "".join(f"\n\n{why}" for why in whys)
         print(f"\n{title}\n\n{body}{note}")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic.dataclasses import dataclass as section
 
-from reelrank import candidates
+from reelrank import candidates, storage
 from reelrank import columns as C
+from reelrank.candidates import CandidateSource, SourceSettings
 from reelrank.popularity import SECONDS_PER_DAY, item_users, popular_unseen, rank_popularity
+from reelrank.settings import SECTION
 
 pytestmark = pytest.mark.spark
 
@@ -45,10 +49,11 @@ def ratings(spark):
 
 @pytest.fixture(scope="module")
 def src_cfg(cfg):
-    return cfg.replace(als={"rank": 4, "max_iter": 5}, neighbours={"top_k": 10}, candidates={"recent_days": 200.0})
+    return cfg.replace(als={"rank": 4, "max_iter": 5}, neighbours={"top_k": 10},
+                       candidates={"recent_popular": {"days": 200.0}})
 
 
-@pytest.fixture(scope="module", params=sorted(candidates.REGISTRY))
+@pytest.fixture(scope="module", params=sorted(candidates.names()))
 def fitted(request, spark, ratings, src_cfg):
     """Each registered source, fitted, and its lists for every user plus one without history."""
     source = candidates.make(request.param, src_cfg).fit(ratings)
@@ -87,7 +92,7 @@ class TestCandidateSourceConformance:
 
     def test_user_without_history_gets_the_popular_list(self, fitted, ratings, src_cfg):
         name, _, recs = fitted
-        window = src_cfg.candidates.recent_days if name == "recent_popular" else 0.0
+        window = src_cfg.candidates["recent_popular"].days if name == "recent_popular" else 0.0
         popular = rank_popularity(item_users(ratings, window), N).toPandas().sort_values(C.RANK)
         cold = recs[recs[C.USER_IDX] == COLD_USER].sort_values(C.RANK)
         assert cold[C.ITEM_IDX].tolist() == popular[C.ITEM_IDX].tolist()
@@ -104,7 +109,7 @@ class TestCandidateSourceConformance:
 
 def test_recent_popularity_follows_the_window(ratings, src_cfg):
     """The recent hit (items 25..29, rated only in the last 10 days) leads the 200-day list, not the all-time one."""
-    recent = rank_popularity(item_users(ratings, src_cfg.candidates.recent_days), N).toPandas()
+    recent = rank_popularity(item_users(ratings, src_cfg.candidates["recent_popular"].days), N).toPandas()
     alltime = rank_popularity(item_users(ratings), N).toPandas()
     assert set(recent[C.ITEM_IDX]) <= set(range(25, 30))
     assert not set(alltime[C.ITEM_IDX]) & set(range(25, 30))
@@ -255,3 +260,134 @@ def test_a_refit_over_budget_serves_tonight_from_the_history_fit(spark, ratings,
     key = [C.USER_IDX, C.RANK]
     pd.testing.assert_frame_equal(served.sort_values(key).reset_index(drop=True),
                                   again.sort_values(key).reset_index(drop=True))
+
+
+# --- Adding a source is one module and one TOML table: toy sources registered here, nothing else changed ---------
+
+
+@section(frozen=True, config=SECTION)
+class ToySettings(SourceSettings):
+    boost: float
+    """A setting of the toy's own, read from ``[candidates.toy] boost``."""
+
+
+class ToySource(CandidateSource):
+    """A toy feature source: the popular ranking with every score multiplied by its ``boost``."""
+
+    name = "toy"
+    settings_type = ToySettings
+    feature_prefix = "toy"
+
+    def fit(self, interactions):
+        self.use(interactions)
+        return self
+
+    def recommend_warm(self, users, n):
+        from pyspark.sql import functions as F
+
+        boost = self.settings.boost
+        return popular_unseen(self._popular, users, self._seen, n).withColumn(C.SCORE, F.col(C.SCORE) * boost)
+
+
+class HindsightSource(CandidateSource):
+    """A toy that knows each user's held-out items (``answers``, set by the test once the matrix stage split them):
+    those not yet seen first, then the popular unseen items. Its list beats every other on the holdout, so the
+    nightly must pick it as the champion and publish it."""
+
+    name = "hindsight"
+    answers: pd.DataFrame | None = None
+
+    def fit(self, interactions):
+        self.use(interactions)
+        return self
+
+    def recommend_warm(self, users, n):
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        assert self.answers is not None
+        known = (users.sparkSession.createDataFrame(self.answers, "user_idx INT, item_idx INT")
+                 .join(users, C.USER_IDX, "left_semi").join(self._seen, [C.USER_IDX, C.ITEM_IDX], "left_anti")
+                 .withColumn(C.SCORE, F.lit(1e9).cast("float")))
+        padded = known.unionByName(popular_unseen(self._popular, users, self._seen, n).drop(C.RANK))
+        order = Window.partitionBy(C.USER_IDX).orderBy(F.col(C.SCORE).desc(), F.col(C.ITEM_IDX))
+        best = padded.groupBy(C.USER_IDX, C.ITEM_IDX).agg(F.max(C.SCORE).alias(C.SCORE))
+        return best.withColumn(C.RANK, F.row_number().over(order)).filter(F.col(C.RANK) <= n)
+
+
+@contextmanager
+def registered(source):
+    """``source`` in the registry for the block, then gone (other tests load configs without its table)."""
+    candidates.register(source)
+    try:
+        yield source
+    finally:
+        candidates.unregister(source.name)
+
+
+def test_a_registered_source_is_configured_and_featured_with_no_other_change(spark, cfg):
+    """The toy's table and its place in ``[candidates] sources`` are required like any feature source's, its settings
+    reach it, and the ranker's features describe its list (``f_toy_score``, ``f_toy_rank``)."""
+    from reelrank import features
+    from reelrank.config import ConfigError
+
+    with registered(ToySource):
+        with pytest.raises(ConfigError, match=r"<replace>: missing key candidates\.toy$"):
+            cfg.replace()
+        with pytest.raises(ConfigError, match=r"candidates\.sources must be a list holding als, item_neighbours, "
+                                              r"popular, ease, sasrec, toy, got"):
+            cfg.replace(candidates={"toy": {"n": 3, "boost": 2.0}})
+        toy_cfg = cfg.replace(candidates={"toy": {"n": 120, "boost": 2.0},
+                                          "sources": [*cfg.candidates.sources, "toy"]})
+        assert features.sources()[-1] == "toy" and features.missing_rank(toy_cfg) == 121.0  # past the longest list
+        history = spark.createDataFrame(_ratings(), "user_idx INT, item_idx INT, rating DOUBLE, ts LONG")
+        toy = candidates.make("toy", toy_cfg).fit(history)
+        users = spark.createDataFrame([(0,), (1,), (COLD_USER,)], "user_idx INT")
+        lists = {"toy": toy.recommend(users, 3), "popular": candidates.make("popular", toy_cfg).fit(history)
+                 .recommend(users, 3)}
+        got = toy.recommend(users, 3).toPandas()
+        popular = popular_unseen(item_users(history), users, history.select(C.USER_IDX, C.ITEM_IDX), 3).toPandas()
+        warm = got[C.USER_IDX] != COLD_USER
+        np.testing.assert_allclose(got[warm].sort_values([C.USER_IDX, C.RANK])[C.SCORE],
+                                   2.0 * popular[popular[C.USER_IDX] != COLD_USER].sort_values([C.USER_IDX, C.RANK])[
+                                       C.SCORE])
+        out = features.build_features(history, spark.createDataFrame([], "item_idx INT, genres ARRAY<STRING>"), lists,
+                                      features.missing_rank(toy_cfg))
+        assert {"f_toy_score", "f_toy_rank", "f_in_popular"} <= set(out.columns)
+        assert out.filter("f_toy_rank < 1.0").count() > 0  # log1p(rank 1 or 2) on the toy's own candidates
+    assert "toy" not in candidates.names()
+    with pytest.raises(ValueError, match="registered already"):
+        candidates.register(type("Other", (ToySource,), {"name": "als"}))
+
+
+@pytest.mark.slow
+def test_a_registered_source_is_fitted_evaluated_and_published_by_the_nightly(spark, cfg):
+    """The nightly, stage by stage, with the hindsight toy in ``[candidates] sources``: its lists are fitted on the
+    history and on all interactions, evaluated beside the others, chosen as the champion and published."""
+    from datetime import date
+
+    from pyspark.sql import functions as F
+
+    from reelrank import pipeline
+
+    day, db = date(2026, 11, 2), "reelrank_toy"
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
+    with registered(HindsightSource):
+        toy_cfg = cfg.replace(warehouse={"database": db}, candidates={
+            "hindsight": {"n": 10}, "sources": ["als", "item_neighbours", "popular", "ease", "sasrec", "hindsight"]})
+        ctx = None
+        for stage in ("ingest", "matrix"):
+            ctx = pipeline.run_stage(spark, toy_cfg, day, stage)
+        assert ctx is not None
+        HindsightSource.answers = spark.read.parquet(ctx.location("holdout")).select(
+            F.col(C.USER_IDX).cast("int"), F.col(C.ITEM_IDX).cast("int")).toPandas()
+        for stage in ("neighbours", "candidates", "features", "train", "evaluate", "score", "publish"):
+            ctx = pipeline.run_stage(spark, toy_cfg, day, stage)
+    HindsightSource.answers = None
+    for split in ("candidates_history", "candidates_full"):
+        assert "hindsight" in storage.listdir(ctx.location(split), dirs_only=True)
+    metrics = spark.table(f"{db}.metrics").filter(F.col(C.RUN_DATE) == F.lit(day))
+    assert metrics.filter(F.col(C.MODEL) == "hindsight").count() > 0
+    assert ctx.record.published_model == "hindsight", ctx.record.published_why
+    recs = spark.table(f"{db}.recommendations").filter(F.col(C.RUN_DATE) == F.lit(day))
+    assert {r[0] for r in recs.select(C.MODEL).distinct().collect()} == {"hindsight"}

@@ -86,7 +86,7 @@ def test_build_features_union_labels_and_values(spark, frames, cfg):
 def test_every_feature_source_adds_its_candidates_and_features(spark, frames, cfg):
     """EASE's and the sequence model's lists join the union and give the ranker their z-scores and ranks."""
     history, items = frames
-    assert set(features.PREFIX) >= set(features.SOURCES)
+    assert features.sources() == ("als", "item_neighbours", "popular", "ease", "sasrec")  # the registry's
     lists = {"als": spark.createDataFrame([(0, 2, 0.9, 1)], LIST_SCHEMA),
              "item_neighbours": spark.createDataFrame([(1, 1, 0.7, 1)], LIST_SCHEMA),
              "popular": recommend_popular(history, history, history, 1),

@@ -2,7 +2,7 @@
 
 With the binary user-item matrix X and G = XᵀX + λI, P = G⁻¹, the item-item weights are B = I − P·diag(1/diag(P))
 (zero diagonal), and a user's scores are x_u·B. The inversion is items × items, so the catalogue size is
-guarded (``[candidates] ease_max_items``); the Gram matrix is built on the driver from the distinct pairs and
+guarded (``[candidates.ease] max_items``); the Gram matrix is built on the driver from the distinct pairs and
 inverted through its Cholesky factor with torch (on the GPU when there is one). Scoring runs in Spark like ALS
 top-N: B goes out once as a broadcast and each block of users is one sparse × dense product (:func:`top_n_ease`).
 """
@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 from reelrank.columns import ITEM_IDX, USER_IDX
 from reelrank.device import choose_device
 from reelrank.factorize import SEEN, positions_in, top_n_scored, users_and_seen
-from reelrank.popularity import RECS_SCHEMA, item_users, popular_unseen
+from reelrank.popularity import RECS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ class EaseModel:
     """Item indexes of B's rows and columns, ascending."""
     weights: np.ndarray
     """B, items × items float32 with a zero diagonal."""
-    popularity: DataFrame
-    """``(item_idx, score)`` of the fitted data, for users without history."""
 
 
 GRAM_ROWS = 2048
@@ -85,7 +83,7 @@ def _cholesky(x: sp.csr_matrix, lam: float, device: torch.device) -> torch.Tenso
             log.warning("EASE: XᵀX + λI is not positive definite in float32; factorising in float64, which needs "
                         "twice the memory (~16 × items² bytes)")
     raise ValueError(f"EASE: XᵀX + λI is not positive definite in float64 with λ = {lam:g}; raise "
-                     "[candidates] ease_lambda")
+                     "[candidates.ease] lam")
 
 
 def fit_ease(interactions: DataFrame, lam: float, max_items: int, device: str = "auto") -> EaseModel:
@@ -94,7 +92,7 @@ def fit_ease(interactions: DataFrame, lam: float, max_items: int, device: str = 
     item_ids = np.unique(pairs[ITEM_IDX].to_numpy(np.int64))
     if len(item_ids) > max_items:
         raise CatalogueTooLarge(
-            f"EASE inverts an items × items matrix: {len(item_ids):,} items is more than candidates.ease_max_items "
+            f"EASE inverts an items × items matrix: {len(item_ids):,} items is more than candidates.ease.max_items "
             f"= {max_items:,}; raise it (memory ~ 8 × items² bytes, 16 × where float32 falls back to float64) or "
             "drop 'ease' from candidates.sources"
         )
@@ -104,7 +102,7 @@ def fit_ease(interactions: DataFrame, lam: float, max_items: int, device: str = 
     x = sp.csr_matrix((np.ones(len(pairs), np.float32), (users, cols)), shape=shape)
     weights = ease_weights(x, lam, device)
     log.info("EASE λ=%g: %d users, %d items", lam, x.shape[0], len(item_ids))
-    return EaseModel(item_ids, weights, item_users(interactions).cache())
+    return EaseModel(item_ids, weights)
 
 
 def top_n_ease(user_ids: np.ndarray, seen: list[np.ndarray], item_ids: np.ndarray, weights: np.ndarray,
@@ -122,16 +120,13 @@ def top_n_ease(user_ids: np.ndarray, seen: list[np.ndarray], item_ids: np.ndarra
     return top_n_scored(user_ids, np.asarray(x @ weights), list(seen), item_ids, n)
 
 
-def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, block_users: int,
-                   held: DataFrame | None = None) -> DataFrame:
-    """Top-``n`` unseen items for every user in ``users`` by x_u·B; users without history get the popular list,
-    and so do users outside ``held`` when it is given (those none of whose items B holds would score all zeros:
-    :meth:`reelrank.candidates.EaseSource.served_on`)."""
+def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, block_users: int) -> DataFrame:
+    """Top-``n`` unseen items for every user in ``users`` with history in ``seen``, by x_u·B. Users without
+    history, or none of whose items B holds, get no list here: the EASE candidate source gives them the popular
+    list (:mod:`reelrank.candidates.ease`)."""
     spark = users.sparkSession
     bc = spark.sparkContext.broadcast((model.item_ids, model.weights))
     wanted, seen_lists = users_and_seen(users, seen)
-    if held is not None:
-        seen_lists = seen_lists.join(held, USER_IDX, "left_semi")
     warm = wanted.join(seen_lists, USER_IDX)
 
     def score(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -142,5 +137,4 @@ def recommend_ease(model: EaseModel, users: DataFrame, seen: DataFrame, n: int, 
                 seen_b = [np.unique(np.asarray(s, dtype=np.int64)) for s in part[SEEN]]
                 yield top_n_ease(part[USER_IDX].to_numpy(), seen_b, ids, b, n)
 
-    cold = wanted.join(seen_lists, USER_IDX, "left_anti")
-    return warm.mapInPandas(score, RECS_SCHEMA).unionByName(popular_unseen(model.popularity, cold, seen, n))
+    return warm.mapInPandas(score, RECS_SCHEMA)

@@ -1,9 +1,9 @@
-"""Matrix factorisation with Spark ML ALS: fit, predict, blocked top-N with a popularity fallback.
+"""Matrix factorisation with Spark ML ALS: fit, predict, blocked top-N.
 
 Explicit mode fits ratings (optionally a global mean plus regularised user/item biases first, ALS on
 the residual); implicit mode fits confidences ``1 + alpha * r``. Users or items unseen in training
-never produce NaN: missing factors count as zero, missing biases as zero, and ``recommend_top_n``
-serves users without factors from the most popular items.
+never produce NaN: missing factors count as zero, missing biases as zero. ``recommend_top_n`` lists users
+with factors; the ALS candidate source (:mod:`reelrank.candidates.als`) gives the others the popular list.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from reelrank.columns import ITEM_IDX, PREDICTION, RANK, RATING, SCORE, USER_IDX
 from reelrank.config import ALSConfig
-from reelrank.popularity import RECS_SCHEMA, item_users, popular_unseen
+from reelrank.popularity import RECS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ class FactorModel:
     item_bias: DataFrame | None
     rating_bounds: tuple[float, float] | None
     """Predictions are clipped to this range (explicit mode with ``clip_predictions``)."""
-    popularity: DataFrame
-    """``(item_idx, score)``: distinct users per item in training, for the cold-start fallback."""
     block_users: int
 
 
@@ -176,13 +174,12 @@ def fit_als(ratings: DataFrame, cfg: ALSConfig) -> FactorModel:
         user_f = user_f.join(bu, USER_IDX).select(USER_IDX, F.concat(FEATURES, base_u).alias(FEATURES))
         item_f = item_f.join(bi, ITEM_IDX).select(ITEM_IDX, F.concat(FEATURES, base_i).alias(FEATURES))
     user_f, item_f = user_f.cache(), item_f.cache()
-    popularity = item_users(data).cache()
     log.info(
         "ALS %s rank=%d reg=%g iter=%d alpha=%g biases=%s plain_weight=%g: %d users, %d items",
         "implicit" if cfg.implicit else "explicit", cfg.rank, cfg.reg_param, cfg.max_iter, cfg.alpha, use_biases,
         cfg.plain_weight if use_biases else 0.0, user_f.count(), item_f.count(),
     )
-    return FactorModel(first, user_f, item_f, cfg.implicit, mu, bu, bi, bounds, popularity, cfg.topn_block_users)
+    return FactorModel(first, user_f, item_f, cfg.implicit, mu, bu, bi, bounds, cfg.topn_block_users)
 
 
 def fold_in(model: FactorModel, ratings: DataFrame, cfg: ALSConfig) -> FactorModel:
@@ -233,7 +230,7 @@ def fold_in(model: FactorModel, ratings: DataFrame, cfg: ALSConfig) -> FactorMod
         F.collect_list(F.col(ITEM_IDX).cast("long")).alias("_items"),
         F.collect_list(F.col(RATING).cast("double")).alias("_ratings"))
     user_f = per_user.mapInPandas(solve, f"{USER_IDX} int, {FEATURES} array<float>").cache()
-    return dataclasses.replace(model, user_factors=user_f, popularity=item_users(ratings).cache())
+    return dataclasses.replace(model, user_factors=user_f)
 
 
 def factor_frames(model: FactorModel) -> tuple[DataFrame, DataFrame]:
@@ -345,12 +342,12 @@ def users_and_seen(users: DataFrame, seen: DataFrame) -> tuple[DataFrame, DataFr
 
 
 def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
-    """Top-``n`` unseen items for every user in ``users``: ``(user_idx, item_idx, score, rank)``.
+    """Top-``n`` unseen items for every user in ``users`` with factors: ``(user_idx, item_idx, score, rank)``.
 
-    Users with factors are scored in blocks: item factors go out once as a broadcast numpy matrix, each
-    Arrow batch of users is split into blocks of ``block_users``, scored with one matmul, seen items
-    masked and the top ``n`` picked with ``argpartition`` (no users x items cross join). Users without
-    factors get the most popular unseen items (score = number of training users of the item).
+    Users are scored in blocks: item factors go out once as a broadcast numpy matrix, each Arrow batch of users
+    is split into blocks of ``block_users``, scored with one matmul, seen items masked and the top ``n`` picked
+    with ``argpartition`` (no users x items cross join). Users without factors get no list (the ALS candidate
+    source gives them the popular list: :meth:`reelrank.candidates.CandidateSource.recommend`).
     """
     spark = users.sparkSession
     user_f, item_f = factor_frames(model)
@@ -375,11 +372,7 @@ def recommend_top_n(model: FactorModel, users: DataFrame, seen: DataFrame, n: in
                 seen_b = [np.asarray(s, dtype=np.int64) if s is not None else None for s in part[SEEN]]
                 yield top_n_block(part[USER_IDX].to_numpy(), uf, seen_b, ids, mat, n)
 
-    warm_recs = warm.mapInPandas(score, RECS_SCHEMA)
-
-    cold = wanted.join(user_f, USER_IDX, "left_anti")
-    cold_recs = popular_unseen(model.popularity, cold, seen, n)
-    return warm_recs.unionByName(cold_recs)
+    return warm.mapInPandas(score, RECS_SCHEMA)
 
 
 def recommend_all_users_spark(model: FactorModel, seen: DataFrame, n: int, block_size: int = 4096) -> DataFrame:

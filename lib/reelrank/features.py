@@ -15,9 +15,9 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from reelrank import candidates
 from reelrank import columns as C
-from reelrank.candidates import list_length
-from reelrank.config import FEATURE_SOURCES, Config, FeaturesConfig
+from reelrank.config import Config, FeaturesConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +26,29 @@ MISSING_Z = -3.0
 """The list z-score of a candidate that a source did not propose (below almost all of its own list)."""
 
 
-SOURCES: tuple[str, ...] = FEATURE_SOURCES
-"""The candidate sources whose lists the ranker's features describe (each must be in ``[candidates] sources``)."""
-PREFIX = {"als": "als", "item_neighbours": "nb", "popular": "pop", "ease": "ease", "sasrec": "sasrec"}
-"""Each source's feature prefix: ``f_<prefix>_score`` (z-score in the user's list), ``f_<prefix>_rank``."""
-MEMBERSHIP_ONLY = ("popular",)
-"""Sources whose list says only "proposed or not" (``f_in_<source>``): their scores are the same for every user."""
+def sources() -> tuple[str, ...]:
+    """The candidate sources whose lists the ranker's features describe, in the registry's order: those declaring a
+    feature prefix (:attr:`reelrank.candidates.CandidateSource.feature_prefix`)."""
+    return candidates.feature_sources()
+
+
+def prefix(name: str) -> str:
+    """Source ``name``'s feature prefix: ``f_<prefix>_score`` (z-score in the user's list), ``f_<prefix>_rank``."""
+    p = candidates.source_class(name).feature_prefix
+    if p is None:
+        raise ValueError(f"candidate source {name!r} feeds no ranker feature")
+    return p
+
+
+def membership_only(name: str) -> bool:
+    """Whether source ``name``'s list says only "proposed or not" (``f_in_<name>``): its scores are the same for
+    every user."""
+    return candidates.source_class(name).membership_only
 
 
 def missing_rank(cfg: Config) -> float:
     """The rank feature of a candidate a source did not propose: one past the longest list."""
-    return float(max(list_length(cfg, name) for name in SOURCES) + 1)
+    return float(max(candidates.list_length(cfg, name) for name in sources()) + 1)
 
 
 def genre_affinity(history: DataFrame, items: DataFrame, pairs: DataFrame) -> DataFrame:
@@ -78,14 +90,14 @@ def build_features(
 ) -> DataFrame:
     """Union the candidate lists and attach features (and a 0/1 label when ``labels`` is given).
 
-    ``lists`` holds the (user_idx, item_idx, score, rank) lists of :data:`SOURCES` (those given), seen items
+    ``lists`` holds the (user_idx, item_idx, score, rank) lists of :func:`sources` (those given), seen items
     removed; ``missing_rank`` is the rank feature of a candidate a source did not propose (:func:`missing_rank`).
     The lists are shuffled once, by user: each source's z-scores and the union per (user, item) reuse that
     partitioning, and the per-user and per-item statistics join as broadcasts.
     """
-    names = [name for name in SOURCES if name in lists]
+    names = [name for name in sources() if name in lists]
     if not names:
-        raise ValueError(f"build_features needs the list of at least one of {', '.join(SOURCES)}")
+        raise ValueError(f"build_features needs the list of at least one of {', '.join(sources())}")
 
     tagged = None
     for i, name in enumerate(names):
@@ -101,9 +113,9 @@ def build_features(
     per_source = []
     for i, name in enumerate(names):
         mine = F.col("_src") == i
-        if name not in MEMBERSHIP_ONLY:
-            per_source.append(F.max(F.when(mine, F.col("_z"))).alias(f"f_{PREFIX[name]}_score"))
-        per_source.append(F.max(F.when(mine, F.col(C.RANK))).alias(f"_{PREFIX[name]}_rank"))
+        if not membership_only(name):
+            per_source.append(F.max(F.when(mine, F.col("_z"))).alias(f"f_{prefix(name)}_score"))
+        per_source.append(F.max(F.when(mine, F.col(C.RANK))).alias(f"_{prefix(name)}_rank"))
     cands = scored.groupBy(C.USER_IDX, C.ITEM_IDX).agg(*per_source)
 
     agg_row = history.agg(
@@ -134,13 +146,13 @@ def build_features(
              "f_item_recency": math.log1p(1e4), "f_genre_affinity": 0.0, "f_user_count": -log_user_mean,
              "f_user_mean": global_mean, "f_user_std": 0.0}
     for name in names:
-        rank = F.col(f"_{PREFIX[name]}_rank")
-        if name in MEMBERSHIP_ONLY:
+        rank = F.col(f"_{prefix(name)}_rank")
+        if membership_only(name):
             out = out.withColumn(f"f_in_{name}", rank.isNotNull().cast("double"))
         else:
-            out = out.withColumn(f"f_{PREFIX[name]}_rank",
+            out = out.withColumn(f"f_{prefix(name)}_rank",
                                  F.log1p(F.coalesce(rank.cast("double"), F.lit(missing_rank))))
-            fills[f"f_{PREFIX[name]}_score"] = MISSING_Z
+            fills[f"f_{prefix(name)}_score"] = MISSING_Z
     out = out.fillna(fills)
     if labels is None:
         out = out.withColumn(C.LABEL, F.lit(0.0))

@@ -150,7 +150,7 @@ class _Pairs:
             e, nb = np.concatenate([e, eb[cols]]), np.concatenate([nb, ea[rows]])
             s, sup = np.concatenate([sim, sim]), np.concatenate([n, n])
         out = _frame(e, nb, s, sup)
-        return _local_top_k(out, self.local_k, self.rank_shrinkage) if self.local_k else out
+        return local_top_k(out, self.local_k, self.rank_shrinkage) if self.local_k else out
 
     def add(self, stats: tuple[np.ndarray, ...], ea: np.ndarray, eb: np.ndarray, both: bool,
             drop_self: bool) -> None:
@@ -179,7 +179,7 @@ class _Pairs:
         if not self.parts:
             return _empty_pairs()
         out = pd.concat(self.parts, ignore_index=True) if len(self.parts) > 1 else self.parts[0]
-        return _local_top_k(out, self.local_k, self.rank_shrinkage) if self.local_k else out
+        return local_top_k(out, self.local_k, self.rank_shrinkage) if self.local_k else out
 
     def _similar(self, stats: tuple[np.ndarray, ...], ea: np.ndarray, eb: np.ndarray,
                  drop_self: bool) -> tuple[np.ndarray, ...]:
@@ -202,7 +202,7 @@ class _Pairs:
 
 
 def _best_per_row(at: np.ndarray, dense: np.ndarray, k: int) -> np.ndarray:
-    """Indices of each row's best ``k`` pairs by key desc then column asc: the order of :func:`_local_top_k` when
+    """Indices of each row's best ``k`` pairs by key desc then column asc: the order of :func:`local_top_k` when
     the columns ascend with the neighbour ids. ``dense`` holds each pair's key at its (row, col) cell and -inf
     elsewhere, ``at`` the pair's index and -1 elsewhere; the other direction passes both transposed."""
     shape = at.shape
@@ -285,7 +285,7 @@ def _rank_key(sim: np.ndarray, support: np.ndarray, rank_shrinkage: float) -> np
     return sim * support / (support + rank_shrinkage) if rank_shrinkage > 0 else sim
 
 
-def _local_top_k(pdf: pd.DataFrame, k: int, rank_shrinkage: float = 0.0) -> pd.DataFrame:
+def local_top_k(pdf: pd.DataFrame, k: int, rank_shrinkage: float = 0.0) -> pd.DataFrame:
     """The best ``k`` rows per entity by (rank key desc, neighbour asc); see :func:`top_k`."""
     if pdf.empty:
         return pdf
@@ -604,7 +604,7 @@ def recommend(train: DataFrame, item_neighbours: DataFrame, n: int, shrinkage: f
         for pdf in batches:
             for start in range(0, len(pdf), block_users):
                 part = pdf.iloc[start:start + block_users]
-                yield _top_reachable(part[C.USER_IDX].to_numpy(np.int32), list(part["_seen"]), s, n)
+                yield top_reachable(part[C.USER_IDX].to_numpy(np.int32), list(part["_seen"]), s, n)
 
     return histories.mapInPandas(score, ITEM_RECS_SCHEMA)
 
@@ -615,7 +615,7 @@ ITEM_RECS_SCHEMA = T.StructType([
 """What :func:`recommend` returns (scores are sums of doubles)."""
 
 
-def _top_reachable(users: np.ndarray, seen: list[np.ndarray], sims: sp.csr_matrix, n: int) -> pd.DataFrame:
+def top_reachable(users: np.ndarray, seen: list[np.ndarray], sims: sp.csr_matrix, n: int) -> pd.DataFrame:
     """One block of :func:`recommend`: positive scores only (items no rated item's list reaches are not listed)."""
     size = sims.shape[0]
     rows = np.repeat(np.arange(len(users)), [len(x) for x in seen])

@@ -11,10 +11,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from reelrank.candidates.als import ALSSource
 from reelrank.columns import RATING, RUN_DATE, USER_IDX
 from reelrank.config import Config
 from reelrank.evaluate import ranking_metrics, rating_metrics
-from reelrank.factorize import fit_als, predict_ratings, recommend_top_n
+from reelrank.factorize import predict_ratings
 from reelrank.metric_keys import RATING_METRICS, parse_metric_key
 from reelrank.splits import holdout_split
 
@@ -40,11 +41,11 @@ _LOWER_IS_BETTER = set(RATING_METRICS)
 def _score(train: DataFrame, valid: DataFrame, cfg: Config, als_cfg) -> float:
     metric = cfg.evaluate.tune_metric
     _, k = parse_metric_key(metric)  # checked when the config loaded
-    model = fit_als(train, als_cfg)
+    source = ALSSource(cfg.candidates[ALSSource.name], als_cfg).fit(train)
     if k is None:
-        return rating_metrics(predict_ratings(model, valid))[metric]
+        return rating_metrics(predict_ratings(source.model, valid))[metric]
     truth = valid.where(valid[RATING] >= cfg.evaluate.relevance_threshold)
-    recs = recommend_top_n(model, truth.select(USER_IDX).distinct(), train, k)
+    recs = source.recommend(truth.select(USER_IDX).distinct(), k)  # users without factors: the popular list
     return ranking_metrics(recs, truth, [k])[metric]
 
 
