@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from reelrank import catalog, faults, pipeline, runstate, storage, warehouse
+from reelrank import catalog, faults, pipeline, run_report, runstate, storage, warehouse
 from reelrank import columns as C
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -93,7 +93,7 @@ def test_metrics_and_run_history(spark, cfg, nightly):
     ours = ours[ours.status == "published"].sort_values("recorded_at")
     stage_rows = ours.iloc[0].stage_rows
     assert stage_rows["score"] == nightly["recs_first"]
-    assert set(ours.iloc[0].stage_seconds) == set(pipeline.STAGES)
+    assert set(ours.iloc[0].stage_seconds) == set(catalog.STAGE_NAMES)
     # the ranker is published unless the night's best list beats it beyond noise; runs says which and why
     for _, run in ours.iterrows():
         assert run.published_model == cfg.train.model or ndcg[run.published_model] == ndcg.max(), run
@@ -129,7 +129,7 @@ def test_report_is_written(nightly):
     assert ctx.gate_against is not None and ctx.gate_against["run_id"] == first.record.run_id
     assert f"gate passed against run {first.record.run_id}" in verdict.split("</p>", 1)[0]
     earlier = first.gate_against  # None unless another test published into this session's warehouse before
-    assert ("first night: only the absolute checks ran" in pipeline.verdict(first)) == (earlier is None)
+    assert ("first night: only the absolute checks ran" in run_report.verdict(first)) == (earlier is None)
     assert "best baseline" in page and not re.search(r">\s*nan\s*<", page, re.IGNORECASE)
     assert page.count("<tr><th>u") == 5
 
@@ -148,7 +148,7 @@ def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, ni
     resumed = pipeline.run_nightly(spark, cfg, DAY, resume=True)
     assert resumed.record.run_id == last.run_id
     skipped = {r.getMessage().split()[0] for r in caplog.records if "skipped: outputs of run" in r.getMessage()}
-    assert skipped == set(pipeline.STAGES) - {"publish"}
+    assert skipped == set(catalog.STAGE_NAMES) - {"publish"}
     models = {tuple(r) for r in _table(spark, cfg, "recommendations").select(C.MODEL, C.MODEL_VERSION).distinct()
               .collect()}
     assert models == {(resumed.record.published_model, resumed.record.run_id)}
@@ -163,7 +163,7 @@ def test_run_directory_holds_exactly_the_declared_outputs(cfg, nightly):
     shards = {n.removeprefix("shards_") for n, d in catalog.DATASETS.items() if d.kind == "shards"}
     assert shards == {"train", "val", "score", "sequences"}
     assert set(storage.listdir(storage.join(ctx.work, "shards"))) == shards
-    assert all(ctx.complete(name) for name in catalog.DATASETS)
+    assert all(ctx.complete(name) for name, d in catalog.DATASETS.items() if d.kind != "record")
     for split in ("candidates_history", "candidates_full"):
         assert storage.listdir(ctx.location(split), dirs_only=True) == sorted(cfg.candidates.sources)
 
@@ -181,7 +181,7 @@ def test_killed_in_every_stage_then_resumed_publishes_what_an_uninterrupted_run_
     day, db = date(2026, 11, 25), cfg.warehouse.database
     caplog.set_level("INFO", logger="reelrank")
     run_id = None
-    for n, stage in enumerate(pipeline.STAGES):
+    for n, stage in enumerate(catalog.STAGE_NAMES):
         caplog.clear()
         point = {"train": "stage.train", "publish": "publish.registered#3"}.get(stage, f"write.{stage}")
         armed = f"{point}=raise" + (",score.task=raise" if stage == "score" else "")
@@ -192,7 +192,7 @@ def test_killed_in_every_stage_then_resumed_publishes_what_an_uninterrupted_run_
             pipeline.run_nightly(spark, cfg, day, resume=True)
         skipped = [r.getMessage().split()[0] for r in caplog.records if "skipped: outputs of run" in r.getMessage()]
         # the previous attempt died in the stage before this one: it and every later stage run again
-        assert skipped == list(pipeline.STAGES)[:max(n - 1, 0)], f"killed in {stage}"
+        assert skipped == list(catalog.STAGE_NAMES)[:max(n - 1, 0)], f"killed in {stage}"
         state = runstate._read_state(cfg, day)
         assert run_id in (None, state["run_id"]), "every resume continues the first attempt's run"
         run_id = state["run_id"]
@@ -209,7 +209,7 @@ def test_killed_in_every_stage_then_resumed_publishes_what_an_uninterrupted_run_
     assert resumed.record.run_id == run_id
     status, rows = _latest_status(spark, cfg, run_id)
     # one started row per attempt (the killed ones have no end row), then the last one's outcome
-    assert status == "published" and rows == len(pipeline.STAGES) + 2
+    assert status == "published" and rows == len(catalog.STAGE_NAMES) + 2
     assert resumed.record.seconds >= sum(s.seconds for s in resumed.record.stages)
     for table in catalog.TABLES:
         got = spark.table(f"{db}.{table}").filter(F.col(C.RUN_DATE) == F.lit(day)).drop(C.RUN_DATE)
@@ -234,21 +234,23 @@ def test_a_stage_job_never_touches_a_published_night(spark, cfg, nightly):
 
 
 def test_duckdb_answers_equal_spark_sql(spark, cfg, nightly):
-    """Without Spark, through the publish-time manifest: the same columns and rows as Spark SQL."""
+    """Without Spark, through the publish-time manifest: ordinary queries (named columns, counts, joins, NULL
+    order, x / 0) give the same columns and rows as Spark SQL."""
     from reelrank import fastread
 
     db = cfg.warehouse.database
     queries = [
-        f"SELECT count(*) FROM {db}.recommendations",
+        f"SELECT count(*) AS n FROM {db}.recommendations",
         f"SELECT run_date, count(*) AS n FROM {db}.recommendations GROUP BY run_date ORDER BY run_date",
         f"SELECT user_id, item_id, rank, score, model, model_version FROM {db}.recommendations "
         f"ORDER BY run_date, user_id, rank LIMIT 30",
         f"SELECT * FROM {db}.metrics WHERE run_date = (SELECT max(run_date) FROM {db}.metrics) "
         f"ORDER BY model, metric, k",
-        f"SELECT model, k, avg(value), sum(value) / 0 FROM {db}.metrics GROUP BY model, k ORDER BY k, model",
+        f"SELECT model, k, avg(value) AS mean, sum(value) / 0 AS nothing FROM {db}.metrics GROUP BY model, k "
+        f"ORDER BY k, model",
         f"SELECT k FROM {db}.metrics ORDER BY k LIMIT 3",  # rmse and mae have no k: NULLs first, as in Spark
         f"SELECT run_id, run_date FROM {db}.published_runs ORDER BY run_date",
-        f"SELECT count(*) FROM {db}.rejected_interactions",
+        f"SELECT count(*) AS n FROM {db}.rejected_interactions",
         f"SELECT m.model, count(*) AS n FROM {db}.metrics m JOIN {db}.published_runs p ON m.run_date = p.run_date "
         f"GROUP BY m.model ORDER BY m.model",
         fastread.runs_sql(db, 5),

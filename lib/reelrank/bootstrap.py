@@ -207,10 +207,11 @@ def run_pipeline(stage: str, args: argparse.Namespace) -> int:
 
     def body(cfg: Config, spark) -> int:
         from reelrank import pipeline
+        from reelrank.summary import summary
 
         if stage == "nightly":
             ctx = pipeline.run_nightly(spark, cfg, run_date(args), resume=args.resume)
-            print(pipeline.summary(ctx))
+            print(summary(ctx))
         else:
             pipeline.run_stage(spark, cfg, run_date(args), stage)
         return 0

@@ -1,21 +1,27 @@
-"""The run catalog: every dataset a stage reads or writes, declared once by name and kind.
+"""The run catalog: every dataset a stage reads or writes, declared once by name and kind, and the stages' order.
 
-The runner (``reelrank.pipeline``) hands each stage a :class:`~reelrank.runstate.StageIO` that reads only the
-stage's declared inputs and writes only its declared outputs, marks each output complete once the stage has
-ended, and lets ``--resume`` skip a stage whose declared outputs are all complete. Nothing here imports Spark,
-so the CLI can list stages without starting a JVM (kedro's data catalog is the model: nodes name datasets, the
-runner does the I/O).
+Each stage declares what it reads and writes beside its function (:class:`Stage`, in its module of
+:mod:`reelrank.stages`); the runner (``reelrank.pipeline``) reads the declared inputs, hands them to the function,
+writes and marks complete exactly the declared outputs, and lets ``--resume`` skip a stage whose outputs are all
+complete. Nothing here imports Spark at import time, so the CLI lists stages without starting a JVM (kedro's data
+catalog is the model: nodes name datasets, the runner does the I/O).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from functools import cache
+from importlib import import_module
+from typing import Any, Literal
 
-Kind = Literal["table", "frame", "frames", "shards", "model"]
+from reelrank import candidates
+
+Kind = Literal["table", "frame", "frames", "shards", "model", "record"]
 """``table``: a warehouse table staged under this run's partition directory and published by the last stage;
 ``frame``: a Parquet work frame of this run; ``frames``: a set of work frames keyed by a part name (one per
-candidate source); ``shards``: Parquet shards for Petastorm; ``model``: the trained ranker's files."""
+candidate source); ``shards``: Parquet shards for Petastorm; ``model``: the trained ranker's files; ``record``: a
+warehouse table the runner appends to (``runs``), which stages only read as a published input."""
 
 
 @dataclass(frozen=True)
@@ -26,13 +32,21 @@ class Dataset:
 
 
 @dataclass(frozen=True)
-class StageDecl:
+class Stage:
+    """One stage, declared in its own module of :mod:`reelrank.stages` beside its function (kedro's
+    ``node(func, inputs, outputs)``): the runner reads ``inputs`` and ``published``, calls ``func``, and checks
+    that it returned exactly ``outputs``."""
+
     name: str
-    inputs: tuple[str, ...]
+    func: Callable[..., Any]
+    """``func(io, cfg, **inputs)``: each declared input by name, each published one as ``published_<name>``;
+    returns a :class:`reelrank.runstate.Result`."""
+    inputs: tuple[str, ...] = ()
     """Datasets of this run, written by earlier stages."""
-    outputs: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
     published: tuple[str, ...] = ()
-    """Warehouse tables of earlier published nights this stage reads (the latest partition)."""
+    """Warehouse tables of earlier published nights this stage reads (the whole published view, or None before
+    the first night)."""
     counts: str = "rows"
     """What the stage's row count counts, named in its log line and report (``12,000 interactions``)."""
 
@@ -52,12 +66,9 @@ DATASETS: dict[str, Dataset] = {
         Dataset("history", "frame", "interactions before each user's held-out latest ones (the labels' past)"),
         Dataset("holdout", "frame", "each user's latest interactions, held out for labels and evaluation"),
         Dataset("user_neighbours", "table", "top-k Pearson user-user neighbours on all interactions"),
-        Dataset("item_neighbours", "table", "top-k Pearson item-item neighbours on all interactions"),
-        Dataset("user_factors", "table", "ALS user factors fitted on all interactions (folded in against the "
-                "history fit's item factors when ALS is served from it: [candidates] refit_max_seconds)"),
-        Dataset("item_factors", "table", "ALS item factors fitted on all interactions (the history fit's when ALS "
-                "is served from it: [candidates] refit_max_seconds)"),
-        Dataset("item_nb_history", "frame", "item-item neighbour lists fitted on the history (rating predictions)"),
+        # what the candidate sources leave: declared by each source (reelrank.candidates)
+        *(Dataset(t.name, "table", t.doc) for t in candidates.emitted()),
+        *(Dataset(name, "frame", doc) for name, doc in candidates.kept_from_history()),
         Dataset("sequences", "shards", "per-user item sequences (Petastorm shards) and the sequence models trained on "
                 "them, one folder per fit (history, full) and source"),
         Dataset("candidates_history", "frames", "each candidate source's top-n per user, fitted on the history"),
@@ -71,51 +82,35 @@ DATASETS: dict[str, Dataset] = {
         Dataset("metrics", "table", "every list's offline metrics on the validation users"),
         Dataset("champion", "frame", "the list published tonight and why (the ranker unless a list beats it)"),
         Dataset("recommendations", "table", "tonight's published top-N per user, from the champion list"),
+        Dataset("runs", "record", "every attempt of every run: status, stage seconds and rows (the quality gate "
+                "compares tonight with the last published one)"),
     )
 }
 
 TABLES: tuple[str, ...] = tuple(name for name, d in DATASETS.items() if d.kind == "table")
 """Every warehouse table a run publishes (``runs`` is appended to separately)."""
 
-STAGES: tuple[StageDecl, ...] = (
-    StageDecl("ingest", (), ("rejected_interactions", "accepted", "raw_items"), counts="accepted interactions"),
-    StageDecl(
-        "matrix",
-        ("accepted", "raw_items"),
-        ("user_index", "item_index", "interactions", "items", "user_stats", "item_stats", "history", "holdout"),
-        published=("user_index", "item_index"),
-        counts="interactions",
-    ),
-    StageDecl("neighbours", ("interactions", "user_index"), ("user_neighbours",), counts="neighbour pairs"),
-    StageDecl(
-        "candidates",
-        ("interactions", "history", "user_index", "item_index"),
-        ("item_neighbours", "user_factors", "item_factors", "item_nb_history", "sequences", "candidates_history",
-         "candidates_full"),
-        counts="candidates",
-    ),
-    StageDecl(
-        "features",
-        ("interactions", "items", "history", "holdout", "candidates_history", "candidates_full"),
-        ("learn", "shards_train", "shards_val", "shards_score"),
-        counts="feature rows",
-    ),
-    StageDecl("train", ("shards_train", "shards_val", "user_index", "item_index"), ("model",),
-              counts="training rows"),
-    StageDecl(
-        "evaluate",
-        ("shards_val", "holdout", "history", "item_nb_history", "candidates_history", "model"),
-        ("metrics", "champion"),
-        counts="metric rows",
-    ),
-    StageDecl(
-        "score",
-        ("shards_score", "model", "champion", "candidates_full", "user_index", "item_index"),
-        ("recommendations",),
-        counts="recommendations",
-    ),
-    StageDecl("publish", (*TABLES, "champion"), (), published=("metrics", "recommendations"), counts="tables"),
+STAGE_NAMES: tuple[str, ...] = (
+    "ingest", "matrix", "neighbours", "candidates", "features", "train", "evaluate", "score", "publish",
 )
+"""The modules of :mod:`reelrank.stages` in run order; each declares its :class:`Stage` as ``STAGE``. Only the
+order lives here, so the CLI lists stages without importing them (they import Spark)."""
 
-STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
-DECLS: dict[str, StageDecl] = {s.name: s for s in STAGES}
+
+@cache
+def stages() -> dict[str, Stage]:
+    """Every stage's declaration, collected from its module, in run order."""
+    found = {}
+    for name in STAGE_NAMES:
+        decl = getattr(import_module(f"reelrank.stages.{name}"), "STAGE", None)
+        if not isinstance(decl, Stage) or decl.name != name:
+            raise TypeError(f"reelrank.stages.{name} must declare its stage as STAGE = Stage({name!r}, ...)")
+        found[name] = decl
+    return found
+
+
+def stage(name: str) -> Stage:
+    """Stage ``name``'s declaration."""
+    if name not in STAGE_NAMES:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+    return stages()[name]

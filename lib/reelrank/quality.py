@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
@@ -21,12 +21,13 @@ class QualityGateFailed(RuntimeError):
     """Tonight's output looks wrong next to the last published run; nothing is published."""
 
 
-def last_published(spark: SparkSession, database: str) -> dict | None:
-    """The most recent published run's id, date and recommendation row count, or None before the first."""
-    if not spark.catalog.tableExists(f"{database}.runs"):
+def last_published(runs: DataFrame | None) -> dict | None:
+    """The most recent published run's id, date and recommendation row count in the ``runs`` table, or None
+    before the first."""
+    if runs is None:
         return None
     row = (
-        spark.table(f"{database}.runs").filter(F.col("status") == "published")
+        runs.filter(F.col("status") == "published")
         .orderBy(F.col("finished_at").desc()).select("run_id", C.RUN_DATE, "stage_rows").first()
     )
     if row is None:
@@ -34,12 +35,12 @@ def last_published(spark: SparkSession, database: str) -> dict | None:
     return {"run_id": row["run_id"], C.RUN_DATE: row[C.RUN_DATE], "rows": (row["stage_rows"] or {}).get("score")}
 
 
-def _metric(spark: SparkSession, database: str, run_date, model: str, cfg: QualityConfig) -> tuple[float, int] | None:
-    """``(value, users)`` of ``metric``@``k`` for ``model`` in the run of ``run_date``, or None."""
-    if not spark.catalog.tableExists(f"{database}.metrics"):
+def _metric(metrics: DataFrame | None, run_date, model: str, cfg: QualityConfig) -> tuple[float, int] | None:
+    """``(value, users)`` of ``metric``@``k`` for ``model`` in the published ``metrics`` of ``run_date``, or None."""
+    if metrics is None:
         return None
     row = (
-        spark.table(f"{database}.metrics")
+        metrics
         .filter((F.col(C.RUN_DATE) == F.lit(run_date)) & (F.col("metric") == cfg.metric) & (F.col("k") == cfg.k))
         .filter(F.col(C.MODEL) == model)
         .select("value", "users").first()
@@ -124,13 +125,14 @@ def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: 
 
 
 def check(
-    spark: SparkSession, database: str, cfg: QualityConfig, rows: int, metrics: dict[str, float], model: str,
-    users: int, prev: dict | None,
+    cfg: QualityConfig, rows: int, metrics: dict[str, float], model: str, users: int, prev: dict | None,
+    published_metrics: DataFrame | None,
 ) -> list[str]:
     """Reasons tonight's output must not be published (empty when it passes).
 
     ``metrics`` maps "metric@k" to tonight's value for ``model``, measured on ``users`` validation users;
-    ``prev`` is :func:`last_published`. Before the first published run only the absolute checks apply.
+    ``prev`` is :func:`last_published`, and ``published_metrics`` the published ``metrics`` table it is compared
+    with. Before the first published run only the absolute checks apply.
     """
     if not cfg.enabled:
         return []
@@ -148,7 +150,7 @@ def check(
             f"recommendations fell to {rows:,} rows from {prev['rows']:,} in run {prev['run_id']} "
             f"(quality.min_rows_ratio {cfg.min_rows_ratio})"
         )
-    before = _metric(spark, database, prev[C.RUN_DATE], model, cfg)
+    before = _metric(published_metrics, prev[C.RUN_DATE], model, cfg)
     if before and before[0] and value is not None and value == value:
         z = metric_drop(value, users, before[0], before[1], cfg)
         if z is not None:

@@ -40,7 +40,7 @@ def latest_report(data_dir: str) -> str | None:
 
 @dataclass(frozen=True)
 class ReportData:
-    """Everything one report shows, collected by :func:`reelrank.pipeline.write_run_report`."""
+    """Everything one report shows, collected by :func:`reelrank.run_report.write_run_report`."""
 
     title: str
     verdict: str

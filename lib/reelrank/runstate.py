@@ -14,14 +14,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
 from reelrank import faults, storage
-from reelrank.catalog import DATASETS, DECLS, TABLES, StageDecl
+from reelrank.catalog import DATASETS, TABLES, Stage, stage
 from reelrank.config import Config
 from reelrank.runs import RunRecord, StageTimer
-from reelrank.warehouse import RunOutputs, latest_partition
+from reelrank.warehouse import RunOutputs, read_table
 
 log = logging.getLogger("reelrank")
 
@@ -38,7 +39,7 @@ class RunFailed(RuntimeError):
 
 
 class UndeclaredDataset(RuntimeError):
-    """A stage read or wrote a dataset its catalog entry does not declare."""
+    """A stage wrote or returned a dataset its declaration does not name, or missed one it names."""
 
 
 @dataclass
@@ -128,9 +129,9 @@ class RunContext:
         """Whether dataset ``name`` was written by a stage that ended."""
         return storage.exists(storage.join(self.location(name), DONE))
 
-    def stage_complete(self, stage: str) -> bool:
-        """Whether every output the catalog declares for ``stage`` is complete (a stage without outputs never is)."""
-        outputs = DECLS[stage].outputs
+    def stage_complete(self, name: str) -> bool:
+        """Whether every output stage ``name`` declares is complete (a stage without outputs never is)."""
+        outputs = stage(name).outputs
         return bool(outputs) and all(self.complete(n) for n in outputs)
 
     def table(self, name: str) -> DataFrame:
@@ -142,73 +143,149 @@ class RunContext:
         return [t for t in TABLES if self.complete(t)]
 
 
-class StageIO:
-    """What one stage may read and write: its catalog declaration, enforced."""
+@dataclass(frozen=True)
+class Shards:
+    """A ``shards`` input: the folder Petastorm and torch read, and its rows for Spark."""
 
-    def __init__(self, ctx: RunContext, decl: StageDecl) -> None:
-        self.ctx, self.decl = ctx, decl
-        self.written: set[str] = set()
+    path: str
+    spark: SparkSession
+
+    @property
+    def frame(self) -> DataFrame:
+        return self.spark.read.parquet(self.path)
+
+
+@dataclass
+class Result:
+    """What a stage function returns: its outputs by name, and its row count and detail for the log line."""
+
+    outputs: dict[str, Any]
+    """Each declared output: a DataFrame (written by the runner unless the stage wrote it through
+    :meth:`StageIO.write`), a ``frames`` output's ``{part: DataFrame}``, or the folder a ``shards``/``model``
+    output was written to (:meth:`StageIO.folder`)."""
+    rows: int
+    detail: str = ""
+
+
+class StageIO:
+    """One stage's side of the catalog: its declared inputs read for it, and its declared outputs written, checked
+    and marked complete. A stage writes through it mid-way when it must read an output back (a lineage cut) or
+    fill a folder; everything else it returns in its :class:`Result`."""
+
+    def __init__(self, ctx: RunContext, stage: Stage) -> None:
+        self.ctx, self.stage = ctx, stage
+        self.written: set[tuple[str, str | None]] = set()
+
+    @property
+    def spark(self) -> SparkSession:
+        return self.ctx.spark
+
+    @property
+    def run_id(self) -> str:
+        return self.ctx.record.run_id
+
+    @property
+    def run_date(self) -> date:
+        return self.ctx.record.run_date
+
+    def location(self, name: str) -> str:
+        """Where dataset ``name`` of this run lives, for messages (any dataset: nothing is read or written)."""
+        return self.ctx.location(name)
 
     def _check(self, name: str, allowed: tuple[str, ...], what: str) -> None:
         if name not in allowed:
-            raise UndeclaredDataset(f"stage {self.decl.name} {what} {name!r}, which reelrank.catalog does not declare "
-                                    f"for it ({what.split()[0]} declared: {', '.join(allowed) or 'none'})")
+            raise UndeclaredDataset(f"stage {self.stage.name} {what} {name!r}, which its declaration in "
+                                    f"reelrank.stages.{self.stage.name} does not name "
+                                    f"({what.split()[0]} declared: {', '.join(allowed) or 'none'})")
 
-    def read(self, name: str, part: str | None = None) -> DataFrame:
-        """Input ``name`` (a part of a ``frames`` input) as a DataFrame."""
-        self._check(name, self.decl.inputs, "reads")
-        path = self.path(name)
-        return self.ctx.spark.read.parquet(f"{path}/{part}" if part else path)
+    def inputs(self) -> dict[str, Any]:
+        """The stage function's keyword arguments: each declared input of this run (a DataFrame, ``{part:
+        DataFrame}`` for ``frames``, :class:`Shards`, the model's folder) and each published table as
+        ``published_<name>`` (the whole published view, None before the first night)."""
+        spark, args = self.ctx.spark, dict[str, Any]()
+        for name in self.stage.inputs:
+            kind, path = DATASETS[name].kind, self.ctx.location(name)
+            if kind == "frames":
+                args[name] = {part: spark.read.parquet(storage.join(path, part))
+                              for part in storage.listdir(path, dirs_only=True)}
+            elif kind == "shards":
+                args[name] = Shards(path, spark)
+            elif kind == "model":
+                args[name] = path
+            else:
+                args[name] = spark.read.parquet(path)
+        for name in self.stage.published:
+            args[f"published_{name}"] = read_table(spark, self.ctx.db, name)
+        return args
 
-    def parts(self, name: str) -> list[str]:
-        """The part names of a ``frames`` input, sorted."""
-        self._check(name, self.decl.inputs, "reads")
-        return storage.listdir(self.ctx.location(name), dirs_only=True)
-
-    def path(self, name: str) -> str:
-        """Where input or output ``name`` lives (for shards and the model, which Petastorm and torch read)."""
-        self._check(name, self.decl.inputs + self.decl.outputs, "uses")
-        if name in self.decl.outputs:
-            self.written.add(name)
+    def folder(self, name: str) -> str:
+        """The folder a ``shards`` or ``model`` output is written to by the stage itself (asking is not writing:
+        the stage returns the folder in its :class:`Result`, and the runner checks it is there)."""
+        self._check(name, self.stage.outputs, "writes")
+        if DATASETS[name].kind not in ("shards", "model"):
+            raise UndeclaredDataset(f"stage {self.stage.name}: {name} is a {DATASETS[name].kind}, written with "
+                                    "StageIO.write or returned, not a folder")
         return self.ctx.location(name)
 
-    def published(self, name: str) -> DataFrame | None:
-        """The latest published partition of warehouse table ``name`` (None before the first night)."""
-        self._check(name, self.decl.published, "reads published")
-        return latest_partition(self.ctx.spark, self.ctx.db, name)
-
     def write(self, name: str, df: DataFrame, part: str | None = None) -> DataFrame:
-        """Write output ``name`` (or one part of a ``frames`` output) and return it read back (lineage cut)."""
-        self._check(name, self.decl.outputs, "writes")
-        self.written.add(name)
+        """Write output ``name`` (or one part of a ``frames`` output) now and return it read back (lineage cut)."""
+        self._check(name, self.stage.outputs, "writes")
+        self.written.add((name, part))
         if DATASETS[name].kind == "table":
             written = self.ctx.outputs.stage(name, df)
         else:
             path = self.ctx.location(name) + (f"/{part}" if part else "")
             df.write.mode("overwrite").parquet(path)
             written = self.ctx.spark.read.parquet(path)
-        faults.hit(f"write.{self.decl.name}")  # a crash in the middle of the stage, after it wrote something
+        faults.hit(f"write.{self.stage.name}")  # a crash in the middle of the stage, after it wrote something
         return written
 
+    def publish(self) -> dict[str, str]:
+        """Swap every staged table of this run in at once (the publish stage); table -> location."""
+        return self.ctx.outputs.publish(list(TABLES))
+
+    def accept(self, outputs: dict[str, Any]) -> None:
+        """After the stage function: it must have returned exactly its declared outputs; write the DataFrames it
+        did not write itself, and check that each folder it names is the declared one and is there."""
+        undeclared = sorted(set(outputs) - set(self.stage.outputs))
+        if undeclared:
+            raise UndeclaredDataset(f"stage {self.stage.name} returned {', '.join(undeclared)}, which its "
+                                    f"declaration does not name (outputs declared: "
+                                    f"{', '.join(self.stage.outputs) or 'none'})")
+        missing = [n for n in self.stage.outputs if n not in outputs]
+        if missing:
+            raise UndeclaredDataset(f"stage {self.stage.name} ended without writing its declared output(s) "
+                                    f"{', '.join(missing)}")
+        for name in self.stage.outputs:
+            value, target = outputs[name], self.ctx.location(name)
+            if isinstance(value, str):
+                if value != target:
+                    raise UndeclaredDataset(f"stage {self.stage.name} returned {value} for {name}, which lives at "
+                                            f"{target}")
+                if not storage.isdir(target) and not storage.is_object_store(target):  # no empty folders there
+                    raise RunFailed(f"stage {self.stage.name}: output {name} is missing at {target}")
+            elif isinstance(value, dict):
+                for part, df in value.items():
+                    if (name, part) not in self.written:
+                        self.write(name, df, part=part)
+            elif (name, None) not in self.written:
+                self.write(name, value)
+
     def start(self) -> None:
-        """Before the stage body: its outputs are no longer complete; a ``frames`` output starts empty."""
-        for name in self.decl.outputs:
+        """Before the stage function: its outputs are no longer complete; a ``frames`` output starts empty."""
+        for name in self.stage.outputs:
             target = self.ctx.location(name)
             storage.remove(storage.join(target, DONE))
             if DATASETS[name].kind == "frames":
                 storage.remove(target)
 
     def finish(self) -> None:
-        """After the stage body: every declared output must have been written; mark each complete."""
-        missing = [n for n in self.decl.outputs if n not in self.written]
-        if missing:
-            raise UndeclaredDataset(f"stage {self.decl.name} ended without writing its declared output(s) "
-                                    f"{', '.join(missing)}")
-        for name in self.decl.outputs:
+        """After the stage's outputs are written: mark each complete."""
+        for name in self.stage.outputs:
             target = self.ctx.location(name)
             if not storage.isdir(target) and not storage.is_object_store(target):  # no empty folders there
-                raise RunFailed(f"stage {self.decl.name}: output {name} is missing at {target}")
-            storage.write_text(storage.join(target, DONE), f"{self.decl.name} {self.ctx.record.run_id}\n")
+                raise RunFailed(f"stage {self.stage.name}: output {name} is missing at {target}")
+            storage.write_text(storage.join(target, DONE), f"{self.stage.name} {self.ctx.record.run_id}\n")
 
 
 def _pointer(cfg: Config, run_date: date) -> str:
