@@ -60,8 +60,8 @@ def test_a_second_nightly_stops_at_once_naming_the_first(tmp_path):
 
         stage, _ = _reelrank("stage", "score", "--data-dir", data, "--date", "2026-12-02")
         assert stage.returncode == 2 and f"pid {os.getpid()}" in _one_line(stage.stderr)
-        # with the embedded metastore, a query cannot run beside the night either: it says why and what to do
-        q, _ = _reelrank("query", "--data-dir", data, "SELECT 1")
+        # with the embedded metastore, a Spark query cannot run beside the night either: it says why and what to do
+        q, _ = _reelrank("query", "--spark", "--data-dir", data, "SELECT 1")
         line = _one_line(q.stderr)
         assert q.returncode == 2 and f"the embedded metastore under {data} is in use by pid {os.getpid()}" in line
         assert "external metastore (conf/postgres.toml)" in line
@@ -101,7 +101,7 @@ def test_unusable_data_dirs_are_one_line(tmp_path):
     cases = {str(a_file / "data"): "Not a directory", str(a_file): "Not a directory",
              "/proc/reelrank-test/data": "No such file or directory"}
     for data, reason in cases.items():
-        r, seconds = _reelrank("query", "--data-dir", data, "SELECT 1")
+        r, seconds = _reelrank("query", "--spark", "--data-dir", data, "SELECT 1")
         line = _one_line(r.stderr)
         assert r.returncode == 2 and seconds < FAST_EXIT_S
         assert line.startswith(f"reelrank: cannot use data directory {data}: {reason}"), line
@@ -318,7 +318,7 @@ def test_out_of_memory_names_the_setting(spark, cfg):
 def test_a_metastore_booted_by_another_process_is_named(spark, data_dir):
     """The shared session's JVM (our child) has booted Derby under data_dir; a command there says who has it."""
     assert spark.range(1).count() == 1
-    r, seconds = _reelrank("query", "--data-dir", str(data_dir), "SELECT 1")
+    r, seconds = _reelrank("query", "--spark", "--data-dir", str(data_dir), "SELECT 1")
     line = _one_line(r.stderr)
     assert r.returncode == 2 and seconds < FAST_EXIT_S
     assert f"the embedded metastore under {data_dir} is in use by pid " in line
@@ -343,7 +343,8 @@ def _corrupt_parquet_folder(root: Path) -> Path:
 def test_query_names_a_corrupt_file_from_the_command_line(tmp_path):
     """The one JVM-starting subprocess here: ``reelrank query`` on a corrupt Parquet file prints one line."""
     bad = _corrupt_parquet_folder(tmp_path / "published")
-    r, _ = _reelrank("query", "--data-dir", str(tmp_path / "d"), f"SELECT count(*) FROM parquet.`{bad.parent}`",
+    r, _ = _reelrank("query", "--spark", "--data-dir", str(tmp_path / "d"),
+                     f"SELECT count(*) FROM parquet.`{bad.parent}`",
                      timeout=300)
     ours = [ln for ln in r.stderr.splitlines() if ln.startswith("reelrank: ")]
     assert r.returncode == 1 and len(ours) == 1, r.stderr[-3000:]

@@ -12,6 +12,8 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from reelrank import __version__, sqlserver
 from reelrank.bootstrap import (
@@ -33,14 +35,14 @@ log = logging.getLogger(__name__)
 
 
 def _query(args: argparse.Namespace) -> int:
-    """Answered by DuckDB from the published Parquet files where that is certain to give Spark's answer
-    (:mod:`reelrank.fastread`), else (or with ``--spark``) by Spark SQL."""
-    if not args.spark and (fast := _fast(args, lambda cfg: _fastread().query(cfg, args.sql))) is not None:
-        if isinstance(fast, int):
-            return fast
-        _print_result(args, *fast)
-        return 0
+    """DuckDB SQL over the published files (:mod:`reelrank.fastread`); with ``--spark``, Spark SQL."""
+    if args.spark:
+        return _spark_query(args)
+    first = None if args.format == "csv" else args.limit + 1  # a table prints at most --limit rows
+    return _read_files(args, lambda fastread, cfg: _print_result(args, *fastread.query(cfg, args.sql, first)))
 
+
+def _spark_query(args: argparse.Namespace) -> int:
     def body(cfg: Config, spark) -> int:
         if not args.verbose:  # a failed task's Java trace would bury the one line below; -v shows it
             spark.sparkContext.setLogLevel("OFF")
@@ -58,21 +60,28 @@ def _query(args: argparse.Namespace) -> int:
     return run_in_session(args, body)
 
 
-def _fastread():
-    from reelrank import fastread
-
-    return fastread
-
-
-def _fast(args: argparse.Namespace, answer):
-    """``answer(cfg)`` when the config loads (None when DuckDB cannot answer); an exit code when it does not."""
+def _read_files(args: argparse.Namespace, answer: Callable[[Any, Config], object]) -> int:
+    """A command DuckDB answers from the warehouse's files, ``answer(fastread, cfg)``: exit 0, or one line on
+    stderr (2 for a bad config, 1 when the files cannot answer now or the SQL fails; the trace with -v)."""
     setup_logging(args.verbose)
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
         print(f"reelrank: {e}", file=sys.stderr)
         return 2
-    return answer(cfg)
+    from reelrank import fastread
+
+    try:
+        answer(fastread, cfg)
+        return 0
+    except fastread.NotReadable as e:
+        print(f"reelrank: {e}", file=sys.stderr)
+        return 1
+    except fastread.duckdb.Error as e:
+        log.debug("%s failed", args.command, exc_info=True)
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        print(f"reelrank: {args.command} failed: {first}", file=sys.stderr)
+        return 1
 
 
 def _print_result(args: argparse.Namespace, columns: list[str], rows: list[tuple]) -> None:
@@ -111,44 +120,14 @@ def _numeric(v: str) -> bool:
 
 def _runs(args: argparse.Namespace) -> int:
     """Every attempt's latest row (``started`` while it runs or after it was killed), newest first."""
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as e:
-        print(f"reelrank: {e}", file=sys.stderr)
-        return 2
-    sql = _fastread().runs_sql(cfg.warehouse.database, args.limit)
-    return _query(argparse.Namespace(**{**vars(args), "sql": sql, "format": "table"}))
+    table = argparse.Namespace(**{**vars(args), "format": "table"})
+    return _read_files(args, lambda fastread, cfg: _print_result(table, *fastread.runs(cfg, args.limit)))
 
 
 def _where(args: argparse.Namespace) -> int:
-    """Print the directory a table's published partition points at (for reading the Parquet directly): from the
-    publish-time manifest where it is current, else from the metastore."""
-    if not args.spark and (fast := _fast(args, lambda cfg: _fastread().where(cfg, args.table, args.date))):
-        if isinstance(fast, int):
-            return fast
-        print(fast)
-        return 0
-
-    def body(cfg: Config, spark) -> int:
-        from pyspark.sql import functions as F
-
-        from reelrank.warehouse import partition_location
-
-        db = cfg.warehouse.database
-        if not spark.catalog.tableExists(f"{db}.{args.table}"):
-            print(f"reelrank: no table {db}.{args.table}", file=sys.stderr)
-            return 1
-        day = args.date or spark.table(f"{db}.published_runs").agg(F.max("run_date")).first()[0]
-        location = partition_location(spark, db, args.table, day) if day else None
-        if location is None:
-            print(
-                f"reelrank: {db}.{args.table} has no published partition{f' for {day}' if day else ''}", file=sys.stderr
-            )
-            return 1
-        print(location.removeprefix("file:"))
-        return 0
-
-    return run_in_session(args, body)
+    """Print the folder of a table's published partition (for reading the Parquet directly), from the
+    publish-time manifest."""
+    return _read_files(args, lambda fastread, cfg: print(fastread.where(cfg, args.table, args.date)))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -187,17 +166,14 @@ def _spark_conf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--null", action="store_true", help="NUL-separated arguments (for scripts) instead of lines")
 
 
-def _spark_flag(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--spark", action="store_true",
-                   help=f"ask Spark even where DuckDB can {what} (slower: starts a JVM)")
-
-
 def _query_args(p: argparse.ArgumentParser) -> None:
     add_common(p)
-    _spark_flag(p, "read the published files and the SQL means the same to both")
+    p.add_argument("--spark", action="store_true",
+                   help="run the SQL as Spark SQL through the metastore (slower: starts a JVM); works during a "
+                        "publish, and sees the <table>_versions tables")
     p.add_argument("--format", choices=["table", "csv"], default="table")
     p.add_argument("--limit", type=int, default=1000, help="most rows printed (table format)")
-    p.add_argument("sql")
+    p.add_argument("sql", help="DuckDB SQL over the published tables (Spark SQL with --spark)")
 
 
 def _stage_args(p: argparse.ArgumentParser) -> None:
@@ -208,12 +184,10 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
 def _runs_args(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--limit", type=int, default=10, help="how many runs, newest first")
-    _spark_flag(p, "read the runs table's files")
 
 
 def _where_args(p: argparse.ArgumentParser) -> None:
     add_common(p)
-    _spark_flag(p, "read the publish-time manifest")
     p.add_argument("table")
     p.add_argument("--date", type=parse_date, default=None, help="run date (default: the latest published)")
 
@@ -235,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("stage", "run one stage (ingest, matrix, ...) of a date's run",
             "Run one stage of the nightly pipeline, continuing that date's run.", _stage_args,
             lambda args: run_pipeline(args.stage, args))
-    command("query", "run SQL against the warehouse", "Run SQL against the warehouse and print the result.",
+    command("query", "run DuckDB SQL (or Spark SQL: --spark) against the published tables",
+            "Run DuckDB SQL over the published tables (Spark SQL with --spark) and print the result.",
             _query_args, _query)
     command("runs", "list recent runs", "List recent runs.", _runs_args, _runs)
     command("where", "print the directory of a table's published partition",

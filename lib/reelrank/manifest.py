@@ -5,7 +5,8 @@ each date). Asking it costs a JVM. So every publish ends by writing ``_published
 folder: the run shown for each date, and for each table its columns and the folder of every published version.
 A reader trusts the file only while it is current, and can tell without the metastore: the file also lists the
 folders under ``published_runs``, and every flip first writes a new such folder. Any folder it does not list
-(a publish under way, or one that died before writing the file) makes the file stale, and the reader asks Spark.
+(a publish under way, or one that died before writing the file) makes the file stale, and the reader says so
+(``reelrank query`` then answers "publish under way"; ``--spark`` asks the metastore).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 FILE = "_published.json"
 FORMAT = 1
-"""Bumped when the file's layout changes; a reader ignores a file of another format (and asks Spark)."""
+"""Bumped when the file's layout changes; a reader takes a file of another format for a stale one."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def read(db_location: str, pointer: str) -> Manifest | None:
 
 
 def remove(db_location: str) -> None:
-    """Withdraw the manifest (readers ask Spark until the next publish writes one)."""
+    """Withdraw the manifest (readers find none current until the next publish writes one)."""
     storage.remove(storage.join(db_location, FILE))
 
 
