@@ -102,12 +102,33 @@ CHOICES = [
 
 
 def test_candidate_sources_are_choices_and_hold_the_rankers_sources(tmp_path):
-    with pytest.raises(ConfigError, match=r"candidates\.sources\[1\] must be one of 'popular', 'recent_popular', "
-                                          r"'item_neighbours', 'als', 'ease', 'sasrec', 'gru4rec', got 'easy'"):
+    with pytest.raises(ConfigError, match=r"candidates\.sources\[1\] must be one of 'als', 'item_neighbours', "
+                                          r"'popular', 'recent_popular', 'ease', 'sasrec', 'gru4rec', got 'easy'"):
         load_config(_env_file(tmp_path, "[candidates]\nsources = ['als', 'easy']\n"))
     with pytest.raises(ConfigError,
                        match=r"candidates\.sources must be a list holding als, item_neighbours, popular, ease, sasrec"):
         load_config(_env_file(tmp_path, "[candidates]\nsources = ['als', 'popular']\n"))
+
+
+def test_each_source_has_its_own_table_checked_as_strictly(tmp_path):
+    """``[candidates.<name>]`` is the source's settings class: its keys are named with the file and the dotted key,
+    a missing table is named, and the flat keys before issue 29 are unknown."""
+    cfg = load_config(_env_file(tmp_path, "[candidates.ease]\nlam = 250.0\n[candidates.recent_popular]\ndays = 7\n"))
+    assert (cfg.candidates["ease"].n, cfg.candidates["ease"].lam, cfg.candidates["recent_popular"].days) == (50, 250.0,
+                                                                                                           7.0)
+    with pytest.raises(ConfigError, match=r"env\.toml: unknown key candidates\.ease\.lamda \(known: block_users, lam, "
+                                          r"max_items, n\)"):
+        load_config(_env_file(tmp_path, "[candidates.ease]\nlamda = 250.0\n"))
+    with pytest.raises(ConfigError, match=r"env\.toml: candidates\.ease\.n must be int, got str 'many'"):
+        load_config(_env_file(tmp_path, "[candidates.ease]\nn = 'many'\n"))
+    with pytest.raises(ConfigError, match=r"env\.toml: unknown key candidates\.ease_lambda"):
+        load_config(_env_file(tmp_path, "[candidates]\nease_lambda = 500.0\n"))
+    with pytest.raises(ConfigError, match=r"<replace>: \[candidates\.sasrec\] must be a table, got int"):
+        cfg.replace(candidates={"sasrec": 50})
+    text = (CONF / "base.toml").read_text().replace("[candidates.gru4rec]\nn = 50\n", "")
+    (tmp_path / "base.toml").write_text(text)
+    with pytest.raises(ConfigError, match=r"base\.toml: missing key candidates\.gru4rec$"):
+        load_config(tmp_path / "base.toml")
 
 
 @pytest.mark.parametrize("section, key, bad, allowed", CHOICES, ids=[f"{s}.{k}" for s, k, _, _ in CHOICES])
@@ -138,15 +159,12 @@ def test_literals_match_the_implementations():
     """The config's choices are the names the code knows (these modules import torch / pyspark, not a session)."""
     import typing
 
-    from reelrank import config, device, evaluate, models, sources
+    from reelrank import config, device, models, ranking_metrics, sources
 
     assert set(typing.get_args(config.ModelName)) == set(models.RANKERS)
     assert typing.get_args(config.DeviceSetting) == device.DEVICE_SETTINGS
-    assert typing.get_args(config.RankingMetric) == evaluate.RANKING_METRICS
+    assert typing.get_args(config.RankingMetric) == tuple(ranking_metrics.PER_USER)
     assert sources.KINDS == typing.get_args(config.SourceKind)
-    from reelrank import candidates
-
-    assert tuple(candidates.REGISTRY) == typing.get_args(config.CandidateSourceName)
 
 
 RANGES = [
@@ -156,10 +174,13 @@ RANGES = [
     ("train", "learning_rate", "0.0", "> 0"),
     ("train", "dropout", "1.0", r"in \[0, 1\)"),
     ("train", "hidden", "[64, 0]", "> 0"),
-    ("candidates", "als", "0", "> 0"),
-    ("candidates", "item_neighbours", "0", "> 0"),
-    ("candidates", "popular", "-5", "> 0"),
-    ("candidates", "recent_days", "0.0", "> 0"),
+    ("candidates.als", "n", "0", "> 0"),
+    ("candidates.item_neighbours", "n", "0", "> 0"),
+    ("candidates.popular", "n", "-5", "> 0"),
+    ("candidates.recent_popular", "days", "0.0", "> 0"),
+    ("candidates.ease", "lam", "0.0", "> 0"),
+    ("candidates.ease", "max_items", "0", "> 0"),
+    ("candidates", "refit_max_seconds", "-1.0", ">= 0"),
     ("features", "val_fraction", "1.5", r"in \[0, 1\]"),
     ("features", "val_fraction", "-0.1", r"in \[0, 1\]"),
     ("neighbours", "top_k", "0", "> 0"),

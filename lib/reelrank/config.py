@@ -3,7 +3,9 @@
 ``conf/base.toml`` holds every setting; an environment file (``local.toml``, ``cluster.toml``)
 overrides a subset of it. Every field must come from TOML: an unknown key, a missing key or a
 wrong type is a :class:`ConfigError` naming the file and the dotted key. So is a value outside a field's
-choices (a ``Literal``) or its range (``Annotated`` with a :class:`Check`), checked at load.
+choices (a ``Literal``) or its range. Each section is a frozen pydantic v2 dataclass (:mod:`reelrank.settings`:
+unknown keys forbidden, strict scalar types, ``Field`` ranges); a candidate source declares its own
+``[candidates.<name>]`` table beside it (:mod:`reelrank.candidates`).
 """
 
 from __future__ import annotations
@@ -12,57 +14,49 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import tomllib
-import types
-import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from pydantic import BeforeValidator
+from pydantic.dataclasses import dataclass
+
 from reelrank import storage
-from reelrank.metric_keys import RankingMetric, parse_metric_key
+from reelrank.candidates.base import SourceSettings
+from reelrank.metric_keys import RankingMetric
+from reelrank.settings import (
+    SECTION,
+    Bool,
+    ConfigError,
+    Dropout,
+    Float,
+    Fraction,
+    Identifier,
+    Int,
+    MemorySize,
+    MetricKey,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Str,
+    validate,
+)
+
+__all__ = ["Config", "ConfigError", "NonNegativeFloat", "NonNegativeInt", "PositiveFloat", "PositiveInt",
+           "Fraction", "load_config"]
 
 
-class ConfigError(ValueError):
-    """A configuration file is missing, malformed, or holds an unknown key, a wrong type or a value out of range."""
+def _spark_value(value: Any) -> Any:
+    """``[spark] extra`` values pass to Spark as text: TOML numbers and booleans are written as Spark spells them."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if isinstance(value, (int, float)) else value
 
 
-@dataclass(frozen=True)
-class Check:
-    """A constraint on a field's value, attached as ``Annotated[int, POSITIVE]``; checked by :func:`load_config`."""
-
-    test: Callable[[Any], bool]
-    expect: str
-    """What a valid value is, completing "KEY must be ...", e.g. ``"> 0"``."""
-
-
-def _is_metric_key(key: str) -> bool:
-    try:
-        parse_metric_key(key)
-        return True
-    except ValueError:
-        return False
-
-
-POSITIVE = Check(lambda v: v > 0, "> 0")
-NON_NEGATIVE = Check(lambda v: v >= 0, ">= 0")
-FRACTION = Check(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
-DROPOUT = Check(lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-IDENTIFIER = Check(lambda v: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", v) is not None,
-                   "an SQL identifier (a letter or _, then letters, digits or _; at most 128)")
-"""Names that go into SQL text (the database), checked before any SQL is built."""
-MEMORY = Check(lambda v: re.fullmatch(r"[1-9][0-9]*[kmgtKMGT]?", v) is not None,
-               "a JVM memory size, a positive number with an optional unit k, m, g or t (e.g. 4g)")
-METRIC_KEY = Check(_is_metric_key, "rmse, mae or NAME@K (NAME one of "
-                   + ", ".join(typing.get_args(RankingMetric)) + "; K a positive integer)")
-
-PositiveInt = Annotated[int, POSITIVE]
-NonNegativeInt = Annotated[int, NON_NEGATIVE]
-PositiveFloat = Annotated[float, POSITIVE]
-NonNegativeFloat = Annotated[float, NON_NEGATIVE]
-Fraction = Annotated[float, FRACTION]
+SparkValue = Annotated[Str, BeforeValidator(_spark_value)]
 
 SourceKind = Literal["synthetic", "movielens-100k", "movielens-csv", "parquet", "csv"]
 """Readers of :func:`reelrank.sources.read_source`."""
@@ -73,12 +67,6 @@ DeviceSetting = Literal["auto", "cpu", "cuda"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
 HoldoutKind = Literal["latest", "random"]
 """Holdouts of :func:`reelrank.splits.holdout_split`."""
-CandidateSourceName = Literal["popular", "recent_popular", "item_neighbours", "als", "ease", "sasrec", "gru4rec"]
-"""Sources registered in :data:`reelrank.candidates.REGISTRY`."""
-ServableSourceName = Literal["als", "ease", "sasrec", "gru4rec"]
-"""Sources that can serve tonight's lists from their history fit (``CandidateSource.served_on``)."""
-FEATURE_SOURCES: tuple[CandidateSourceName, ...] = ("als", "item_neighbours", "popular", "ease", "sasrec")
-"""The candidate sources whose lists the ranker's features describe (:mod:`reelrank.features`)."""
 Metastore = Literal["derby", "external"]
 TimestampUnits = Literal["seconds", "auto"]
 """How :mod:`reelrank.ingest` treats integer timestamps that look like milli-, micro- or nanoseconds."""
@@ -86,63 +74,63 @@ SparkLogLevel = Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "TRACE
 """``SparkContext.setLogLevel``'s levels."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class SparkConfig:
-    master: str
+    master: Str
     """Spark master URL, e.g. ``local[2]`` or ``spark://host:7077``."""
-    app_name: str
+    app_name: Str
     shuffle_partitions: PositiveInt
     """``spark.sql.shuffle.partitions``: small on one machine, larger on a cluster."""
-    driver_memory: Annotated[str, MEMORY]
-    ui_enabled: bool
+    driver_memory: MemorySize
+    ui_enabled: Bool
     log_level: SparkLogLevel
-    event_log: bool
+    event_log: Bool
     """Write Spark's event log to ``<data_dir>/spark-events``, where pyspark's history server can replay a night."""
-    extra: dict[str, str]
+    extra: dict[Str, SparkValue]
     """Any further ``spark.*`` settings, passed through verbatim."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class WarehouseConfig:
-    data_dir: str
+    data_dir: Str
     """Root for the warehouse, the embedded metastore, shards and models (``~`` and env vars expand).
     Resolved once by :func:`load_config` to an absolute path: an explicit override (``--data-dir``) wins, then
     ``$REELRANK_DATA_DIR``, then the files."""
-    database: Annotated[str, IDENTIFIER]
+    database: Identifier
     metastore: Metastore
     """``derby`` (embedded, one process at a time) or ``external`` (settings in ``metastore_conf``)."""
-    metastore_conf: dict[str, str]
+    metastore_conf: dict[Str, Str]
     """Extra ``spark.hadoop.*`` settings for an external metastore; secrets come from the environment
     as ``${VAR}`` placeholders, never from a committed file."""
     grace_hours: NonNegativeFloat
     """How long a replaced partition directory is kept before it is garbage-collected."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class SourceConfig:
     kind: SourceKind
     """``synthetic``, ``movielens-100k``, ``movielens-csv``, ``parquet`` or ``csv``."""
-    input: str
+    input: Str
     """Folder or file(s) to read; unused for ``synthetic``."""
-    columns: dict[str, str]
+    columns: dict[Str, Str]
     """Maps reelrank's names (user_id, item_id, rating, timestamp) to the source's column names."""
-    items_input: str
+    items_input: Str
     """Optional item metadata file for ``parquet``/``csv`` sources (item_id, title, genres)."""
-    delimiter: str
+    delimiter: Str
     """Field separator of ``csv`` sources (and of a CSV ``items_input``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class SyntheticConfig:
     users: PositiveInt
     items: PositiveInt
     ratings: PositiveInt
     genres: PositiveInt
     latent_dim: PositiveInt
-    popularity_exponent: float
+    popularity_exponent: Float
     """Zipf-like exponent of item popularity: larger means a longer, thinner tail."""
-    seed: int
-    start_ts: int
+    seed: Int
+    start_ts: Int
     """Unix seconds of the first interaction; the history spans ``days``."""
     days: PositiveInt
     min_user_ratings: NonNegativeInt
@@ -153,11 +141,11 @@ class SyntheticConfig:
     """Share of items released during the history window (rated only after release); the rest is back catalogue."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class IngestConfig:
-    rating_min: float
+    rating_min: Float
     """Lowest valid rating of a ``csv``, ``parquet`` or ``synthetic`` source (MovieLens sources bring their own)."""
-    rating_max: float
+    rating_max: Float
     rating_step: NonNegativeFloat
     """Ratings must be ``rating_min`` plus a whole multiple of this (0.5: half stars); 0 accepts any value in range."""
     max_rejected_share: Fraction
@@ -170,7 +158,7 @@ class IngestConfig:
     """Timestamps later than the end of the run date (UTC) plus this many days are rejected."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class NeighboursConfig:
     k: PositiveInt
     """Neighbours used per prediction (KNNWithMeans' ``k``)."""
@@ -203,10 +191,10 @@ class NeighboursConfig:
     max_pairs_per_chunk: PositiveInt
     """A task takes its products over chunks of its entities, each holding at most this many candidate pairs
     (entities × neighbours), so its memory stays bounded however many entities share a block (issue 15)."""
-    seed: int
+    seed: Int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ALSConfig:
     rank: PositiveInt
     reg_param: NonNegativeFloat
@@ -214,15 +202,15 @@ class ALSConfig:
     max_iter: PositiveInt
     alpha: NonNegativeFloat
     """Implicit mode: confidence is ``1 + alpha * r`` for a rating or event count ``r``."""
-    implicit: bool
+    implicit: Bool
     """``true``: implicit-feedback ALS (top-N); ``false``: explicit ALS on ratings (rating prediction)."""
-    nonnegative: bool
+    nonnegative: Bool
     blocks: PositiveInt
     """``numUserBlocks`` and ``numItemBlocks``."""
     checkpoint_interval: NonNegativeInt
     """Checkpoint ALS factors every this many iterations (needs a checkpoint dir); 0 disables it."""
-    seed: int
-    biases: bool
+    seed: Int
+    biases: Bool
     """Explicit mode: fit a global mean plus regularised user/item biases, ALS on the residual, add back."""
     bias_reg_user: NonNegativeFloat
     """Ridge penalty of a user bias (``sum(residual) / (bias_reg_user + n_u)``)."""
@@ -234,7 +222,7 @@ class ALSConfig:
     """Explicit mode with biases: weight of a second ALS fitted on the raw ratings, averaged with the
     bias + residual model (0 disables it; 0.5 at rank 100 gives mean RMSE 0.908 on the ml-100k folds vs 0.922
     without)."""
-    clip_predictions: bool
+    clip_predictions: Bool
     """Explicit mode: clip predicted ratings to the lowest/highest rating seen in training."""
     topn_block_users: PositiveInt
     """Blocked top-N scores this many users at a time against all item factors (memory: users x items floats)."""
@@ -245,42 +233,40 @@ class ALSConfig:
     """Ignored in explicit mode."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class CandidatesConfig:
-    sources: list[CandidateSourceName]
+    """``[candidates]``: which sources the nightly runs and how they refit. Each source's own table
+    ``[candidates.<name>]`` (its list length ``n`` and settings) is declared by the source's class in
+    :mod:`reelrank.candidates`, whose registry also gives the names allowed here (:func:`_build_candidates`)."""
+
+    sources: list[Str]
     """Candidate sources the nightly fits (on the history and on all data) and evaluates; it must hold the
-    ranker's :data:`FEATURE_SOURCES`."""
-    serve_from_history: list[ServableSourceName]
+    ranker's feature sources (:func:`reelrank.candidates.feature_sources`)."""
+    serve_from_history: list[Str]
     """Sources fitted once, on the history: tonight's lists score all interactions with that fit instead of fitting
     again (a sequence model reads tonight's sequences either way; issue 15)."""
-    popular: PositiveInt
-    """List length per user of each source: all-time popularity, ..."""
-    recent_popular: PositiveInt
-    """... popularity over the last ``recent_days``, ..."""
-    item_neighbours: PositiveInt
-    """... item-based top-N over the item-item Pearson lists, ..."""
-    als: PositiveInt
-    """... ALS top-N, ..."""
-    ease: PositiveInt
-    """... EASE top-N, ..."""
-    sasrec: PositiveInt
-    """... SASRec's next items, ..."""
-    gru4rec: PositiveInt
-    """... and the GRU sequence model's."""
-    recent_days: PositiveFloat
-    """Window of ``recent_popular``, in days before the latest interaction."""
-    ease_lambda: PositiveFloat
-    """EASE's L2 penalty λ on the item-item weights (Steck 2019 used 500 on ML-20M)."""
-    ease_max_items: PositiveInt
-    """EASE inverts an items × items matrix (~8 × items² bytes on the driver, float32): above this many items the run
-    stops with a clear error instead."""
-    refit_max_seconds: NonNegativeFloat = 0.0
-    """ALS and EASE whose history fit took longer than this serve tonight's lists from that fit, as
-    ``serve_from_history`` does (the fit on all interactions costs as much again: ~450 s of the 10M night, issue 15);
-    sequence models budget their refit with ``[sequence] refit_max_seconds``. 0: always refit."""
+    refit_max_seconds: NonNegativeFloat
+    """Refit-budgeted sources (ALS, EASE) whose history fit took longer than this serve tonight's lists from that
+    fit, as ``serve_from_history`` does (the fit on all interactions costs as much again: ~450 s of the 10M night,
+    issue 15); sequence models budget their refit with ``[sequence] refit_max_seconds``. 0: always refit."""
+    sections: dict[Str, SourceSettings] = field(default_factory=dict)
+    """Every registered source's ``[candidates.<name>]`` table, by name."""
+
+    def __getitem__(self, name: str) -> SourceSettings:
+        """Source ``name``'s settings (``[candidates.<name>]``)."""
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise KeyError(f"no [candidates.{name}] table; tables: {', '.join(self.sections)}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As in the TOML: the top-level keys and one table per source."""
+        return {"sources": list(self.sources), "serve_from_history": list(self.serve_from_history),
+                "refit_max_seconds": self.refit_max_seconds,
+                **{name: dataclasses.asdict(s) for name, s in self.sections.items()}}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class SequenceConfig:
     """The sequence models (``sasrec``, ``gru4rec`` candidate sources; :mod:`reelrank.seqmodels`)."""
 
@@ -290,7 +276,7 @@ class SequenceConfig:
     blocks: PositiveInt
     """Self-attention blocks (SASRec) or GRU layers."""
     heads: PositiveInt
-    dropout: Annotated[float, DROPOUT]
+    dropout: Dropout
     epochs: PositiveInt
     """Most epochs; the best by validation NDCG is kept."""
     max_seconds: NonNegativeFloat
@@ -311,9 +297,9 @@ class SequenceConfig:
     """Cross-entropy over the whole catalogue up to this many items; sampled softmax above."""
     negatives: PositiveInt
     """Items sampled per batch for the sampled softmax."""
-    mixed_precision: bool
+    mixed_precision: Bool
     """bfloat16 autocast on CUDA; ignored on CPU."""
-    seed: int
+    seed: Int
     rows_per_row_group: PositiveInt
     """Users per row group of the sequence shards."""
     bucket_batches: NonNegativeInt = 0
@@ -326,7 +312,7 @@ class SequenceConfig:
     does so always). 0: no limit (models saved before the setting existed)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class FeaturesConfig:
     rows_per_row_group: PositiveInt
     """Parquet row-group size: each Petastorm reader worker reads one row group at a time."""
@@ -335,7 +321,7 @@ class FeaturesConfig:
     """Share of users whose labelled candidates form the validation shards (and the evaluation set)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TrainConfig:
     model: ModelName
     """``mlp`` (features + id embeddings, pointwise BCE) or ``neumf`` (GMF + MLP over ids, sampled negatives)."""
@@ -346,7 +332,7 @@ class TrainConfig:
     """Sizes of the MLP's hidden layers."""
     embedding_dim: NonNegativeInt
     """User and item id embedding size; 0: the MLP ranks on the features alone (neumf needs > 0)."""
-    dropout: Annotated[float, DROPOUT]
+    dropout: Dropout
     """Dropout after each hidden layer of the MLP ranker (0 disables it)."""
     weight_decay: NonNegativeFloat
     """Decoupled weight decay (AdamW); 0 is plain Adam."""
@@ -356,12 +342,12 @@ class TrainConfig:
     """More than 1 trains data-parallel through Spark's ``TorchDistributor`` (local mode)."""
     reader_workers: PositiveInt
     """Petastorm reader threads; only 1 gives a reproducible row order."""
-    shuffle_rows: bool
+    shuffle_rows: Bool
     """Shuffle row groups and the rows inside them each epoch (seeded by ``seed`` and the epoch)."""
-    seed: int
+    seed: Int
     shuffle_buffer: NonNegativeInt
     """Rows held in the loader's shuffling buffer to mix rows across row groups; 0 turns it off."""
-    mixed_precision: bool
+    mixed_precision: Bool
     """bfloat16 autocast on CUDA; ignored on CPU."""
     loss: LossName
     """``bce`` (pointwise) or ``bpr`` (pairwise, positive vs a sampled negative; ``neumf`` only)."""
@@ -371,37 +357,37 @@ class TrainConfig:
     """Cut-off of the validation NDCG used to pick the best epoch (``neumf``)."""
     early_stopping_patience: NonNegativeInt
     """Stop after this many epochs without a better validation NDCG; 0 never stops early."""
-    resume: bool
+    resume: Bool
     """Continue from the checkpoint next to the model file when one is there."""
     threads: NonNegativeInt
     """torch intra-op threads while training; 0 keeps torch's default (one per core). On a CPU shared with
     other busy processes 1 can be many times faster (bench/results/loader.md)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ScoreConfig:
     top_n: PositiveInt
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class EvaluateConfig:
     holdout: HoldoutKind
     """Which interactions per user are held out: the latest (what users do next) or random ones."""
     holdout_per_user: PositiveInt
     """Interactions per user held out for evaluation, re-ranker labels and champion selection."""
     ks: list[PositiveInt]
-    relevance_threshold: float
+    relevance_threshold: Float
     """A held-out rating at or above this counts as relevant for ranking metrics."""
-    tune_metric: Annotated[str, METRIC_KEY]
+    tune_metric: MetricKey
     """Metric ``reelrank.tune`` maximises (``ndcg@10``, ``map@10`` ...) or minimises (``rmse``, ``mae``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class QualityConfig:
-    enabled: bool
+    enabled: Bool
     min_rows_ratio: NonNegativeFloat
     """Tonight's recommendation rows must be at least this share of the last published run's."""
-    max_metric_drop: float
+    max_metric_drop: Float
     """Largest relative drop of ``metric``@``k`` of the published model against the last published run."""
     noise_z: NonNegativeFloat
     """A drop fails the gate only when tonight's value lies this many standard errors below the allowed floor
@@ -416,13 +402,13 @@ class QualityConfig:
     night never publishes a list worse than another it computed); ``configured`` keeps ``train.model``'s."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ReportConfig:
     history_runs: PositiveInt
     """How many past runs the report's metric plots show."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class Config:
     spark: SparkConfig
     warehouse: WarehouseConfig
@@ -439,7 +425,7 @@ class Config:
     evaluate: EvaluateConfig
     quality: QualityConfig
     report: ReportConfig
-    origin: str = field(default="", compare=False)
+    origin: Str = field(default="", compare=False)
     """The files this config was read from (for logs)."""
 
     @property
@@ -450,6 +436,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("origin")
+        d["candidates"] = self.candidates.to_dict()
         return d
 
     def fingerprint(self, exclude: tuple[str, ...] = ()) -> str:
@@ -462,7 +449,7 @@ class Config:
 
         Checked like a loaded config; a new ``warehouse.data_dir`` is made absolute (the environment is not read again).
         """
-        cfg = _check(_build(Config, _merge(self.to_dict(), sections), "<replace>"), "<replace>")
+        cfg = _build(_merge(self.to_dict(), sections), "<replace>")
         return dataclasses.replace(_resolve_data_dir(cfg), origin=self.origin)
 
 
@@ -505,7 +492,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         data = _merge(data, {"warehouse": {"data_dir": os.environ[DATA_DIR_ENV]}})
     if overrides:
         data = _merge(data, overrides, "<overrides>")
-    cfg = _check(_build(Config, data, " + ".join(files)), " + ".join(files))
+    cfg = _build(data, " + ".join(files))
     return dataclasses.replace(_resolve_data_dir(cfg), origin=" + ".join(files))
 
 
@@ -526,13 +513,6 @@ _CROSS_CHECKS: list[tuple[str, Callable[[Config], Any], Callable[[Config], bool]
      "greater than ingest.rating_min"),
     ("ingest.rating_step", lambda c: c.ingest.rating_step, _whole_steps,
      "0 or a step that divides ingest.rating_max - ingest.rating_min into whole steps"),
-    ("candidates.sources", lambda c: c.candidates.sources,
-     lambda c: set(FEATURE_SOURCES) <= set(c.candidates.sources), f"a list holding {', '.join(FEATURE_SOURCES)}"),
-    ("candidates.serve_from_history", lambda c: c.candidates.serve_from_history,
-     lambda c: set(c.candidates.serve_from_history) <= set(c.candidates.sources), "a subset of candidates.sources"),
-    ("candidates.serve_from_history", lambda c: c.candidates.serve_from_history,
-     lambda c: "als" not in c.candidates.serve_from_history or (c.als.implicit and not c.als.nonnegative),
-     "without als unless als.implicit is true and als.nonnegative false (only that ALS has a closed-form fold-in)"),
     ("train.embedding_dim", lambda c: c.train.embedding_dim,
      lambda c: c.train.model != "neumf" or c.train.embedding_dim > 0, "> 0 for train.model = 'neumf'"),
     ("sequence.heads", lambda c: c.sequence.heads, lambda c: c.sequence.dim % c.sequence.heads == 0,
@@ -540,13 +520,18 @@ _CROSS_CHECKS: list[tuple[str, Callable[[Config], Any], Callable[[Config], bool]
     ("quality.k", lambda c: c.quality.k, lambda c: not c.quality.enabled or c.quality.k in c.evaluate.ks,
      "one of evaluate.ks (the gate reads the metric evaluated at that k)"),
 ]
-"""Constraints between fields, checked after each field's own (:class:`Check`)."""
+"""Constraints between fields, checked after each field's own; those of ``[candidates]`` come
+from the candidate sources (:func:`reelrank.candidates.config_problems`)."""
 
 
 def _check(cfg: Config, where: str) -> Config:
+    from reelrank.candidates import config_problems  # the registry; imports no Spark
+
     for key, value, valid, expect in _CROSS_CHECKS:
         if not valid(cfg):
             raise ConfigError(f"{where}: {key} must be {expect}, got {value(cfg)!r}")
+    for key, bad, expect in config_problems(cfg):
+        raise ConfigError(f"{where}: {key} must be {expect}, got {bad!r}")
     return cfg
 
 
@@ -586,55 +571,34 @@ def _is_free_dict(dotted: str) -> bool:
     return dotted in _FREE_DICTS
 
 
-def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "origin"}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name in fields:
-        key = prefix + name
-        if name not in data:
-            raise ConfigError(f"{where}: missing key {key}")
-        kwargs[name] = _coerce(hints[name], data[name], where, key)
-    return cls(**kwargs)
+def _build(data: Any, where: str) -> Config:
+    """The whole config from merged TOML data: pydantic checks every section (:mod:`reelrank.settings`), then the
+    constraints between fields (:data:`_CROSS_CHECKS`)."""
+    if isinstance(data, dict) and isinstance(data.get("candidates"), dict):
+        data = {**data, "candidates": _build_candidates(data["candidates"], where)}
+    return _check(validate(Config, data, where), where)
 
 
-def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _build(tp, value, where, key + ".")
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        inner, *checks = typing.get_args(tp)
-        value = _coerce(inner, value, where, key)
-        for check in checks:
-            if isinstance(check, Check) and not check.test(value):
-                raise ConfigError(f"{where}: {key} must be {check.expect}, got {value!r}")
-        return value
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if not any(type(value) is type(a) and value == a for a in allowed):
-            raise ConfigError(f"{where}: {key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-        return value
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
-        return [_coerce(inner, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, inner = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {key} must be a table, got {value!r}")
-        return {str(k): _coerce(inner, v, where, f"{key}.{k}") for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{where}: {key}: unsupported union type")
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is str and isinstance(value, (int, float, bool)) and key.startswith("spark.extra."):
-        return str(value).lower() if isinstance(value, bool) else str(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {type(value).__name__} {value!r}")
-    return value
+def _list_of(choices: tuple[str, ...]) -> Any:
+    """``list[Literal[*choices]]``, made when the config is read (the registry's names are known only then)."""
+    literal: Any = Literal
+    return list.__class_getitem__(literal[choices])
+
+
+def _build_candidates(data: dict[str, Any], where: str) -> CandidatesConfig:
+    """``[candidates]``: its own keys, then one table per registered source, each that source's settings class (so
+    an unknown key in ``[candidates.ease]`` is named like any other). The section's shape is made from the registry
+    when the config is read, so a source registered later (a plugin, a test's toy) has its table checked too."""
+    from reelrank import candidates  # the registry and the sources' settings classes; imports no Spark
+
+    names, servable = candidates.names(), candidates.servable_names()
+    shape = dataclasses.make_dataclass("candidates", [
+        ("sources", _list_of(names)),
+        ("serve_from_history", _list_of(servable)),
+        ("refit_max_seconds", NonNegativeFloat),
+        *((name, candidates.source_class(name).settings_type) for name in names),
+    ], frozen=True)
+    built: Any = validate(dataclass(frozen=True, config=SECTION)(shape), data, where, ("candidates",))
+    return CandidatesConfig(sources=list(built.sources), serve_from_history=list(built.serve_from_history),
+                            refit_max_seconds=built.refit_max_seconds,
+                            sections={name: getattr(built, name) for name in names})
