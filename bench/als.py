@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from benchlib import append_result, markdown
-from reelrank.bootstrap import add_common, config_from_args, setup_logging
+from reelrank.cli.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.columns import ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX
 from reelrank.factorize import fit_als, recommend_all_users_spark, recommend_top_n
+from reelrank.inputs.synthetic import generate
 from reelrank.session import build_spark
-from reelrank.synthetic import generate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "als.md"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchlib import append_result, markdown
 from reelrank.config import load_config
-from reelrank.fastread import runs_sql
+from reelrank.warehouse.fastread import runs_sql
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cli_fast.md"
 

@@ -70,7 +70,7 @@ def load(size: int | str, cfg: Config) -> pd.DataFrame:
     if size == "ml-100k":
         raw = pd.read_csv(DATASETS / "ml-100k" / "u.data", sep="\t", names=["u", "i", "r", "t"])
         return pd.DataFrame({C.USER_IDX: raw.u - 1, C.ITEM_IDX: raw.i - 1, C.RATING: raw.r.astype(float)})
-    from reelrank.synthetic import generate
+    from reelrank.inputs.synthetic import generate
 
     users, items = SYNTHETIC_SHAPES.get(size, (max(size // 100, 100), max(size // 200, 100)))
     scfg = dataclasses.replace(cfg.synthetic, users=users, items=items, ratings=size)

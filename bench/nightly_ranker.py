@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from benchlib import append_result, markdown
 from reelrank import columns as C
-from reelrank.bootstrap import add_common, config_from_args, setup_logging
+from reelrank.cli.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.evaluate import ranking_metrics
 from reelrank.models import load
 from reelrank.score import score_candidates, top_n

@@ -20,7 +20,7 @@ import torch
 from loader import make_data  # the loader bench's synthetic rows
 
 from benchlib import append_result
-from reelrank.bootstrap import add_common, config_from_args, setup_logging
+from reelrank.cli.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.loader import write_shards
 from reelrank.models import load
 from reelrank.score import score_candidates

@@ -12,7 +12,7 @@ to each size (and [sequence] max_seconds to ``--seq-seconds``). The ratings are 
 (not timed); each night then runs in a fresh child process, so its peak RSS is the night's alone. Where a stage
 differs from the Spark night (approximations are named; the rest follows the reelrank module cited):
 
-* ingest: the CSV read with pandas as strings and checked like :mod:`reelrank.ingest` (rating range and step,
+* ingest: the CSV read with pandas as strings and checked like :mod:`reelrank.inputs.ingest` (rating range and step,
   integer unix seconds, future timestamps, duplicates, superseded ratings); no ISO-8601 dates, no
   blank/wrong-field-count lines. The Spark night's synthetic source starts from the generator's frame, not a CSV.
 * matrix: indexes in sorted id order as :func:`reelrank.matrix.extend_index` numbers a first night's; holdout
@@ -54,22 +54,21 @@ import scipy.sparse as sp
 import torch
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
-from torch.nn import functional as F
 
 from benchlib import append_result, markdown
 from reelrank import columns as C
+from reelrank import knn, ranking_metrics
 from reelrank import neighbours as nbr
-from reelrank import ranking_metrics
 from reelrank.candidates import refit_plan
 from reelrank.config import STEP_TOLERANCE, Config, load_config
-from reelrank.device import autocast, choose_device
+from reelrank.device import choose_device
 from reelrank.ease import ease_weights, top_n_ease
 from reelrank.factorize import top_n_block
 from reelrank.features import MISSING_Z, SECONDS_PER_DAY, membership_only, missing_rank, prefix, sources
-from reelrank.ingest import FINER_UNITS, future_limit
+from reelrank.inputs.ingest import FINER_UNITS, future_limit
+from reelrank.inputs.synthetic import generate
 from reelrank.models import make_ranker
 from reelrank.seqmodels import SequenceModel
-from reelrank.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "single_process.md"
@@ -103,7 +102,7 @@ class Night:
 
 
 def ingest(csv: Path, cfg: Config) -> tuple[pd.DataFrame, str]:
-    """Accepted rows (user_id, item_id, rating, ts, source_row) as :func:`reelrank.ingest.annotate` decides."""
+    """Accepted rows (user_id, item_id, rating, ts, source_row) as :func:`reelrank.inputs.ingest.annotate` decides."""
     ing = cfg.ingest
     raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
     user, item = raw[C.USER].str.strip(), raw[C.ITEM].str.strip()
@@ -248,7 +247,7 @@ def candidates(data: pd.DataFrame, n_users: int, n_items: int, cfg: Config, devi
         e = lists_[lists_[nbr.SIMILARITY] > 0]
         sim = e[nbr.SIMILARITY] * e[nbr.SUPPORT] / (e[nbr.SUPPORT] + nb.recommend_shrinkage)  # sim itself at 0
         s = sp.csr_matrix((sim.to_numpy(), (e[nbr.ENTITY], e[nbr.NEIGHBOUR])), shape=(n_items, n_items))
-        return by_blocks(users, seen, block, lambda b, sb: nbr.top_reachable(b, sb, s, cand["item_neighbours"].n))
+        return by_blocks(users, seen, block, lambda b, sb: knn.top_reachable(b, sb, s, cand["item_neighbours"].n))
 
     def ease() -> pd.DataFrame:
         ids = np.unique(i)
@@ -342,52 +341,29 @@ def is_validation_user(users: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def train_ranker(rows: pd.DataFrame, val: pd.DataFrame, n_users: int, n_items: int, cfg: Config, device):
-    """models.MLPRanker's network and loop (AdamW, BCE, per-epoch seeds, best epoch by validation NDCG)."""
+    """The night's ranker fitted as one process would: the rows written as Parquet with pyarrow (no Spark), then
+    the same ``fit`` (and so the same training loop, reelrank.training) over them."""
     tc = cfg.train
     threads = torch.get_num_threads()
     if tc.threads > 0:  # as reelrank.train: [train] threads while training only
         torch.set_num_threads(tc.threads)
     ranker = make_ranker(tc, n_users, n_items)
     feats = [c for c in rows.columns if c.startswith("f_")]
-    torch.manual_seed(tc.seed)
-    net = ranker.make_module(tc, len(feats))
-    x = torch.from_numpy(rows[feats].to_numpy(np.float32))
-    x64 = x.double()
-    std = x64.std(0, unbiased=False)
-    net.mean.copy_(x64.mean(0).float())
-    net.std.copy_(torch.where(std < 1e-12, 1.0, std).float())
-    net.to(device)
-    ids = torch.from_numpy(rows[[C.USER_IDX, C.ITEM_IDX]].to_numpy(np.int64))
-    y = torch.from_numpy(rows[C.LABEL].to_numpy(np.float32))
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    ranker.module, ranker.cfg, ranker.features = net, tc, feats
-    best, best_state, bad, losses = -math.inf, None, 0, []
-    for epoch in range(tc.epochs):
-        if bad >= tc.early_stopping_patience > 0:
-            break
-        torch.manual_seed(tc.seed * 1000 + epoch + 1)
-        order = torch.randperm(len(y)) if tc.shuffle_rows else torch.arange(len(y))
-        net.train()
-        total = 0.0
-        for idx in order.split(tc.batch_size):
-            b = ids[idx].to(device)
-            with autocast(device, tc.mixed_precision):
-                loss = F.binary_cross_entropy_with_logits(net(b[:, 0], b[:, 1], x[idx].to(device)).float(),
-                                                          y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        losses.append(total / len(y))
-        metric = ranking_metrics.mean(ranking_metrics.ndcg_of_scores(
-            val[C.USER_IDX].to_numpy(), val[C.LABEL].to_numpy(), ranker.score_frame(val), tc.early_stopping_k))
-        if not metric <= best:  # a NaN metric (no validation labels) keeps the latest epoch
-            best, bad, best_state = metric, 0, {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            bad += 1
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    with tempfile.TemporaryDirectory(prefix="rr-single-") as tmp:
+        dirs = []
+        for name, part in (("train", rows), ("val", val)):
+            folder = Path(tmp) / name
+            folder.mkdir()
+            typed = pd.DataFrame({C.USER_IDX: part[C.USER_IDX].astype(np.int32),
+                                  C.ITEM_IDX: part[C.ITEM_IDX].astype(np.int32),
+                                  C.LABEL: part[C.LABEL].astype(np.float32),
+                                  **{f: part[f].astype(np.float32) for f in feats}})
+            typed.to_parquet(folder / "part-0.parquet", index=False,
+                             row_group_size=cfg.features.rows_per_row_group)
+            dirs.append(folder)
+        history = ranker.fit(dirs[0], dirs[1], tc, device=device)
     torch.set_num_threads(threads)
+    losses = [e.train_loss for e in history.epochs]
     return ranker, f"mlp on {device}, {len(losses)} epochs, loss {losses[0]:.4f} → {losses[-1]:.4f}"
 
 

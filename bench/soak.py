@@ -52,14 +52,15 @@ def check(config: str, data: str) -> dict:
     """What the warehouse shows (run in its own process)."""
     from pyspark.sql import functions as F
 
-    from reelrank import catalog, warehouse
+    from reelrank import catalog
     from reelrank.config import load_config
     from reelrank.session import build_spark
+    from reelrank.warehouse import publishing
 
     cfg = load_config(config, {"warehouse": {"data_dir": data}})
     spark = build_spark(cfg)
     db = cfg.warehouse.database
-    shown = {str(d): r for d, r in warehouse.published_runs(spark, db).items()}
+    shown = {str(d): r for d, r in publishing.published_runs(spark, db).items()}
     runs = spark.sql(f"SELECT run_id, status, stage_rows FROM (SELECT *, row_number() OVER (PARTITION BY run_id "
                      f"ORDER BY recorded_at DESC) AS n FROM {db}.runs) WHERE n = 1").collect()
     latest = {r.run_id: (r.status, dict(r.stage_rows or {})) for r in runs}

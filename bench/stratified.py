@@ -21,15 +21,15 @@ from pyspark.sql import functions as F
 
 from benchlib import DATASETS, append_result, markdown
 from reelrank import columns as C
-from reelrank.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.candidates import list_length, make
+from reelrank.cli.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.evaluate import evaluate_top_n
 from reelrank.features import build_features, is_validation_user, missing_rank, sources, write_shards
+from reelrank.inputs.sources import read_source
 from reelrank.matrix import items_frame
 from reelrank.models import load
 from reelrank.score import score_candidates, top_n
 from reelrank.session import build_spark
-from reelrank.sources import read_source
 from reelrank.splits import read_stratified_split, stratified_split
 from reelrank.train import train
 

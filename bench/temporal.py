@@ -36,9 +36,9 @@ from pyspark.sql import functions as F
 
 from benchlib import DATASETS, append_result, markdown
 from reelrank import columns as C
-from reelrank.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.candidates import CandidateSource, make
 from reelrank.candidates.popular import RecentPopularSource
+from reelrank.cli.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.config import Config
 from reelrank.evaluate import per_user_ranking
 from reelrank.runstate import RunFailed

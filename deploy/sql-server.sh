@@ -21,9 +21,9 @@ case "$action" in
   start|stop)
     config=$here/conf/postgres.toml
     if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then config=$1; shift; fi
-    exec "$venv/bin/python" -m reelrank.sqlserver "$action" --config "$config" "$@" ;;
+    exec "$venv/bin/python" -m reelrank.warehouse.sqlserver "$action" --config "$config" "$@" ;;
   status|query)
-    exec "$venv/bin/python" -m reelrank.sqlserver "$action" "$@" ;;
+    exec "$venv/bin/python" -m reelrank.warehouse.sqlserver "$action" "$@" ;;
   beeline)
     port=10010
     while [ $# -gt 0 ]; do

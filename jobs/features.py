@@ -2,7 +2,7 @@
 
 import sys
 
-from reelrank.bootstrap import run_job
+from reelrank.cli.bootstrap import run_job
 
 if __name__ == "__main__":
     sys.exit(run_job("features"))

@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reelrank.sqlserver import SqlServerError, beeline_command, parse_rows
+from reelrank.warehouse.sqlserver import SqlServerError, beeline_command, parse_rows
 
 REPO = Path(__file__).resolve().parents[1]
 METASTORE_SH = REPO / "deploy" / "metastore.sh"

@@ -19,8 +19,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import ingest, sources
-from reelrank.sources import SourceError, read_source
+from reelrank.inputs import ingest, sources
+from reelrank.inputs.sources import SourceError, read_source
 
 pytestmark = pytest.mark.spark
 

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from pydantic.dataclasses import dataclass as section
 
-from reelrank import candidates, storage
+from reelrank import candidates
 from reelrank import columns as C
 from reelrank.candidates import CandidateSource, SourceSettings
 from reelrank.popularity import SECONDS_PER_DAY, item_users, popular_unseen, rank_popularity
 from reelrank.settings import SECTION
+from reelrank.warehouse import storage
 
 pytestmark = pytest.mark.spark
 

@@ -92,8 +92,8 @@ def test_stage_io_refuses_undeclared_datasets(spark, cfg):
 @pytest.mark.spark
 def test_asking_for_a_folder_is_not_writing_it(spark, cfg):
     """A ``shards`` output returned but never filled fails the stage; once filled it is complete."""
-    from reelrank import storage
     from reelrank.runstate import RunContext, RunFailed, StageIO, UndeclaredDataset
+    from reelrank.warehouse import storage
 
     ctx = RunContext.start(spark, cfg, date(2026, 1, 10))
     io = StageIO(ctx, _probe(inputs=(), outputs=("shards_val",)))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reelrank.cli import format_table, main
+from reelrank.cli.main import format_table, main
 
 REPO = Path(__file__).resolve().parents[1]
 

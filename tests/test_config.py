@@ -159,7 +159,8 @@ def test_literals_match_the_implementations():
     """The config's choices are the names the code knows (these modules import torch / pyspark, not a session)."""
     import typing
 
-    from reelrank import config, device, models, ranking_metrics, sources
+    from reelrank import config, device, models, ranking_metrics
+    from reelrank.inputs import sources
 
     assert set(typing.get_args(config.ModelName)) == set(models.RANKERS)
     assert typing.get_args(config.DeviceSetting) == device.DEVICE_SETTINGS

@@ -18,13 +18,14 @@ import pandas as pd
 import pytest
 import torch
 
-from reelrank import errors, models, runlock
-from reelrank.bootstrap import DataDirError, check_data_dir, one_line
+from reelrank import errors, models
+from reelrank.cli.bootstrap import DataDirError, check_data_dir, one_line
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 from reelrank.errors import CorruptFile
 from reelrank.loader import check_shards, shard_schema, write_shards
 from reelrank.seqmodels import SequenceModel, pad_left
 from reelrank.train import train
+from reelrank.warehouse import runlock
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_EXIT_S = 15.0

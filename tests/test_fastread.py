@@ -1,6 +1,6 @@
 """DuckDB answers without Spark (no JVM here): ``reelrank query``, ``runs`` and ``where`` over a warehouse laid out
 as a publish lays it out (each table's version folders, ``published_runs``, the manifest written by
-:mod:`reelrank.manifest`), and "publish under way" when the manifest is not current. That the same files give
+:mod:`reelrank.warehouse.manifest`), and "publish under way" when the manifest is not current. That the same files give
 Spark SQL's answers on a night the nightly published is checked in test_cli."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from reelrank import fastread, manifest
 from reelrank.config import Config, load_config
+from reelrank.warehouse import fastread, manifest
 
 REPO = Path(__file__).resolve().parents[1]
 DB = "reelrank"

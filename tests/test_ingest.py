@@ -8,9 +8,16 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from reelrank import ingest
-from reelrank.ingest import summarize, validate
-from reelrank.sources import INTERACTIONS_SCHEMA, KNOWN_SCALES, RAW_SCHEMA, RatingScale, rating_scale, read_source
+from reelrank.inputs import ingest
+from reelrank.inputs.ingest import summarize, validate
+from reelrank.inputs.sources import (
+    INTERACTIONS_SCHEMA,
+    KNOWN_SCALES,
+    RAW_SCHEMA,
+    RatingScale,
+    rating_scale,
+    read_source,
+)
 
 pytestmark = pytest.mark.spark
 

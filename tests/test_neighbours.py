@@ -13,6 +13,7 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from reelrank import columns as C
+from reelrank import knn, neighbour_sampling
 from reelrank import neighbours as nbr
 
 pytestmark = pytest.mark.spark
@@ -209,7 +210,7 @@ def test_predict_matches_reference(spark, ratings, cfg, by, mode):
     sims = ref_sims(by, 2)
     allowed = ref_top_k(sims, 2) if mode == "topk" else None
     want = ref_predict(by, cells, sims, k=2, min_k=2, allowed=allowed)
-    out = nbr.predict(ratings, pairs, by, c, mode=mode).toPandas()
+    out = knn.predict(ratings, pairs, by, c, mode=mode).toPandas()
     assert len(out) == len(cells) and set(out["tag"]) == {f"{u}-{i}" for u, i in cells}
     cols = [C.USER_IDX, C.ITEM_IDX, C.PREDICTION, nbr.FALLBACK]
     got = {(int(u), int(i)): (p, f) for u, i, p, f in out[cols].itertuples(index=False)}
@@ -218,20 +219,20 @@ def test_predict_matches_reference(spark, ratings, cfg, by, mode):
         assert bool(got[key][1]) == f, key
     flags = [f for _, f in want.values()]
     assert any(flags) and not all(flags), "the fixture must exercise both fallback and neighbour predictions"
-    assert nbr.fallback_rate(spark.createDataFrame(out)) == pytest.approx(np.mean(flags))
+    assert knn.fallback_rate(spark.createDataFrame(out)) == pytest.approx(np.mean(flags))
 
 
 def test_cap_ratings_is_seeded_and_exact(ratings, cfg):
-    capped = nbr.cap_ratings(ratings, C.USER_IDX, 2, seed=7).toPandas()
+    capped = neighbour_sampling.cap_ratings(ratings, C.USER_IDX, 2, seed=7).toPandas()
     counts = capped.groupby(C.USER_IDX).size()
     want = {u: min(len(items), 2) for u, items in MATRIX.items()}
     assert counts.to_dict() == want
     all_rows = {(u, i) for u, i, _ in ROWS}
     assert set(zip(capped[C.USER_IDX], capped[C.ITEM_IDX], strict=True)) <= all_rows
-    again = nbr.cap_ratings(ratings, C.USER_IDX, 2, seed=7).toPandas()
+    again = neighbour_sampling.cap_ratings(ratings, C.USER_IDX, 2, seed=7).toPandas()
     key = [C.USER_IDX, C.ITEM_IDX]
     pd.testing.assert_frame_equal(capped.sort_values(key, ignore_index=True), again.sort_values(key, ignore_index=True))
-    assert nbr.cap_ratings(ratings, C.USER_IDX, 0, seed=7) is ratings
+    assert neighbour_sampling.cap_ratings(ratings, C.USER_IDX, 0, seed=7) is ratings
 
 
 def test_caps_apply_only_above_the_work_budget(ratings, cfg):
@@ -241,7 +242,7 @@ def test_caps_apply_only_above_the_work_budget(ratings, cfg):
     work, heavy = int((per_user ** 2).sum()), int((per_user > 4).sum())
     assert 0 < heavy < len(per_user), "the fixture must have users above and below the cap"
     exact = ncfg(cfg, max_ratings_per_user=4, exact_work_budget=work)  # at the budget: still exact
-    plan = nbr.plan_sampling(ratings, C.USER_IDX, 4, work)
+    plan = neighbour_sampling.plan_sampling(ratings, C.USER_IDX, 4, work)
     assert (plan.work, plan.groups, plan.heavy, plan.sampled) == (work, len(per_user), heavy, False)
     assert plan.work_capped == int((np.minimum(per_user, 4) ** 2).sum())
     uncapped = nbr.neighbour_lists(ratings, "item", ncfg(cfg), k=2)
@@ -251,7 +252,7 @@ def test_caps_apply_only_above_the_work_budget(ratings, cfg):
     assert sampled.count() > 0
     flags = [tuple(r) for r in sampled.select(nbr.SAMPLED, nbr.CAPPED_SHARE).distinct().collect()]
     assert flags == [(True, pytest.approx(heavy / len(per_user)))]
-    capped_input = nbr.cap_ratings(ratings, C.USER_IDX, 4, over.seed)
+    capped_input = neighbour_sampling.cap_ratings(ratings, C.USER_IDX, 4, over.seed)
     assertDataFrameEqual(sampled.drop(nbr.SAMPLED, nbr.CAPPED_SHARE),
                          nbr.neighbour_lists(capped_input, "item", ncfg(cfg), k=2).drop(nbr.SAMPLED, nbr.CAPPED_SHARE))
 
@@ -263,14 +264,14 @@ def test_without_a_configured_cap_the_work_is_brought_within_the_budget(ratings,
     work = int((per_user ** 2).sum())
     budget = work - 1
     fits = [c for c in range(1, per_user.max() + 1) if (np.minimum(per_user, c) ** 2).sum() <= budget]
-    plan = nbr.plan_sampling(ratings, C.USER_IDX, 0, budget)
+    plan = neighbour_sampling.plan_sampling(ratings, C.USER_IDX, 0, budget)
     assert (plan.cap, plan.sampled) == (max(fits), True)
     assert plan.work_capped <= budget < plan.work
     lists = nbr.neighbour_lists(ratings, "item", ncfg(cfg, max_ratings_per_user=0, exact_work_budget=budget), k=2)
-    capped_input = nbr.cap_ratings(ratings, C.USER_IDX, plan.cap, cfg.neighbours.seed)
+    capped_input = neighbour_sampling.cap_ratings(ratings, C.USER_IDX, plan.cap, cfg.neighbours.seed)
     assertDataFrameEqual(lists.drop(nbr.SAMPLED, nbr.CAPPED_SHARE),
                          nbr.neighbour_lists(capped_input, "item", ncfg(cfg), k=2).drop(nbr.SAMPLED, nbr.CAPPED_SHARE))
-    assert not nbr.plan_sampling(ratings, C.USER_IDX, 0, work).sampled
+    assert not neighbour_sampling.plan_sampling(ratings, C.USER_IDX, 0, work).sampled
 
 
 @pytest.mark.parametrize("budget", [1, 5, 17, 100, 10**9])
@@ -278,13 +279,13 @@ def test_budget_cap_is_the_largest_cap_within_budget(budget):
     sizes, counts = np.array([1, 3, 4, 9]), np.array([5, 2, 1, 3])
     work = [int((counts * np.minimum(sizes, c) ** 2).sum()) for c in range(1, 10)]
     want = max([c for c, w in zip(range(1, 10), work, strict=True) if w <= budget], default=1)
-    assert nbr.budget_cap(sizes, counts, budget) == want
+    assert neighbour_sampling.budget_cap(sizes, counts, budget) == want
 
 
 @pytest.mark.parametrize("shrinkage", [0.0, 2.0])
 def test_recommend_sums_similarities_of_rated_items(ratings, cfg, shrinkage):
     lists = nbr.neighbour_lists(ratings, "item", ncfg(cfg), k=3)
-    got = nbr.recommend(ratings, lists, 2, shrinkage).toPandas()
+    got = knn.recommend(ratings, lists, 2, shrinkage).toPandas()
     ref = ref_top_k(ref_sims("item", 2), 3)
     sims = ref_sims("item", 2)
     for u, items in MATRIX.items():

@@ -12,6 +12,7 @@ from conftest import dataset
 from pyspark.sql import types as T
 
 from reelrank import columns as C
+from reelrank import knn, neighbour_sampling
 from reelrank import neighbours as nbr
 
 surprise = pytest.importorskip("surprise")
@@ -80,7 +81,7 @@ def test_pearson_matrix_equals_surprise_on_u1(spark, ncfg, by):
     else:
         raws = np.array([ts.to_raw_iid(i) for i in range(ts.n_items)])
     ratings = to_spark(spark, train)
-    assert not nbr.plan_sampling(ratings, C.ITEM_IDX if by == "user" else C.USER_IDX, 0,
+    assert not neighbour_sampling.plan_sampling(ratings, C.ITEM_IDX if by == "user" else C.USER_IDX, 0,
                                  ncfg.exact_work_budget).sampled, "the default budget must keep ml-100k exact"
     ours = nbr.similarities(ratings, by, ncfg).toPandas()
     S = ours_dense(ours, raws, lambda raw: int(raw) - 1)
@@ -115,9 +116,9 @@ def test_knn_with_means_rmse_equals_surprise(spark, ncfg, fold):
     for by in ("user", "item"):
         t0 = time.perf_counter()
         sims = nbr.similarities(train_df, by, ncfg).cache()
-        exact = nbr.predict(train_df, pairs, by, ncfg, mode="exact", neighbours=sims)
+        exact = knn.predict(train_df, pairs, by, ncfg, mode="exact", neighbours=sims)
         lists = nbr.top_k(sims, ncfg.top_k, ncfg.list_shrinkage)
-        topk = nbr.predict(train_df, pairs, by, ncfg, mode="topk", neighbours=lists)
+        topk = knn.predict(train_df, pairs, by, ncfg, mode="topk", neighbours=lists)
         both = (
             exact.join(topk.select(C.USER_IDX, C.ITEM_IDX, topk[C.PREDICTION].alias("topk")), [C.USER_IDX, C.ITEM_IDX])
             .toPandas()

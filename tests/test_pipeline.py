@@ -8,8 +8,9 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from reelrank import catalog, faults, pipeline, run_report, runstate, storage, warehouse
+from reelrank import catalog, faults, pipeline, run_report, runstate
 from reelrank import columns as C
+from reelrank.warehouse import publishing, storage
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 DAY = date(2026, 11, 23)
@@ -197,7 +198,7 @@ def test_killed_in_every_stage_then_resumed_publishes_what_an_uninterrupted_run_
         assert run_id in (None, state["run_id"]), "every resume continues the first attempt's run"
         run_id = state["run_id"]
         assert _latest_status(spark, cfg, run_id)[0] == "started"
-        assert warehouse.published_run(spark, db, day) is None, f"killed in {stage}: nothing may show"
+        assert publishing.published_run(spark, db, day) is None, f"killed in {stage}: nothing may show"
         if stage == "score":  # the scoring task failed once (partition 0, attempt 0) and its retry succeeded
             tracker = spark.sparkContext.statusTracker()
             stages = [s for j in tracker.getJobIdsForGroup(f"killed-in-{stage}")
@@ -236,7 +237,7 @@ def test_a_stage_job_never_touches_a_published_night(spark, cfg, nightly):
 def test_duckdb_answers_equal_spark_sql(spark, cfg, nightly):
     """Without Spark, through the publish-time manifest: ordinary queries (named columns, counts, joins, NULL
     order, x / 0) give the same columns and rows as Spark SQL."""
-    from reelrank import fastread
+    from reelrank.warehouse import fastread
 
     db = cfg.warehouse.database
     queries = [
@@ -265,5 +266,5 @@ def test_duckdb_answers_equal_spark_sql(spark, cfg, nightly):
         df = spark.sql(sql)
         assert fast[0] == df.columns, sql
         assert rounded(fast[1]) == rounded([tuple(r) for r in df.collect()]), sql
-    assert fastread.where(cfg, "recommendations", DAY) == warehouse.partition_location(
+    assert fastread.where(cfg, "recommendations", DAY) == publishing.partition_location(
         spark, db, "recommendations", DAY).removeprefix("file:")

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import ingest, matrix, sources
-from reelrank.sources import INTERACTIONS_SCHEMA
+from reelrank import matrix
+from reelrank.inputs import ingest, sources
+from reelrank.inputs.sources import INTERACTIONS_SCHEMA
 
 pytestmark = pytest.mark.spark
 

@@ -17,7 +17,8 @@ import pytest
 from conftest import dataset
 from pyspark.sql import functions as F
 
-from reelrank.sources import KINDS, RAW_SCHEMA, SourceError, _check_readable, read_source
+from reelrank.inputs.filesystem import check_readable
+from reelrank.inputs.sources import KINDS, RAW_SCHEMA, SourceError, read_source
 
 pytestmark = pytest.mark.spark
 
@@ -256,10 +257,10 @@ def test_unreadable_file_is_named_for_another_user():
             try:
                 os.setgid(NOBODY)
                 os.setuid(NOBODY)
-                _check_readable(str(folder / "ok.csv"))
-                _check_readable(f"file:{folder}", folder=True)
+                check_readable(str(folder / "ok.csv"))
+                check_readable(f"file:{folder}", folder=True)
                 try:
-                    _check_readable(f"file://{folder}/ratings.csv")
+                    check_readable(f"file://{folder}/ratings.csv")
                     message = "no error"
                 except SourceError as e:
                     message = str(e)

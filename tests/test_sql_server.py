@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from sqlenv import BeelineSession, Metastore, child_env, free_port, kill, start_nightly, wait_watching, write_env
 
-from reelrank import cli, runlock, sqlserver
+from reelrank.cli import main as cli
 from reelrank.config import load_config
 from reelrank.runs import stage_line
 from reelrank.session import spark_settings, split_secrets
-from reelrank.sqlserver import SqlServerError, beeline
+from reelrank.warehouse import runlock, sqlserver
+from reelrank.warehouse.sqlserver import SqlServerError, beeline
 
 RUN_DATE = "2026-01-02"
 # The brief's tiny catalogue; ALS, neighbour blocks and shard files cut down so a nightly is a few dozen Spark jobs.

@@ -8,7 +8,7 @@ import pytest
 from stagekit import ITEMS, PER_USER, USERS, accepted, stage_io
 
 from reelrank import columns as C
-from reelrank.sources import ITEMS_SCHEMA
+from reelrank.inputs.sources import ITEMS_SCHEMA
 from reelrank.stages import matrix as stage
 
 pytestmark = pytest.mark.spark

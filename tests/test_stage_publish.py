@@ -8,9 +8,10 @@ from datetime import date, datetime
 import pytest
 from stagekit import stage_io
 
-from reelrank import quality, warehouse
+from reelrank import quality
 from reelrank.catalog import TABLES
 from reelrank.stages import publish as stage
+from reelrank.warehouse import publishing
 
 pytestmark = pytest.mark.spark
 DAY, BEFORE = date(2030, 1, 7), date(2030, 1, 6)
@@ -38,7 +39,7 @@ def test_a_drop_against_the_last_published_night_stops_publishing(spark, cfg):
                   published_metrics=earlier)
     assert io.ctx.gate_against is not None and io.ctx.gate_against["run_id"] == "old"
     assert io.ctx.record.published_model == cfg.train.model
-    assert warehouse.published_run(spark, cfg.warehouse.database, DAY) is None  # nothing swapped in
+    assert publishing.published_run(spark, cfg.warehouse.database, DAY) is None  # nothing swapped in
 
 
 def test_the_first_night_runs_only_the_absolute_checks(spark, cfg):

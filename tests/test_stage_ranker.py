@@ -9,11 +9,12 @@ import pytest
 from stagekit import stage_io
 
 from reelrank import columns as C
-from reelrank import features, matrix, neighbours, storage
+from reelrank import features, matrix, neighbours
+from reelrank.inputs.sources import ITEMS_SCHEMA
 from reelrank.runstate import Shards
-from reelrank.sources import ITEMS_SCHEMA
 from reelrank.stages import evaluate, score, train
 from reelrank.stages import features as features_stage
+from reelrank.warehouse import storage
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 DAY = date(2030, 1, 5)

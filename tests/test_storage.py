@@ -10,10 +10,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import pipeline, report, sqlserver, storage, warehouse
+from reelrank import pipeline, report
 from reelrank.runs import RunRecord
 from reelrank.runstate import RunContext
-from reelrank.storage import StorageError
+from reelrank.warehouse import publishing, sqlserver, storage
+from reelrank.warehouse.storage import StorageError
 
 HDFS = "hdfs://nn:8020/x"
 
@@ -120,7 +121,7 @@ def test_a_nightly_with_a_file_uri_data_dir_publishes_under_it(spark, cfg, tmp_p
     assert sorted(r.status for r in runs) == ["published", "started"]
     recs = spark.table(f"{db}.recommendations").filter(F.col(C.RUN_DATE) == F.lit(day))
     assert recs.count() > 0
-    location = warehouse.partition_location(spark, db, "recommendations", day)
+    location = publishing.partition_location(spark, db, "recommendations", day)
     assert location is not None and storage.resolve(location).startswith(f"{data}/warehouse/")
     pointer = data / "runs" / f"current-{day}"
     assert pointer.read_text() == ctx.record.run_id

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reelrank.synthetic import GENRE_NAMES, generate
+from reelrank.inputs.synthetic import GENRE_NAMES, generate
 
 
 @pytest.fixture(scope="module")

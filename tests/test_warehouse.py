@@ -10,7 +10,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import faults, storage, warehouse
+from reelrank import faults
+from reelrank.warehouse import publishing, storage
 
 pytestmark = pytest.mark.spark
 D1, D2 = date(2026, 1, 1), date(2026, 1, 2)
@@ -24,7 +25,7 @@ def wcfg(cfg, spark, request):
 
 
 def _publish(spark, cfg, run_date, run_id, n, tag):
-    out = warehouse.RunOutputs(spark, cfg, run_date, run_id)
+    out = publishing.RunOutputs(spark, cfg, run_date, run_id)
     out.stage("recs", spark.range(n).withColumn("tag", F.lit(tag)))
     return out.publish(["recs"])
 
@@ -47,38 +48,38 @@ def test_rerun_replaces_the_partition(spark, wcfg):
 
 def test_staged_but_unpublished_output_is_invisible(spark, wcfg):
     _publish(spark, wcfg, D1, "r1", 5, "a")
-    out = warehouse.RunOutputs(spark, wcfg, D1, "r2")
+    out = publishing.RunOutputs(spark, wcfg, D1, "r2")
     out.stage("recs", spark.range(9).withColumn("tag", F.lit("half")))  # a run that fails before publish
     assert [tuple(r) for r in _rows(spark, wcfg, D1)] == [("a", 5)]
 
 
 def test_replaced_versions_are_kept_for_the_grace_period(spark, wcfg):
     _publish(spark, wcfg, D1, "r1", 2, "a")
-    loc1 = warehouse.partition_location(spark, wcfg.warehouse.database, "recs", D1)
+    loc1 = publishing.partition_location(spark, wcfg.warehouse.database, "recs", D1)
     kept = wcfg.replace(warehouse={"grace_hours": 1.0})
     _publish(spark, kept, D1, "r2", 2, "b")
     path1 = loc1.removeprefix("file:")
     assert os.path.isdir(path1), "a replaced version inside the grace period must stay for running readers"
     old = time.time() - 2 * 3600
     os.utime(path1, (old, old))
-    removed = warehouse.collect_garbage(spark, wcfg.warehouse.database, "recs", 1.0)
+    removed = publishing.collect_garbage(spark, wcfg.warehouse.database, "recs", 1.0)
     assert [str(p) for p in removed] == [path1]
     assert [tuple(r) for r in _rows(spark, wcfg, D1)] == [("b", 2)]
 
 
 def test_append_rows_and_latest_partition(spark, wcfg):
     db = wcfg.warehouse.database
-    warehouse.append_rows(spark, db, "hist", spark.createDataFrame([(1, "x")], ["a", "b"]))
-    warehouse.append_rows(spark, db, "hist", spark.createDataFrame([("y", 2)], ["b", "a"]))
+    publishing.append_rows(spark, db, "hist", spark.createDataFrame([(1, "x")], ["a", "b"]))
+    publishing.append_rows(spark, db, "hist", spark.createDataFrame([("y", 2)], ["b", "a"]))
     assert sorted(tuple(r) for r in spark.table(f"{db}.hist").collect()) == [(1, "x"), (2, "y")]
     # a newer row with a column the table lacks (runs.published_model): the column is added, old rows get null
-    warehouse.append_rows(spark, db, "hist", spark.createDataFrame([(3, "z", "ease")], ["a", "b", "c"]))
+    publishing.append_rows(spark, db, "hist", spark.createDataFrame([(3, "z", "ease")], ["a", "b", "c"]))
     assert sorted(tuple(r) for r in spark.table(f"{db}.hist").collect()) == [(1, "x", None), (2, "y", None),
                                                                           (3, "z", "ease")]
-    assert warehouse.latest_partition(spark, db, "recs") is None
+    assert publishing.latest_partition(spark, db, "recs") is None
     _publish(spark, wcfg, D1, "r1", 2, "a")
     _publish(spark, wcfg, D2, "r2", 3, "b")
-    latest = warehouse.latest_partition(spark, db, "recs")
+    latest = publishing.latest_partition(spark, db, "recs")
     assert latest.count() == 3 and C.RUN_DATE not in latest.columns
 
 
@@ -87,7 +88,7 @@ def test_a_newer_night_with_more_columns_adds_them_to_the_table(spark, wcfg):
     them makes them queryable; earlier nights read null there."""
     db = wcfg.warehouse.database
     _publish(spark, wcfg, D1, "r1", 2, "a")
-    out = warehouse.RunOutputs(spark, wcfg, D2, "r2")
+    out = publishing.RunOutputs(spark, wcfg, D2, "r2")
     out.stage("recs", spark.range(3).withColumn("tag", F.lit("b")).withColumn(C.SOURCE_ROW, F.col("id") + 10))
     out.publish(["recs"])
     rows = spark.sql(f"SELECT {C.RUN_DATE}, id, {C.SOURCE_ROW} FROM {db}.recs").collect()
@@ -100,7 +101,7 @@ TABLES = ["recs", "stats", "index"]
 
 def _night(spark, cfg, run_date, run_id, n):
     """A three-table night: every table holds ``n`` rows tagged with the run."""
-    out = warehouse.RunOutputs(spark, cfg, run_date, run_id)
+    out = publishing.RunOutputs(spark, cfg, run_date, run_id)
     for i, table in enumerate(TABLES):
         out.stage(table, spark.range(n + i).withColumn("tag", F.lit(run_id)))
     return out
@@ -127,8 +128,8 @@ def test_a_run_killed_between_any_two_steps_of_publishing_shows_last_night_whole
         tonight.publish(TABLES)
     monkeypatch.delenv(faults.ENV)
     assert _seen(spark, wcfg, D1) == last
-    assert warehouse.published_run(spark, wcfg.warehouse.database, D1) == "last"
-    warehouse.RunOutputs(spark, wcfg, D1, "tonight").publish(TABLES)  # --resume: the staged tables, published
+    assert publishing.published_run(spark, wcfg.warehouse.database, D1) == "last"
+    publishing.RunOutputs(spark, wcfg, D1, "tonight").publish(TABLES)  # --resume: the staged tables, published
     assert _seen(spark, wcfg, D1) == {t: [("tonight", 7 + i)] for i, t in enumerate(TABLES)}
 
 
@@ -136,12 +137,12 @@ def test_one_flip_turns_every_table(spark, wcfg):
     db = wcfg.warehouse.database
     _night(spark, wcfg, D1, "r1", 2).publish(TABLES)
     _night(spark, wcfg, D2, "r2", 3).publish(TABLES)
-    assert warehouse.published_runs(spark, db) == {D1: "r1", D2: "r2"}
-    assert warehouse.flip(spark, db, D2, "r1x") == "r2"  # an unregistered run: no table shows rows for D2
+    assert publishing.published_runs(spark, db) == {D1: "r1", D2: "r2"}
+    assert publishing.flip(spark, db, D2, "r1x") == "r2"  # an unregistered run: no table shows rows for D2
     assert _seen(spark, wcfg, D2) == {t: [] for t in TABLES}
-    warehouse.flip(spark, db, D2, "r2")
+    publishing.flip(spark, db, D2, "r2")
     assert _seen(spark, wcfg, D2) == {t: [("r2", 3 + i)] for i, t in enumerate(TABLES)}
-    where = warehouse.partition_location(spark, db, "stats", D2)
+    where = publishing.partition_location(spark, db, "stats", D2)
     assert storage.resolve(where).endswith(f"/stats/{C.RUN_DATE}={D2}/r2")
 
 
@@ -149,7 +150,7 @@ def test_a_warehouse_from_before_the_pointer_is_moved_to_it(spark, wcfg):
     """Tables partitioned by run_date (published by an older reelrank) become versions behind views; every
     published date still reads the same rows, and a new night publishes beside them."""
     db = wcfg.warehouse.database
-    root = warehouse.table_root(spark, db, "recs")
+    root = publishing.table_root(spark, db, "recs")
     spark.sql(f"CREATE TABLE {db}.recs (id BIGINT, tag STRING, {C.RUN_DATE} DATE) USING parquet "
               f"PARTITIONED BY ({C.RUN_DATE}) LOCATION '{root}'")
     for day, run_id, n in ((D1, "old1", 2), (D2, "old2", 3)):
@@ -162,7 +163,7 @@ def test_a_warehouse_from_before_the_pointer_is_moved_to_it(spark, wcfg):
     assert [tuple(r) for r in _rows(spark, wcfg, D1)] == [("old1", 2)]
     assert [tuple(r) for r in _rows(spark, wcfg, D2)] == [("old2", 3)]
     assert [tuple(r) for r in _rows(spark, wcfg, date(2026, 1, 3))] == [("new", 5)]
-    assert warehouse.published_runs(spark, db) == {D1: "old1", D2: "old2", date(2026, 1, 3): "new"}
+    assert publishing.published_runs(spark, db) == {D1: "old1", D2: "old2", date(2026, 1, 3): "new"}
 
 
 def test_unpublished_versions_past_the_grace_period_are_collected(spark, wcfg):
@@ -170,15 +171,15 @@ def test_unpublished_versions_past_the_grace_period_are_collected(spark, wcfg):
     period; the shown ones stay."""
     db = wcfg.warehouse.database
     _publish(spark, wcfg, D1, "shown", 2, "a")
-    out = warehouse.RunOutputs(spark, wcfg, D1, "killed")
+    out = publishing.RunOutputs(spark, wcfg, D1, "killed")
     out.stage("recs", spark.range(3).withColumn("tag", F.lit("k")))
-    warehouse.register_version(spark, db, "recs", "killed", out.location("recs"), out.staged["recs"][1])
-    failed = warehouse.RunOutputs(spark, wcfg, D2, "failed")
+    publishing.register_version(spark, db, "recs", "killed", out.location("recs"), out.staged["recs"][1])
+    failed = publishing.RunOutputs(spark, wcfg, D2, "failed")
     failed.stage("recs", spark.range(3).withColumn("tag", F.lit("f")))
     old = time.time() - 2 * 3600
     for loc in (out.location("recs"), failed.location("recs")):
         os.utime(storage.resolve(loc), (old, old))
-    removed = warehouse.collect_garbage(spark, db, "recs", 1.0)
+    removed = publishing.collect_garbage(spark, db, "recs", 1.0)
     assert sorted(storage.name(p) for p in removed) == ["failed", "killed"]
     parts = {r[0] for r in spark.sql(f"SHOW PARTITIONS {db}.recs_versions").collect()}
     assert parts == {"run_id=shown"}

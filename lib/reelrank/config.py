@@ -6,6 +6,11 @@ wrong type is a :class:`ConfigError` naming the file and the dotted key. So is a
 choices (a ``Literal``) or its range. Each section is a frozen pydantic v2 dataclass (:mod:`reelrank.settings`:
 unknown keys forbidden, strict scalar types, ``Field`` ranges); a candidate source declares its own
 ``[candidates.<name>]`` table beside it (:mod:`reelrank.candidates`).
+
+Sections whose components import no Spark live beside them (:mod:`reelrank.inputs.settings`,
+:mod:`reelrank.warehouse.settings`); those of components that load Spark or torch when imported (neighbours, ALS,
+sequence models, features, the ranker, evaluation) are declared here, so that reading a config (``reelrank query``,
+``--help``) loads neither. That, the loader and the cross-field checks make this module about 530 lines.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator
 from pydantic.dataclasses import dataclass
 
-from reelrank import storage
 from reelrank.candidates.base import SourceSettings
+from reelrank.inputs.settings import IngestConfig, SourceConfig, SourceKind, SyntheticConfig, TimestampUnits
 from reelrank.metric_keys import RankingMetric
 from reelrank.settings import (
     SECTION,
@@ -33,7 +38,6 @@ from reelrank.settings import (
     Dropout,
     Float,
     Fraction,
-    Identifier,
     Int,
     MemorySize,
     MetricKey,
@@ -44,8 +48,11 @@ from reelrank.settings import (
     Str,
     validate,
 )
+from reelrank.warehouse import storage
+from reelrank.warehouse.settings import Metastore, WarehouseConfig
 
-__all__ = ["Config", "ConfigError", "NonNegativeFloat", "NonNegativeInt", "PositiveFloat", "PositiveInt",
+__all__ = ["Config", "ConfigError", "IngestConfig", "Metastore", "SourceConfig", "SourceKind", "SyntheticConfig",
+           "TimestampUnits", "WarehouseConfig", "NonNegativeFloat", "NonNegativeInt", "PositiveFloat", "PositiveInt",
            "Fraction", "load_config"]
 
 
@@ -58,8 +65,6 @@ def _spark_value(value: Any) -> Any:
 
 SparkValue = Annotated[Str, BeforeValidator(_spark_value)]
 
-SourceKind = Literal["synthetic", "movielens-100k", "movielens-csv", "parquet", "csv"]
-"""Readers of :func:`reelrank.sources.read_source`."""
 ModelName = Literal["mlp", "neumf"]
 """Rankers registered in :data:`reelrank.models.RANKERS`."""
 LossName = Literal["bce", "bpr"]
@@ -67,9 +72,6 @@ DeviceSetting = Literal["auto", "cpu", "cuda"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
 HoldoutKind = Literal["latest", "random"]
 """Holdouts of :func:`reelrank.splits.holdout_split`."""
-Metastore = Literal["derby", "external"]
-TimestampUnits = Literal["seconds", "auto"]
-"""How :mod:`reelrank.ingest` treats integer timestamps that look like milli-, micro- or nanoseconds."""
 SparkLogLevel = Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "TRACE", "OFF"]
 """``SparkContext.setLogLevel``'s levels."""
 
@@ -88,74 +90,6 @@ class SparkConfig:
     """Write Spark's event log to ``<data_dir>/spark-events``, where pyspark's history server can replay a night."""
     extra: dict[Str, SparkValue]
     """Any further ``spark.*`` settings, passed through verbatim."""
-
-
-@dataclass(frozen=True, config=SECTION)
-class WarehouseConfig:
-    data_dir: Str
-    """Root for the warehouse, the embedded metastore, shards and models (``~`` and env vars expand).
-    Resolved once by :func:`load_config` to an absolute path: an explicit override (``--data-dir``) wins, then
-    ``$REELRANK_DATA_DIR``, then the files."""
-    database: Identifier
-    metastore: Metastore
-    """``derby`` (embedded, one process at a time) or ``external`` (settings in ``metastore_conf``)."""
-    metastore_conf: dict[Str, Str]
-    """Extra ``spark.hadoop.*`` settings for an external metastore; secrets come from the environment
-    as ``${VAR}`` placeholders, never from a committed file."""
-    grace_hours: NonNegativeFloat
-    """How long a replaced partition directory is kept before it is garbage-collected."""
-
-
-@dataclass(frozen=True, config=SECTION)
-class SourceConfig:
-    kind: SourceKind
-    """``synthetic``, ``movielens-100k``, ``movielens-csv``, ``parquet`` or ``csv``."""
-    input: Str
-    """Folder or file(s) to read; unused for ``synthetic``."""
-    columns: dict[Str, Str]
-    """Maps reelrank's names (user_id, item_id, rating, timestamp) to the source's column names."""
-    items_input: Str
-    """Optional item metadata file for ``parquet``/``csv`` sources (item_id, title, genres)."""
-    delimiter: Str
-    """Field separator of ``csv`` sources (and of a CSV ``items_input``)."""
-
-
-@dataclass(frozen=True, config=SECTION)
-class SyntheticConfig:
-    users: PositiveInt
-    items: PositiveInt
-    ratings: PositiveInt
-    genres: PositiveInt
-    latent_dim: PositiveInt
-    popularity_exponent: Float
-    """Zipf-like exponent of item popularity: larger means a longer, thinner tail."""
-    seed: Int
-    start_ts: Int
-    """Unix seconds of the first interaction; the history spans ``days``."""
-    days: PositiveInt
-    min_user_ratings: NonNegativeInt
-    """Every synthetic user rates at least this many items."""
-    rating_noise: NonNegativeFloat
-    """Standard deviation of the per-rating noise (in stars) before rounding: the unpredictable part."""
-    new_item_fraction: Fraction
-    """Share of items released during the history window (rated only after release); the rest is back catalogue."""
-
-
-@dataclass(frozen=True, config=SECTION)
-class IngestConfig:
-    rating_min: Float
-    """Lowest valid rating of a ``csv``, ``parquet`` or ``synthetic`` source (MovieLens sources bring their own)."""
-    rating_max: Float
-    rating_step: NonNegativeFloat
-    """Ratings must be ``rating_min`` plus a whole multiple of this (0.5: half stars); 0 accepts any value in range."""
-    max_rejected_share: Fraction
-    """Share of input rows rejected as invalid (every reason but ``duplicate`` and ``superseded``) above which the
-    ingest stage fails the run, before anything is published."""
-    timestamp_units: TimestampUnits
-    """``seconds``: integer timestamps that look like milli-, micro- or nanoseconds are rejected; ``auto``: they
-    are divided down to seconds and accepted."""
-    future_slack_days: NonNegativeFloat
-    """Timestamps later than the end of the run date (UTC) plus this many days are rejected."""
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from reelrank import storage
+from reelrank.warehouse import storage
 
 JAVA_OOM = "java.lang.OutOfMemoryError"
 _PYTHON_TRACEBACK = "Traceback (most recent call last)"

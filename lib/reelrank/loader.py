@@ -30,9 +30,9 @@ import torch
 from petastorm import make_batch_reader
 from petastorm.pytorch import BatchedDataLoader
 
-from reelrank import storage
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 from reelrank.errors import CorruptFile, first_line
+from reelrank.warehouse import storage
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reelrank import ranking_metrics, storage, training
+from reelrank import ranking_metrics, training
 from reelrank.columns import ITEM_IDX, LABEL, USER_IDX
 from reelrank.config import TrainConfig
 from reelrank.errors import CorruptFile
@@ -47,6 +47,7 @@ from reelrank.loader import Batch, feature_moments, open_batches, shard_schema
 from reelrank.training import EpochStats as EpochStats  # re-exported: candidates.py imports it from here
 from reelrank.training import History, Progress, read_torch
 from reelrank.training import load_checkpoint as load_checkpoint  # re-exported: tests/test_errors.py
+from reelrank.warehouse import storage
 
 log = logging.getLogger(__name__)
 

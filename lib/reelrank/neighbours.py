@@ -1,4 +1,6 @@
-"""Pearson neighbours, user-user and item-item, with KNNWithMeans-style predictions and item-based top-N.
+"""Pearson neighbours, user-user and item-item: similarities and each entity's top-k list.
+
+Predictions from the lists (KNNWithMeans) and item-based top-N are :mod:`reelrank.knn`.
 
 Similarity is scikit-surprise's ``pearson``: for a pair of entities, over the n others both rated,
 ``(n Σxy - Σx Σy) / sqrt((n Σx² - (Σx)²)(n Σy² - (Σy)²))``, optionally shrunk by ``n / (n + λ)``.
@@ -21,8 +23,6 @@ of 71,713 item-item similarities).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from pyspark.sql import types as T
 
 from reelrank import columns as C
 from reelrank.config import NeighboursConfig
-from reelrank.factorize import top_k_sorted
+from reelrank.neighbour_sampling import Sampling, cap_ratings, plan_sampling
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,14 @@ _VARIANCE_RTOL = 64 * np.finfo(np.float64).eps
 _BY = {"user": (C.USER_IDX, C.ITEM_IDX), "item": (C.ITEM_IDX, C.USER_IDX)}
 
 
-def _roles(by: str) -> tuple[str, str]:
+def roles(by: str) -> tuple[str, str]:
     """(entity column, other column) for ``by``: user-user pairs are users co-rating items, and vice versa."""
     if by not in _BY:
         raise ValueError(f"by must be 'user' or 'item', got {by!r}")
     return _BY[by]
 
 
-def _require(df: DataFrame, cols: list[str], what: str) -> None:
+def require_columns(df: DataFrame, cols: list[str], what: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {', '.join(missing)} (has {', '.join(df.columns)})")
@@ -275,7 +275,7 @@ def _same_pattern(*ms: sp.csr_matrix) -> None:
             raise AssertionError("sparse products disagree on their sparsity pattern")
 
 
-def _shrunk(shrinkage: float) -> Column:
+def shrunk(shrinkage: float) -> Column:
     """``similarity * support / (support + shrinkage)`` as a Column; the similarity itself when shrinkage is 0."""
     sim = F.col(SIMILARITY)
     return sim * F.col(SUPPORT) / (F.col(SUPPORT) + F.lit(float(shrinkage))) if shrinkage > 0 else sim
@@ -314,89 +314,9 @@ def _empty_pairs() -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """Whether one neighbour computation counts its pairs on all ratings or on down-sampled ones, and why."""
-
-    group: str
-    """The co-rated side: ``user_idx`` for item-item pairs, ``item_idx`` for user-user."""
-    work: int
-    """Co-rating products on all ratings: Σ over the groups of (ratings)²."""
-    budget: int
-    cap: int
-    """Ratings kept per group when over the budget: the configured cap, else the largest that fits the budget."""
-    groups: int
-    heavy: int
-    """Groups with more than ``cap`` ratings (down-sampled when :attr:`sampled`)."""
-    work_capped: int
-    """Co-rating products with every group capped."""
-
-    @property
-    def sampled(self) -> bool:
-        return self.work > self.budget and self.heavy > 0
-
-    @property
-    def capped_share(self) -> float:
-        return self.heavy / self.groups if self.sampled and self.groups else 0.0
-
-    def describe(self, pairs: str) -> str:
-        if self.sampled:
-            return (f"{pairs} Pearson on down-sampled ratings: co-rating work {self.work:,} > exact_work_budget "
-                    f"{self.budget:,}, so {self.heavy:,} of {self.groups:,} {self.group} ({self.capped_share:.1%}) "
-                    f"keep {self.cap:,} ratings (work {self.work_capped:,})")
-        return f"{pairs} Pearson exact: co-rating work {self.work:,} ≤ exact_work_budget {self.budget:,}"
-
-
-def budget_cap(sizes: np.ndarray, counts: np.ndarray, budget: int) -> int:
-    """The largest cap c with Σ counts · min(sizes, c)² ≤ ``budget`` (at least 1): groups of ``sizes`` ratings,
-    ``counts`` groups of each size. The work is monotone in c, so a bisection finds it."""
-    sizes, counts = np.asarray(sizes, dtype=np.float64), np.asarray(counts, dtype=np.float64)
-
-    def work(c: int) -> float:
-        return float((counts * np.minimum(sizes, c) ** 2).sum())
-
-    lo, hi = 1, max(int(sizes.max(initial=1)), 1)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if work(mid) <= budget else (lo, mid - 1)
-    return lo
-
-
-def plan_sampling(ratings: DataFrame, group_col: str, cap: int, budget: int) -> Sampling:
-    """Count the co-rating work (one small aggregation: how many groups have each number of ratings) and decide
-    whether to down-sample, and to how many ratings per group: ``cap`` when > 0, else the largest within budget."""
-    hist = ratings.groupBy(group_col).count().groupBy("count").agg(F.count(F.lit(1)).alias("groups")).collect()
-    sizes = np.array([r[0] for r in hist], dtype=np.int64)
-    counts = np.array([r[1] for r in hist], dtype=np.int64)
-    work = int((counts * sizes * sizes).sum())
-    if cap <= 0:
-        cap = budget_cap(sizes, counts, budget) if work > budget else int(sizes.max(initial=0))
-    kept = np.minimum(sizes, cap)
-    return Sampling(group_col, work, budget, cap, int(counts.sum()), int(counts[sizes > cap].sum()),
-                    int((counts * kept * kept).sum()))
-
-
-def cap_ratings(ratings: DataFrame, group_col: str, cap: int, seed: int) -> DataFrame:
-    """Keep at most ``cap`` ratings per ``group_col`` value, a seeded pseudo-random choice; 0 keeps everything.
-
-    The choice is by ``xxhash64(seed, user, item)``, so it does not depend on partitioning or on the run.
-    """
-    if cap <= 0:
-        return ratings
-    counts = ratings.groupBy(group_col).count()
-    heavy = counts.where(F.col("count") > cap).agg(F.count(F.lit(1)), F.sum(F.col("count") - cap)).first()
-    assert heavy is not None  # a global aggregate returns exactly one row
-    n_heavy, dropped = heavy[0], heavy[1] or 0
-    if n_heavy == 0:
-        return ratings
-    log.info("capping %d %s value(s) at %d ratings: %d ratings left out of the pairs", n_heavy, group_col, cap, dropped)
-    w = Window.partitionBy(group_col).orderBy(F.xxhash64(F.lit(seed), C.USER_IDX, C.ITEM_IDX), C.USER_IDX, C.ITEM_IDX)
-    return ratings.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= cap).drop("_rn")
-
-
 def _capped(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> tuple[DataFrame, Sampling]:
     """The ratings the pairs of ``by`` are counted on: all of them unless the work is over the budget."""
-    _require(ratings, [C.USER_IDX, C.ITEM_IDX, C.RATING], "ratings")
+    require_columns(ratings, [C.USER_IDX, C.ITEM_IDX, C.RATING], "ratings")
     r = ratings.select(C.USER_IDX, C.ITEM_IDX, F.col(C.RATING).cast("double").alias(C.RATING))
     group, cap = (C.USER_IDX, cfg.max_ratings_per_user) if by == "item" else (C.ITEM_IDX, cfg.max_ratings_per_item)
     plan = plan_sampling(r, group, cap, cfg.exact_work_budget)
@@ -408,7 +328,7 @@ def _blocked_pairs(
     ratings: DataFrame, by: str, cfg: NeighboursConfig, local_k: int | None, rank_shrinkage: float = 0.0
 ) -> tuple[DataFrame, Sampling]:
     """Run :func:`pair_similarities` on every block pair; each rating travels to the B tasks of its block."""
-    ent_col, oth_col = _roles(by)
+    ent_col, oth_col = roles(by)
     nb = max(cfg.blocks, 1)
     capped, plan = _capped(ratings, by, cfg)
     r = capped.select(
@@ -438,7 +358,7 @@ def similarities(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> DataFram
     Columns ``entity_idx, neighbour_idx, similarity, support``; ``by`` is ``"user"`` or ``"item"``.
     The full list can be large (quadratic in the entities that co-occur): prefer :func:`neighbour_lists`.
     """
-    _roles(by)
+    roles(by)
     return _blocked_pairs(ratings, by, cfg, local_k=None)[0]
 
 
@@ -448,8 +368,8 @@ def top_k(sims: DataFrame, k: int, rank_shrinkage: float = 0.0) -> DataFrame:
     With ``rank_shrinkage`` λ > 0 the order is by ``similarity * support / (support + λ)`` instead (significance
     weighting, ``cfg.list_shrinkage``); the similarity column is left as it is.
     """
-    _require(sims, [ENTITY, NEIGHBOUR, SIMILARITY, SUPPORT], "similarities")
-    w = Window.partitionBy(ENTITY).orderBy(_shrunk(rank_shrinkage).desc(), F.col(NEIGHBOUR).asc())
+    require_columns(sims, [ENTITY, NEIGHBOUR, SIMILARITY, SUPPORT], "similarities")
+    w = Window.partitionBy(ENTITY).orderBy(shrunk(rank_shrinkage).desc(), F.col(NEIGHBOUR).asc())
     return (
         sims.withColumn(C.RANK, F.row_number().over(w))
         .where(F.col(C.RANK) <= k)
@@ -468,167 +388,3 @@ def neighbour_lists(ratings: DataFrame, by: str, cfg: NeighboursConfig, k: int |
     pairs, plan = _blocked_pairs(ratings, by, cfg, k, cfg.list_shrinkage)
     return top_k(pairs, k, cfg.list_shrinkage).select(
         "*", F.lit(plan.sampled).alias(SAMPLED), F.lit(plan.capped_share).alias(CAPPED_SHARE))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Predictions (KNNWithMeans) and item-based top-N recommendations.
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def predict(
-    train: DataFrame,
-    pairs: DataFrame,
-    by: str,
-    cfg: NeighboursConfig,
-    mode: str = "topk",
-    neighbours: DataFrame | None = None,
-    rating_range: tuple[float, float] | None = None,
-) -> DataFrame:
-    """``pairs`` with ``prediction`` and ``fallback`` added, as scikit-surprise's KNNWithMeans predicts.
-
-    r̂ = mean_x + Σ sim·(r − mean_nb) / Σ sim over the ``cfg.k`` most similar neighbours (ties by index) that
-    rated the target, keeping only sim > 0; x is the user (``by="user"``) or the item. ``mode="exact"`` looks
-    among all similarities (``neighbours``: a :func:`similarities` frame, computed when None); ``mode="topk"``
-    only among each entity's stored list (``neighbours``: a :func:`top_k` frame, :func:`neighbour_lists` when
-    None). ``fallback`` is true when fewer than ``max(cfg.min_k, 1)`` neighbours were usable (the entity mean is
-    returned) or the user or item is not in ``train`` (the global mean, as surprise). Predictions are clipped
-    to ``rating_range``, by default the range of the training ratings.
-    """
-    x_col, y_col = _roles(by)
-    _require(pairs, [C.USER_IDX, C.ITEM_IDX], "pairs")
-    _require(train, [C.USER_IDX, C.ITEM_IDX, C.RATING], "train")
-    if mode not in ("exact", "topk"):
-        raise ValueError(f"mode must be 'exact' or 'topk', got {mode!r}")
-    if neighbours is None:
-        neighbours = similarities(train, by, cfg) if mode == "exact" else neighbour_lists(train, by, cfg)
-    tr = train.select(C.USER_IDX, C.ITEM_IDX, F.col(C.RATING).cast("double").alias(C.RATING))
-    if rating_range is None:
-        row = tr.agg(F.min(C.RATING), F.max(C.RATING), F.avg(C.RATING)).first()
-        assert row is not None  # a global aggregate returns exactly one row
-        lo, hi, global_mean = float(row[0]), float(row[1]), float(row[2])
-    else:
-        lo, hi = rating_range
-        row = tr.agg(F.avg(C.RATING)).first()
-        assert row is not None  # a global aggregate returns exactly one row
-        global_mean = float(row[0])
-
-    x_means = tr.groupBy(x_col).agg(F.avg(C.RATING).alias("_mean_x"))
-    y_known = tr.select(F.col(y_col)).distinct().withColumn("_y_known", F.lit(True))
-    todo = pairs.select(C.USER_IDX, C.ITEM_IDX).distinct()
-    # the neighbours' ratings of the target, centred on each neighbour's mean: train rows (nb, y, r - mean_nb)
-    rated = tr.join(F.broadcast(x_means), x_col).select(
-        F.col(x_col).alias("_nb"), F.col(y_col), (F.col(C.RATING) - F.col("_mean_x")).alias("_dev")
-    )
-    sims = neighbours.where(F.col(SIMILARITY) > 0).select(
-        F.col(ENTITY).alias(x_col), F.col(NEIGHBOUR).alias("_nb"), F.col(SIMILARITY).alias("_sim")
-    )
-    # Exact mode broadcasts its full similarity table: it is the verification path, for data whose pair list fits
-    # in memory. Top-k lists are broadcast when Spark finds them small enough.
-    if mode == "exact":
-        sims = F.broadcast(sims)
-    cand = todo.join(rated, y_col).join(sims, [x_col, "_nb"])
-    # the k largest similarities per target (ties: smaller neighbour index first, as surprise's rating order),
-    # picked by sorting each group's small candidate list rather than a global sort of all candidates
-    cands = F.collect_list(F.struct(-F.col("_sim"), F.col("_nb"), F.col("_sim"), F.col("_dev")))
-    best = F.slice(F.sort_array(cands), 1, cfg.k)
-    agg = (
-        cand.groupBy(y_col, x_col)
-        .agg(best.alias("_top"))
-        .select(
-            y_col,
-            x_col,
-            F.aggregate("_top", F.lit(0.0), lambda acc, t: acc + t["_sim"] * t["_dev"]).alias("_num"),
-            F.aggregate("_top", F.lit(0.0), lambda acc, t: acc + t["_sim"]).alias("_den"),
-            F.size("_top").alias("_k"),
-        )
-    )
-    k_needed = max(cfg.min_k, 1)
-    used = F.coalesce(F.col("_k"), F.lit(0)) >= k_needed
-    known = F.col("_mean_x").isNotNull() & F.col("_y_known").isNotNull()
-    est = F.when(~known, F.lit(global_mean)).when(used, F.col("_mean_x") + F.col("_num") / F.col("_den"))
-    est = est.otherwise(F.col("_mean_x"))
-    # per-entity tables are O(entities): broadcast, like the id indexes in reelrank.matrix
-    preds = (
-        todo.join(F.broadcast(x_means), x_col, "left")
-        .join(F.broadcast(y_known), y_col, "left")
-        .join(agg, [C.USER_IDX, C.ITEM_IDX], "left")
-        .select(
-            C.USER_IDX,
-            C.ITEM_IDX,
-            _clip(est, lo, hi).alias(C.PREDICTION),
-            (~(known & used)).alias(FALLBACK),
-        )
-    )
-    return pairs.join(preds, [C.USER_IDX, C.ITEM_IDX], "left")
-
-
-def _clip(c: Column, lo: float, hi: float) -> Column:
-    return F.least(F.greatest(c, F.lit(lo)), F.lit(hi))
-
-
-def fallback_rate(predictions: DataFrame) -> float:
-    """Share of predictions that fell back to a mean (the evaluate stage logs it next to the RMSE)."""
-    row = predictions.agg(F.avg(F.col(FALLBACK).cast("double"))).first()
-    assert row is not None  # a global aggregate returns exactly one row
-    return float(row[0] or 0.0)
-
-
-def recommend(train: DataFrame, item_neighbours: DataFrame, n: int, shrinkage: float = 0.0,
-              block_users: int = 1024) -> DataFrame:
-    """Top ``n`` unseen items per user from the item-item lists, as ``user_idx, item_idx, score, rank``.
-
-    Score of candidate i for user u: Σ sim(j, i) · n_ji / (n_ji + shrinkage) over the items j that u rated and
-    whose stored list holds i with sim > 0 (the item-based top-N of Deshpande & Karypis, 2004): it rewards items
-    close to many of the user's items. Raw Pearson is ±1 on two co-ratings, so without shrinkage obscure items
-    win (ml-100k stratified NDCG@10 0.004; 0.31 with shrinkage 100). Ties go to the smaller item_idx. Items the
-    user already rated are removed.
-
-    The lists (top-k per item) go to every task as one sparse matrix and each block of ``block_users`` users is one
-    sparse product; joining every rating with its item's list and grouping by (user, item) shuffled ~k rows per
-    rating (30 M at 1M ratings; issue 15).
-    """
-    _require(train, [C.USER_IDX, C.ITEM_IDX], "train")
-    _require(item_neighbours, [ENTITY, NEIGHBOUR, SIMILARITY, SUPPORT], "item_neighbours")
-    edges: pd.DataFrame = item_neighbours.where(F.col(SIMILARITY) > 0).select(
-        F.col(ENTITY).cast("int"), F.col(NEIGHBOUR).cast("int"), _shrunk(shrinkage).cast("double").alias("_sim")
-    ).toPandas()
-    size = int(max(edges[ENTITY].max(), edges[NEIGHBOUR].max())) + 1 if len(edges) else 0
-    sims = sp.csr_matrix((edges["_sim"].to_numpy(), (edges[ENTITY].to_numpy(), edges[NEIGHBOUR].to_numpy())),
-                         shape=(size, size))
-    shared = train.sparkSession.sparkContext.broadcast(sims)
-    histories = train.groupBy(F.col(C.USER_IDX).cast("int").alias(C.USER_IDX)).agg(
-        F.collect_set(F.col(C.ITEM_IDX).cast("int")).alias("_seen"))
-
-    def score(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        s = shared.value
-        for pdf in batches:
-            for start in range(0, len(pdf), block_users):
-                part = pdf.iloc[start:start + block_users]
-                yield top_reachable(part[C.USER_IDX].to_numpy(np.int32), list(part["_seen"]), s, n)
-
-    return histories.mapInPandas(score, ITEM_RECS_SCHEMA)
-
-
-ITEM_RECS_SCHEMA = T.StructType([
-    T.StructField(C.USER_IDX, T.IntegerType(), False), T.StructField(C.ITEM_IDX, T.IntegerType(), False),
-    T.StructField(C.SCORE, T.DoubleType(), False), T.StructField(C.RANK, T.IntegerType(), False)])
-"""What :func:`recommend` returns (scores are sums of doubles)."""
-
-
-def top_reachable(users: np.ndarray, seen: list[np.ndarray], sims: sp.csr_matrix, n: int) -> pd.DataFrame:
-    """One block of :func:`recommend`: positive scores only (items no rated item's list reaches are not listed)."""
-    size = sims.shape[0]
-    rows = np.repeat(np.arange(len(users)), [len(x) for x in seen])
-    cols = np.concatenate([np.asarray(x, np.int64) for x in seen]) if len(seen) else np.zeros(0, np.int64)
-    inside = cols < size
-    x = sp.csr_matrix((np.ones(int(inside.sum())), (rows[inside], cols[inside])), shape=(len(users), size))
-    scores = (x @ sims).toarray()
-    scores[rows[inside], cols[inside]] = 0.0
-    k = min(n, size)
-    if k == 0:
-        return pd.DataFrame({C.USER_IDX: [], C.ITEM_IDX: [], C.SCORE: [], C.RANK: []})
-    top, top_scores = top_k_sorted(scores, k)  # columns are item indexes: ties go to the smaller item
-    keep = top_scores > 0
-    ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), (len(users), 1))
-    return pd.DataFrame({C.USER_IDX: np.repeat(users, k)[keep.ravel()], C.ITEM_IDX: top.astype(np.int32)[keep],
-                         C.SCORE: top_scores[keep], C.RANK: ranks[keep]})

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from reelrank import columns as C
-from reelrank import storage
+from reelrank.warehouse import storage
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from reelrank import candidates, catalog, report, storage, warehouse
+from reelrank import candidates, catalog, report
 from reelrank import columns as C
 from reelrank.runstate import RunContext
+from reelrank.warehouse import publishing, storage
 
 log = logging.getLogger("reelrank")
 
@@ -50,7 +51,7 @@ def verdict(ctx: RunContext) -> str:
 def report_data(ctx: RunContext, epochs: list[dict] | None) -> report.ReportData:
     """Collect what the report shows from the warehouse (the last ``[report] history_runs`` dates) and this run."""
     cfg, db, spark = ctx.cfg, ctx.db, ctx.spark
-    days = sorted(warehouse.published_runs(spark, db).items())[-cfg.report.history_runs:]
+    days = sorted(publishing.published_runs(spark, db).items())[-cfg.report.history_runs:]
     first = days[0][0] if days else ctx.record.run_date
     recent = F.col(C.RUN_DATE) >= F.lit(first)
     metrics = spark.table(f"{db}.metrics").filter(recent).select(C.RUN_DATE, C.MODEL, "metric", "k", "value").toPandas()

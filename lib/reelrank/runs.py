@@ -134,7 +134,7 @@ class RunRecord:
 
     def save(self, spark: SparkSession, database: str) -> None:
         """Append this run's row (its state now) to ``database.runs``."""
-        from reelrank.warehouse import append_rows
+        from reelrank.warehouse.publishing import append_rows
 
         row = (
             self.run_id, self.run_date, self.status, self.started, self.finished, self.seconds,

@@ -18,11 +18,12 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from reelrank import faults, storage
+from reelrank import faults
 from reelrank.catalog import DATASETS, TABLES, Stage, stage
 from reelrank.config import Config
 from reelrank.runs import RunRecord, StageTimer
-from reelrank.warehouse import RunOutputs, read_table
+from reelrank.warehouse import storage
+from reelrank.warehouse.publishing import RunOutputs, read_table
 
 log = logging.getLogger("reelrank")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from reelrank import runlock, storage
 from reelrank.config import Config
+from reelrank.warehouse import runlock, storage
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from reelrank import storage
 from reelrank.config import Config, default_conf_dir
 from reelrank.runs import process_seconds
 from reelrank.runstate import RunContext
+from reelrank.warehouse import storage
 
 
 def summary(ctx: RunContext) -> str:

@@ -18,13 +18,13 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from reelrank import storage
 from reelrank.config import TrainConfig
 from reelrank.device import choose_device, use_mixed_precision
 from reelrank.loader import check_shards
 from reelrank.models import make_ranker
 from reelrank.training import EpochStats, History
 from reelrank.training.distributed import run_distributed
+from reelrank.warehouse import storage
 
 log = logging.getLogger(__name__)
 

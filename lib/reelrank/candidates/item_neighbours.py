@@ -52,10 +52,10 @@ class ItemNeighboursSource(CandidateSource):
         return self
 
     def recommend_warm(self, users: DataFrame, n: int) -> DataFrame:
-        from reelrank import neighbours
+        from reelrank import knn
 
         history = self._seen.join(users, C.USER_IDX, "left_semi")
-        return neighbours.recommend(history, self._lists, n, self.cfg.recommend_shrinkage, self.block_users)
+        return knn.recommend(history, self._lists, n, self.cfg.recommend_shrinkage, self.block_users)
 
     def tables(self) -> dict[str, DataFrame]:
         return {"item_neighbours": self._lists}

@@ -55,9 +55,10 @@ class SequenceSource(CandidateSource):
             self.warm_start = fitted.model
 
     def fit(self, interactions: DataFrame) -> SequenceSource:
-        from reelrank import sequences, storage
+        from reelrank import sequences
         from reelrank.device import choose_device, use_mixed_precision
         from reelrank.seqmodels import SequenceModel
+        from reelrank.warehouse import storage
 
         cfg, refit, epoch_s = self.cfg, None, 0.0
         self._use(interactions)

@@ -8,13 +8,14 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from reelrank import candidates, storage
+from reelrank import candidates
 from reelrank import columns as C
 from reelrank.catalog import Stage
 from reelrank.config import Config
 from reelrank.ids import neighbour_ids, with_ids
 from reelrank.runstate import Result, StageIO
 from reelrank.stages.shared import ratings
+from reelrank.warehouse import storage
 
 log = logging.getLogger("reelrank")
 

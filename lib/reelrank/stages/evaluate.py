@@ -8,7 +8,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import evaluate, neighbours, quality, score
+from reelrank import evaluate, knn, quality, score
 from reelrank.catalog import Stage
 from reelrank.config import Config
 from reelrank.runstate import Result, Shards, StageIO
@@ -39,12 +39,12 @@ def run(io: StageIO, cfg: Config, *, shards_val: Shards, holdout: DataFrame, his
             per_user[name] = evaluate.per_user_ranking(recs.toPandas(), truth_pdf, cfg.quality.k)[
                 evaluate.PER_USER_METRICS[cfg.quality.metric]].sort_index().to_numpy()
         recs.unpersist()
-    preds = neighbours.predict(history, holdout, "item", cfg.neighbours, mode="topk",
+    preds = knn.predict(history, holdout, "item", cfg.neighbours, mode="topk",
                                neighbours=item_nb_history).cache()
     n_rated = holdout.select(C.USER_IDX).distinct().count()
     rating = evaluate.rating_metrics(preds)
     rows += evaluate.metric_rows("item_neighbours", rating, n_rated)
-    fallback = neighbours.fallback_rate(preds)
+    fallback = knn.fallback_rate(preds)
     preds.unpersist()
     metrics_df = io.write("metrics", evaluate.metrics_frame(io.spark, rows))
     gate = {r[0]: (r[3], r[4]) for r in rows if r[1] == cfg.quality.metric and r[2] == cfg.quality.k}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 
-from reelrank import features, storage
+from reelrank import features
 from reelrank.catalog import Stage
 from reelrank.config import Config
 from reelrank.runstate import Result, Shards, StageIO
 from reelrank.stages.shared import ratings
+from reelrank.warehouse import storage
 
 
 def run(io: StageIO, cfg: Config, *, interactions: DataFrame, items: DataFrame, history: DataFrame,

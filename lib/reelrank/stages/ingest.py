@@ -6,11 +6,11 @@ import logging
 
 from pyspark import StorageLevel
 
-from reelrank import ingest, sources
 from reelrank.catalog import Stage
 from reelrank.config import Config
+from reelrank.inputs import ingest, sources
+from reelrank.inputs.sources import ITEMS_SCHEMA
 from reelrank.runstate import Result, RunFailed, StageIO
-from reelrank.sources import ITEMS_SCHEMA
 
 log = logging.getLogger("reelrank")
 

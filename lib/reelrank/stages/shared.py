@@ -7,8 +7,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import quality, storage
+from reelrank import quality
 from reelrank.runstate import RunFailed
+from reelrank.warehouse import storage
 
 
 def ratings(interactions: DataFrame) -> DataFrame:

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from reelrank import storage
 from reelrank.errors import CorruptFile, first_line
+from reelrank.warehouse import storage
 
 CHECKPOINT_REMEDY = "delete it to train from the first epoch"
 _TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")

@@ -1,6 +1,6 @@
 """What the warehouse shows, written down at publish time so that a reader can answer without the metastore.
 
-The metastore decides what readers see (:mod:`reelrank.warehouse`: ``published_runs`` names the run shown for
+The metastore decides what readers see (:mod:`reelrank.warehouse.publishing`: ``published_runs`` names the run shown for
 each date). Asking it costs a JVM. So every publish ends by writing ``_published.json`` in the database's
 folder: the run shown for each date, and for each table its columns and the folder of every published version.
 A reader trusts the file only while it is current, and can tell without the metastore: the file also lists the
@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from reelrank import storage
+from reelrank.warehouse import storage
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from reelrank import columns as C
-from reelrank.config import SyntheticConfig
+from reelrank.inputs.settings import SyntheticConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """DuckDB over the warehouse's Parquet files, without Spark (a JVM costs 15-40 s): ``reelrank query``, ``runs``
 and ``where`` read through it, and only through it (``reelrank query --spark`` and the Thrift server are Spark).
 
-The published tables are read through the manifest written at publish time (:mod:`reelrank.manifest`), and only
+The published tables are read through the manifest written at publish time (:mod:`.manifest`), and only
 while it is current: otherwise :class:`PublishUnderWay` says so (no silent fall-back to another engine). The
 ``runs`` table (not versioned) is read from its folder, so ``reelrank runs`` works during a publish too. The SQL
 is DuckDB's; the connection sorts NULLs first when ascending and gives NULL for ``x / 0``, as Spark does, so that
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import duckdb
 
-from reelrank import manifest, storage
 from reelrank.config import Config
+from reelrank.warehouse import manifest, storage
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import faults, manifest, storage
+from reelrank import faults
 from reelrank.config import Config
+from reelrank.warehouse import manifest, storage
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class RunOutputs:
         """Register every table's version, then flip the pointer: all tables turn to this run at once.
 
         Returns table -> location. Replaced versions past the grace period are collected afterwards, and the
-        manifest (:mod:`reelrank.manifest`) is rewritten last.
+        manifest (:mod:`reelrank.warehouse.manifest`) is rewritten last.
         """
         published = {}
         ensure_pointer(self.spark, self.database)

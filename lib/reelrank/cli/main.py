@@ -1,6 +1,6 @@
 """The ``reelrank`` command: one argparse parser, one sub-command per task.
 
-The shared helpers (logging, arguments, config, SparkSession, the jobs) live in :mod:`reelrank.bootstrap`;
+The shared helpers (logging, arguments, config, SparkSession, the jobs) live in :mod:`reelrank.cli.bootstrap`;
 this module only dispatches, plus the bodies of the commands only a person runs (query, runs, where, report,
 spark-conf). Nothing heavy is imported until a command runs, so ``--help`` never starts Spark.
 """
@@ -15,8 +15,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from reelrank import __version__, sqlserver
-from reelrank.bootstrap import (
+from reelrank import __version__
+from reelrank.catalog import STAGE_NAMES
+from reelrank.cli.bootstrap import (
     JOBS,
     add_common,
     add_run_args,
@@ -27,15 +28,15 @@ from reelrank.bootstrap import (
     run_pipeline,
     setup_logging,
 )
-from reelrank.catalog import STAGE_NAMES
 from reelrank.config import Config, ConfigError
 from reelrank.errors import unreadable_parquet
+from reelrank.warehouse import sqlserver
 
 log = logging.getLogger(__name__)
 
 
 def _query(args: argparse.Namespace) -> int:
-    """DuckDB SQL over the published files (:mod:`reelrank.fastread`); with ``--spark``, Spark SQL."""
+    """DuckDB SQL over the published files (:mod:`reelrank.warehouse.fastread`); with ``--spark``, Spark SQL."""
     if args.spark:
         return _spark_query(args)
     first = None if args.format == "csv" else args.limit + 1  # a table prints at most --limit rows
@@ -69,7 +70,7 @@ def _read_files(args: argparse.Namespace, answer: Callable[[Any, Config], object
     except ConfigError as e:
         print(f"reelrank: {e}", file=sys.stderr)
         return 2
-    from reelrank import fastread
+    from reelrank.warehouse import fastread
 
     try:
         answer(fastread, cfg)

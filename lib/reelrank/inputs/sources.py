@@ -2,7 +2,7 @@
 
 Every interaction keeps ``source_file`` and ``source_row`` (1-based line number in that file, the
 header being line 1; for Parquet the 1-based row number) so a rejected row can be found again.
-Values stay strings: :mod:`reelrank.ingest` decides what is valid. Blank data lines of text sources stay
+Values stay strings: :mod:`reelrank.inputs.ingest` decides what is valid. Blank data lines of text sources stay
 rows too (marked :data:`BLANK`), so every line after the header is accepted or rejected. Only structural
 problems (a missing, unreadable or empty file, a header without a required column, an unknown kind) are
 fatal :class:`SourceError`, one line naming the file. Each source also brings its :class:`RatingScale`.
@@ -18,45 +18,43 @@ import csv
 import io
 import logging
 import math
-import os
 import re
 import typing
-import urllib.parse
 from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
-from py4j.protocol import Py4JJavaError
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
 from reelrank import columns as C
-from reelrank.config import IngestConfig, SourceConfig, SourceKind, SyntheticConfig
-from reelrank.synthetic import generate
+from reelrank.inputs import filesystem
+from reelrank.inputs.filesystem import SourceError
+from reelrank.inputs.settings import IngestConfig, SourceConfig, SourceKind, SyntheticConfig
+from reelrank.inputs.synthetic import generate
 
 log = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = typing.get_args(SourceKind)
 TIMESTAMP = "timestamp"
-"""Raw (unparsed) timestamp column; :mod:`reelrank.ingest` turns it into ``ts``."""
+"""Raw (unparsed) timestamp column; :mod:`reelrank.inputs.ingest` turns it into ``ts``."""
 FIELDS = (C.USER, C.ITEM, C.RATING, TIMESTAMP)
 """The four interaction fields every source provides, as strings."""
 SYNTHETIC_FILE = "synthetic"
 
 BLANK = "blank"
 """Boolean column of :attr:`RawInput.interactions`: the line is empty or whitespace (no record at all).
-Optional for :func:`reelrank.ingest.validate` (absent means false); it never reaches a warehouse table."""
+Optional for :func:`reelrank.inputs.ingest.validate` (absent means false); it never reaches a warehouse table."""
 WRONG_FIELDS = "wrong_fields"
 """String column of :attr:`RawInput.interactions`: why the line's field count is not the header's (null when it
-is, or the source has no lines). Optional for :func:`reelrank.ingest.validate` like :data:`BLANK`."""
+is, or the source has no lines). Optional for :func:`reelrank.inputs.ingest.validate` like :data:`BLANK`."""
 
 INTERACTIONS_SCHEMA = StructType(
     [StructField(f, StringType()) for f in FIELDS]
     + [StructField(C.SOURCE_FILE, StringType()), StructField(C.SOURCE_ROW, LongType())]
 )
-"""The columns :func:`reelrank.ingest.validate` needs; sources add :data:`BLANK` (:data:`RAW_SCHEMA`)."""
+"""The columns :func:`reelrank.inputs.ingest.validate` needs; sources add :data:`BLANK` (:data:`RAW_SCHEMA`)."""
 RAW_SCHEMA = StructType(
     [*INTERACTIONS_SCHEMA.fields, StructField(BLANK, BooleanType()), StructField(WRONG_FIELDS, StringType())]
 )
@@ -77,14 +75,9 @@ ML_CSV_COLUMNS = {C.USER: "userId", C.ITEM: "movieId", C.RATING: "rating", TIMES
 ML_NO_GENRES = "(no genres listed)"
 GENRE_SEPARATOR = "|"
 YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
-MAX_CAUSES = 20
-"""How deep a Java exception's cause chain is followed for its message."""
 ROWS_PER_PARTITION = 1_000_000
 """Rows per partition of the in-memory synthetic frame (Arrow sends it in many small batches)."""
 
-
-class SourceError(ValueError):
-    """The source cannot be read at all: missing, unreadable or empty file or folder, missing column, unknown kind."""
 
 
 @dataclass(frozen=True)
@@ -165,11 +158,11 @@ def _read_synthetic(spark: SparkSession, cfg: SyntheticConfig) -> RawInput:
 
 
 def _read_ml100k(spark: SparkSession, folder: str) -> RawInput:
-    base = _folder(spark, folder, "movielens-100k")
-    ratings = _require_file(spark, f"{base}/{ML100K_RATINGS}", "movielens-100k ratings")
-    item_file = _require_file(spark, f"{base}/{ML100K_ITEMS}", "movielens-100k items")
-    genre_file = _require_file(spark, f"{base}/{ML100K_GENRES}", "movielens-100k genres")
-    if not _head(spark, ratings, 1):
+    base = filesystem.require_folder(spark, folder, "movielens-100k")
+    ratings = filesystem.require_file(spark, f"{base}/{ML100K_RATINGS}", "movielens-100k ratings")
+    item_file = filesystem.require_file(spark, f"{base}/{ML100K_ITEMS}", "movielens-100k items")
+    genre_file = filesystem.require_file(spark, f"{base}/{ML100K_GENRES}", "movielens-100k genres")
+    if not filesystem.head(spark, ratings, 1):
         raise SourceError(f"{ratings}: file is empty (expected tab-separated user id, item id, rating, timestamp)")
 
     lines = _numbered(spark.read.text(ratings))
@@ -182,13 +175,13 @@ def _read_ml100k(spark: SparkSession, folder: str) -> RawInput:
     )
 
     genre_names = {}
-    for line in _read_bytes(spark, genre_file).decode(ML100K_ENCODING).splitlines():
+    for line in filesystem.read_bytes(spark, genre_file).decode(ML100K_ENCODING).splitlines():
         if "|" in line:
             name, idx = line.rsplit("|", 1)
             genre_names[int(idx)] = name
     genres = [genre_names[k] for k in sorted(genre_names)]
     rows = []
-    for line in _read_bytes(spark, item_file).decode(ML100K_ENCODING).splitlines():
+    for line in filesystem.read_bytes(spark, item_file).decode(ML100K_ENCODING).splitlines():
         f = line.split("|")
         if len(f) < 5 + len(genres):
             continue
@@ -206,12 +199,12 @@ def _read_ml100k(spark: SparkSession, folder: str) -> RawInput:
 
 
 def _read_ml_csv(spark: SparkSession, folder: str) -> RawInput:
-    base = _folder(spark, folder, "movielens-csv")
-    ratings = _require_file(spark, f"{base}/{ML_CSV_RATINGS}", "movielens-csv ratings")
-    movies = _require_file(spark, f"{base}/{ML_CSV_MOVIES}", "movielens-csv movies")
+    base = filesystem.require_folder(spark, folder, "movielens-csv")
+    ratings = filesystem.require_file(spark, f"{base}/{ML_CSV_RATINGS}", "movielens-csv ratings")
+    movies = filesystem.require_file(spark, f"{base}/{ML_CSV_MOVIES}", "movielens-csv movies")
     interactions = _read_csv_interactions(spark, [ratings], ML_CSV_COLUMNS, ",")
 
-    reader = csv.reader(io.StringIO(_read_bytes(spark, movies).decode("utf-8-sig")))
+    reader = csv.reader(io.StringIO(filesystem.read_bytes(spark, movies).decode("utf-8-sig")))
     header = [h.strip() for h in next(reader, [])]
     pos = _positions(header, {"item_id": "movieId", "title": "title", "genres": "genres"}, movies)
     rows = []
@@ -230,13 +223,13 @@ def _read_generic(spark: SparkSession, source: SourceConfig, fmt: str) -> RawInp
     if missing:
         raise SourceError(f"source.columns has no entry for {', '.join(missing)} (it maps {', '.join(FIELDS)})")
     mapping = {f: source.columns[f] for f in FIELDS}
-    files = _files(spark, source.input, f".{fmt}", f"{fmt} source")
+    files = filesystem.list_files(spark, source.input, f".{fmt}", f"{fmt} source")
     if fmt == "csv":
         interactions = _read_csv_interactions(spark, files, mapping, source.delimiter)
     else:
         frames = []
         for path in files:
-            df = _read_parquet(spark, path)
+            df = filesystem.read_parquet(spark, path)
             _check_columns(list(mapping.values()), df.columns, path)
             frames.append(_tag(df.select(*[F.col(f"`{mapping[f]}`").cast("string").alias(f) for f in FIELDS])))
         interactions = _not_blank(_assign_rows(_union(frames)).select(*INTERACTIONS_SCHEMA.names))
@@ -247,9 +240,9 @@ def _read_generic(spark: SparkSession, source: SourceConfig, fmt: str) -> RawInp
 def _read_items(spark: SparkSession, source: SourceConfig) -> DataFrame:
     """Item metadata for generic sources: item id (mapped like the interactions), title, genres, year."""
     path = source.items_input
-    files = _files(spark, path, None, "items_input")
+    files = filesystem.list_files(spark, path, None, "items_input")
     if all(f.endswith(".parquet") for f in files):
-        df = _read_parquet(spark, *files)
+        df = filesystem.read_parquet(spark, *files)
     else:
         df = spark.read.option("header", True).option("sep", source.delimiter).option("escape", '"').csv(files)
     item_col = source.columns.get(C.ITEM, C.ITEM)
@@ -289,12 +282,12 @@ def _read_csv_interactions(spark: SparkSession, files: list[str], mapping: dict[
     frames = []
     header_only = []
     for path in files:
-        head = _head(spark, path, 2)
+        head = filesystem.head(spark, path, 2)
         if not head:
-            raise SourceError(f"{_display_name(path)}: file is empty (expected a header line naming the columns "
-                              f"{', '.join(mapping.values())}, then one interaction per line)")
+            raise SourceError(f"{filesystem.display_name(path)}: file is empty (expected a header line naming the "
+                              f"columns {', '.join(mapping.values())}, then one interaction per line)")
         if len(head) == 1:
-            header_only.append(_display_name(path))
+            header_only.append(filesystem.display_name(path))
         header = next(csv.reader([head[0].lstrip("\ufeff")], delimiter=sep), [])
         header = [h.strip() for h in header]
         pos = _positions(header, mapping, path)
@@ -343,7 +336,7 @@ def _positions(header: list[str], mapping: dict[str, str], path: str) -> dict[st
 def _check_columns(required: list[str], found: list[str], path: str) -> None:
     for name in required:
         if name not in found:
-            raise SourceError(f"{_display_name(path)}: required column {name!r} not found "
+            raise SourceError(f"{filesystem.display_name(path)}: required column {name!r} not found "
                               f"(columns: {', '.join(found) or 'none'})")
 
 
@@ -386,7 +379,7 @@ def _assign_rows(tagged: DataFrame) -> DataFrame:
     seen: dict[str, int] = {}
     for s in sorted(splits, key=lambda r: (r[_FILE], r[_BLOCK])):
         before = seen.get(s[_FILE], 0)
-        rows.append((s[_FILE], s[_BLOCK], s[_PART], s["_first"], before, _display_name(s[_FILE])))
+        rows.append((s[_FILE], s[_BLOCK], s[_PART], s["_first"], before, filesystem.display_name(s[_FILE])))
         seen[s[_FILE]] = before + s["_n"]
     schema = f"{_FILE} string, {_BLOCK} long, {_PART} int, _first long, _before long, {C.SOURCE_FILE} string"
     table = spark.createDataFrame(rows, schema)
@@ -396,162 +389,11 @@ def _assign_rows(tagged: DataFrame) -> DataFrame:
     return joined.select(*keep, C.SOURCE_FILE, row)
 
 
-def _display_name(uri: str) -> str:
-    """``file:///a%20b/x.csv`` -> ``/a b/x.csv``; other schemes keep their URI."""
-    text = urllib.parse.unquote(uri)
-    return re.sub(r"^file:/+", "/", text)
-
-
 def _union(frames: list[DataFrame]) -> DataFrame:
     out = frames[0]
     for f in frames[1:]:
         out = out.unionByName(f)
     return out
-
-
-# ---- files -------------------------------------------------------------------------------------
-
-
-def _fs(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j Hadoop FileSystem and Path
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
-
-
-def _local_path(path: str) -> str | None:
-    """The local file system path of ``path`` (a plain path or a ``file:`` URI); None for other schemes."""
-    scheme = urllib.parse.urlsplit(path).scheme
-    if scheme == "file":
-        return _display_name(path)
-    return None if scheme else path
-
-
-def _check_readable(path: str, folder: bool = False) -> None:
-    """A local file (or folder, to list) this process may read; checked before Spark opens it, which would
-    fail with a Java trace. Other file systems are checked where the file is opened (:func:`_java_call`)."""
-    local = _local_path(path)
-    if local is not None and not os.access(local, os.R_OK | (os.X_OK if folder else 0)):
-        raise SourceError(f"cannot read {_display_name(path)}: permission denied")
-
-
-def _java_call(path: str, call: typing.Callable[[], typing.Any]) -> typing.Any:
-    """``call()``; a JVM error (unreadable or corrupt file) becomes a one-line :class:`SourceError` naming ``path``."""
-    try:
-        return call()
-    except (Py4JJavaError, AnalysisException) as e:
-        log.debug("reading %s failed", path, exc_info=True)
-        raise SourceError(f"cannot read {_display_name(path)}: {_java_message(e)}") from None
-
-
-def _java_message(e: Exception) -> str:
-    """The first line of the message of the Java exception's root cause (no trace, no Spark job wrapper)."""
-    if isinstance(e, Py4JJavaError):
-        cause = e.java_exception
-        for _ in range(MAX_CAUSES):
-            deeper = cause.getCause()
-            if deeper is None:
-                break
-            cause = deeper
-        text = str(cause.getMessage() or cause.toString())
-    else:
-        text = str(getattr(e, "desc", None) or e)
-    return (text.strip().splitlines() or ["unknown error"])[0]
-
-
-def _folder(spark: SparkSession, folder: str, what: str) -> str:
-    if not folder:
-        raise SourceError(f"{what}: source.input is empty (set it to the folder to read)")
-    fs, hpath = _fs(spark, folder)
-    if not _java_call(folder, lambda: fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory()):
-        raise SourceError(f"{what}: folder {folder} not found")
-    _check_readable(folder, folder=True)
-    return folder.rstrip("/")
-
-
-def _require_file(spark: SparkSession, path: str, what: str) -> str:
-    fs, hpath = _fs(spark, path)
-    if not _java_call(path, lambda: fs.exists(hpath) and fs.getFileStatus(hpath).isFile()):
-        raise SourceError(f"{what}: file {path} not found")
-    _check_readable(path)
-    return path
-
-
-COMPRESSED = ("", ".gz", ".bz2", ".deflate")
-"""Endings after a data file's own that Hadoop decompresses on read: a folder may hold ``part-0.csv.gz``."""
-
-
-def _files(spark: SparkSession, path: str, suffix: str | None, what: str) -> list[str]:
-    """The file itself, the matches of a glob, or a folder's visible files (ending in ``suffix``, compressed or
-    not)."""
-    if not path:
-        raise SourceError(f"{what}: source.input is empty (set it to a file or folder)")
-    fs, hpath = _fs(spark, path)
-    if any(ch in path for ch in "*?["):
-        statuses = _java_call(path, lambda: fs.globStatus(hpath)) or []
-        found = sorted(s.getPath().toString() for s in statuses if s.isFile())
-        if not found:
-            raise SourceError(f"{what}: no files match {path}")
-    elif not _java_call(path, lambda: fs.exists(hpath)):
-        raise SourceError(f"{what}: {path} not found")
-    elif _java_call(path, lambda: fs.getFileStatus(hpath).isFile()):
-        found = [path]
-    else:
-        _check_readable(path, folder=True)
-        found = sorted(
-            s.getPath().toString()
-            for s in _java_call(path, lambda: fs.listStatus(hpath))
-            if s.isFile()
-            and not s.getPath().getName().startswith((".", "_"))
-            and (suffix is None or s.getPath().getName().endswith(tuple(suffix + c for c in COMPRESSED)))
-        )
-        if not found:
-            raise SourceError(f"{what}: no {suffix or ''} files in folder {path}".replace("  ", " "))
-    for f in found:
-        _check_readable(f)
-    return found
-
-
-def _open(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j java.io.InputStream
-    fs, hpath = _fs(spark, path)
-    stream = _java_call(path, lambda: fs.open(hpath))
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
-    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
-        spark.sparkContext._jsc.hadoopConfiguration()
-    ).getCodec(hpath)
-    return _java_call(path, lambda: codec.createInputStream(stream)) if codec is not None else stream
-
-
-def _head(spark: SparkSession, path: str, n: int) -> list[str]:
-    """The first ``n`` lines (fewer when the file is shorter; none when it is empty), read on the driver."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
-    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(_open(spark, path), "UTF-8"))
-    try:
-        lines: list[str] = []
-        while len(lines) < n and (line := _java_call(path, reader.readLine)) is not None:
-            lines.append(str(line))
-        return lines
-    finally:
-        reader.close()
-
-
-def _read_bytes(spark: SparkSession, path: str) -> bytes:
-    """A small file's bytes, read on the driver (item metadata)."""
-    stream = _open(spark, path)
-    try:
-        jvm = spark.sparkContext._jvm
-        assert jvm is not None  # set when the first SparkContext starts, never reset (pyspark asserts the same)
-        return bytes(_java_call(path, lambda: jvm.org.apache.commons.io.IOUtils.toByteArray(stream)))
-    finally:
-        stream.close()
-
-
-def _read_parquet(spark: SparkSession, *paths: str) -> DataFrame:
-    """``spark.read.parquet``, with an unreadable or corrupt file (its footer is read here) named in one line."""
-    return typing.cast(DataFrame, _java_call(paths[0] if len(paths) == 1 else ", ".join(paths),
-                                             lambda: spark.read.parquet(*paths)))
 
 
 def _year_from_title(title: str) -> int | None:

@@ -6,9 +6,9 @@ embedded Derby admits one process). It reads whatever partition the metastore po
 starts: the nightly's location swap is atomic for new queries, and with the partition-file and table-relation
 caches off (:data:`SERVER_SETTINGS`) a long-lived connection sees new partitions and appended rows too.
 
-    python -m reelrank.sqlserver start --config conf/postgres.toml [--port 10010]
-    python -m reelrank.sqlserver query "SELECT count(*) FROM reelrank.recommendations"
-    python -m reelrank.sqlserver stop --config conf/postgres.toml
+    python -m reelrank.warehouse.sqlserver start --config conf/postgres.toml [--port 10010]
+    python -m reelrank.warehouse.sqlserver query "SELECT count(*) FROM reelrank.recommendations"
+    python -m reelrank.warehouse.sqlserver stop --config conf/postgres.toml
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reelrank import runlock, storage
-from reelrank.bootstrap import add_common, config_from_args, setup_logging
+from reelrank.cli.bootstrap import add_common, config_from_args, setup_logging
 from reelrank.config import Config
+from reelrank.warehouse import runlock, storage
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def port_open(port: int, host: str = DEFAULT_HOST, timeout_s: float = 1.0) -> bo
 
 def run_paths(cfg: Config, port: int) -> tuple[Path, Path, Path]:
     """(pid file, log file, properties file) of the server on ``port``: local process state, under the data dir
-    when it is local (:func:`reelrank.storage.local_state_dir`)."""
+    when it is local (:func:`reelrank.warehouse.storage.local_state_dir`)."""
     local = storage.local_state_dir(cfg.data_dir)
     return (
         local / "run" / f"sql-server-{port}.pid",
@@ -275,7 +275,7 @@ def beeline(sql: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, user: 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """``reelrank serve-sql``'s arguments (also ``python -m reelrank.sqlserver``'s)."""
+    """``reelrank serve-sql``'s arguments (also ``python -m reelrank.warehouse.sqlserver``'s)."""
     p.add_argument("action", choices=["start", "stop", "status", "query"])
     p.add_argument("sql", nargs="?", help="statement(s) for 'query'")
     add_common(p)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from reelrank import storage
+from reelrank.warehouse import storage
 
 LOCK_FILE = "reelrank.lock"
 METASTORE_DIR = "metastore_db"

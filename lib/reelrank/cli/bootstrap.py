@@ -1,6 +1,6 @@
 """What every entry point shares: logging, arguments, config and SparkSession, and the jobs' bodies.
 
-Used by the ``reelrank`` command (:mod:`reelrank.cli`), the spark-submit jobs (``jobs/*.py``), the SQL
+Used by the ``reelrank`` command (:mod:`reelrank.cli.main`), the spark-submit jobs (``jobs/*.py``), the SQL
 server and the benches. Importing it is cheap: pyspark, torch and the pipeline are imported only when a job
 runs, so every ``--help`` answers at once.
 """
@@ -20,10 +20,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from reelrank import runlock, storage
 from reelrank.catalog import STAGE_NAMES
 from reelrank.config import Config, ConfigError, SourceKind, load_config
 from reelrank.errors import CorruptFile, error_type, memory_advice, out_of_memory, summary
+from reelrank.warehouse import runlock, storage
 
 log = logging.getLogger("reelrank")
 
@@ -112,7 +112,7 @@ ORPHAN_WAIT_S = 60.0
 
 
 def claim_data_dir(cfg: Config, held: ExitStack, exclusive: bool, day: date | None = None) -> None:
-    """Hold the data dir's run lock (:mod:`reelrank.runlock`) until ``held`` closes: always for ``exclusive``
+    """Hold the data dir's run lock (:mod:`reelrank.warehouse.runlock`) until ``held`` closes: always for ``exclusive``
     commands (a night, a stage), and for any Spark command on an embedded Derby metastore, which admits one
     process. Raises :class:`DataDirError` naming the holder when another process has it."""
     derby = cfg.warehouse.metastore == "derby"

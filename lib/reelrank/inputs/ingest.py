@@ -3,7 +3,7 @@
 Checks run in the order of :data:`REASONS` and the first failing one names the reason: ``blank_line``,
 ``wrong_field_count`` (a line with more or fewer fields than the header: extra fields are never dropped silently),
 ``missing_user_id``, ``missing_item_id``, ``unparseable_rating``, ``rating_out_of_range`` and
-``rating_off_scale`` (against the source's :class:`~reelrank.sources.RatingScale`), ``missing_timestamp``,
+``rating_off_scale`` (against the source's :class:`~reelrank.inputs.sources.RatingScale`), ``missing_timestamp``,
 ``unparseable_timestamp``, ``timestamp_not_seconds`` (integers that look like milli-, micro- or nanoseconds,
 unless ``[ingest] timestamp_units = "auto"`` converts them), ``timestamp_in_future`` (after the end of the run
 date, UTC, plus ``future_slack_days``). Then, among the rows that passed: exact duplicates (same user, item,
@@ -21,8 +21,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank.config import STEP_TOLERANCE, IngestConfig
-from reelrank.sources import BLANK, FIELDS, TIMESTAMP, WRONG_FIELDS, RatingScale
+from reelrank.config import STEP_TOLERANCE
+from reelrank.inputs.settings import IngestConfig
+from reelrank.inputs.sources import BLANK, FIELDS, TIMESTAMP, WRONG_FIELDS, RatingScale
 
 log = logging.getLogger(__name__)
 
