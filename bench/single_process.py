@@ -5,10 +5,10 @@ night's total, its peak RSS and NDCG@10 of every list on the validation users. A
 bench/results/single_process.md.
 
     .venv/bin/pip install -e '.[bench]'      # implicit
-    .venv/bin/python bench/single_process.py [--sizes 1M] [--seq-seconds S] [--config FILE] [--root DIR] [--no-save]
+    .venv/bin/python bench/single_process.py [--sizes 1M] [--seq-positions N] [--config FILE] [--root DIR] [--no-save]
 
 The config loads as the CLI loads it (``--config``, default conf/local.toml over base.toml) with [synthetic] set
-to each size (and [sequence] max_seconds to ``--seq-seconds``). The ratings are generated and written as CSV first
+to each size (and [sequence] max_positions to ``--seq-positions``). The ratings are generated and written as CSV first
 (not timed); each night then runs in a fresh child process, so its peak RSS is the night's alone. Where a stage
 differs from the Spark night (approximations are named; the rest follows the reelrank module cited):
 
@@ -224,7 +224,8 @@ def sasrec(data: pd.DataFrame, seen, cfg: Config, device, warm: SequenceModel | 
             model = SequenceModel("sasrec", n_items, c)
         model.cfg = c
         h = model.fit(tokens, device)
-        why = " (stopped early)" if h.stopped_early else f" (time budget {c.max_seconds:g} s)" if h.out_of_time else ""
+        why = (" (stopped early)" if h.stopped_early
+               else f" (work cap {c.max_positions:,} positions)" if h.capped else "")
         note = f"{len(h.epochs)} epochs{why}"
     hidden = model.last_hidden(tokens[:, 1:]).numpy()
     vecs = model.item_embedding.weight[1:].detach().float().numpy()
@@ -454,16 +455,16 @@ def night(folder: Path, cfg: Config) -> dict:
 def config(args: argparse.Namespace, name: str) -> Config:
     users, items, ratings = SIZES[name]
     over: dict = {"synthetic": {"users": users, "items": items, "ratings": ratings}}
-    if args.seq_seconds is not None:
-        over["sequence"] = {"max_seconds": args.seq_seconds}
+    if args.seq_positions is not None:
+        over["sequence"] = {"max_positions": args.seq_positions}
     return load_config(args.config, over)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1M", help=f"comma-separated, of {', '.join(SIZES)}")
-    ap.add_argument("--seq-seconds", type=float, default=None, help="SASRec time budget per fit (default: "
-                    "[sequence] max_seconds)")
+    ap.add_argument("--seq-positions", type=int, default=None, help="SASRec work cap per fit in training "
+                    "positions (default: [sequence] max_positions)")
     ap.add_argument("--config", default=None, help="environment TOML (extends base.toml beside it); default "
                     "conf/local.toml")
     ap.add_argument("--root", default=None, help="where each night's files go (default: a temp folder, removed)")
@@ -485,7 +486,7 @@ def main() -> None:
         ratings.to_csv(folder / "ratings.csv", index=False)
         items.to_parquet(folder / "items.parquet", index=False)
         del ratings, items
-        flags = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("seq_seconds", "config")
+        flags = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("seq_positions", "config")
                  if getattr(args, k) is not None]
         subprocess.run([sys.executable, __file__, "--night", str(folder), *flags], check=True)
         nights[name] = json.loads((folder / "result.json").read_text())

@@ -35,7 +35,7 @@ def small_config(folder: Path, users: int, grace_hours: float) -> Path:
     (folder / "soak.toml").write_text(
         f"[synthetic]\nusers = {users}\nitems = {max(users * 3 // 4, 50)}\nratings = {users * 30}\n"
         f"[train]\nepochs = 2\nreader_workers = 1\n[spark]\nshuffle_partitions = 4\n"
-        f"[sequence]\nepochs = 4\nmax_seconds = 0.0\n[warehouse]\ngrace_hours = {grace_hours}\n"
+        f"[sequence]\nepochs = 4\nmax_positions = 0\n[warehouse]\ngrace_hours = {grace_hours}\n"
     )
     return folder / "soak.toml"
 

@@ -38,7 +38,7 @@ max_len = 20
 dim = 16
 eval_every = 1
 batch_size = 64
-max_seconds = 0.0
+max_positions = 0
 
 [warehouse]
 data_dir = "{data_dir}"

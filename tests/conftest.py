@@ -37,7 +37,7 @@ def cfg(data_dir) -> Config:
             "synthetic": {"users": 200, "items": 150, "ratings": 6000},
             "train": {"epochs": 2, "batch_size": 512, "reader_workers": 1},
             "sequence": {"epochs": 2, "max_len": 20, "dim": 16, "eval_every": 1, "batch_size": 64,
-                         "max_seconds": 0.0},
+                         "max_positions": 0},
         },
     )
 

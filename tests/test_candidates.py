@@ -208,48 +208,51 @@ def test_served_from_the_history_fit_the_lists_follow_the_later_data(spark, src_
     assert changed.any(), "the later data must move some lists"
 
 
-def test_refit_runs_whole_epochs_within_its_budget_at_the_history_fits_pace(cfg):
-    """``refit_plan``: ml-100k's ~4 s epochs refit ``refit_epochs``; 80 s epochs (the 1M night) do not fit 60 s, so
-    the history fit serves; a budget of 0 keeps the old behaviour."""
+def test_refit_runs_whole_epochs_within_its_position_cap(cfg):
+    """``refit_plan``: ml-100k's ~99k-position epochs refit ``refit_epochs``; 1M-position epochs (the 1M night) do
+    not fit 800k, so the history fit serves; a cap of 0 keeps the old behaviour. Positions, never seconds."""
     from reelrank.models import EpochStats
     from reelrank.seqmodels import SequenceModel
 
-    seq = dataclasses.replace(cfg.sequence, epochs=200, refit_epochs=5, refit_max_seconds=60.0)
+    seq = dataclasses.replace(cfg.sequence, epochs=200, refit_epochs=5, refit_max_positions=800_000,
+                              max_positions=10_000_000)
     model = SequenceModel("sasrec", 10, seq)
 
-    def paced(*seconds):
-        model.history.epochs = [EpochStats(i, 1.0, None, None, 1.0, s) for i, s in enumerate(seconds)]
+    def planned(*positions):
+        model.history.epochs = [EpochStats(i, 1.0, None, None, 1.0, 9.9, n) for i, n in enumerate(positions)]
         plan = candidates.refit_plan(model, seq)[0]
-        return plan and (plan.epochs, plan.max_seconds)
+        return plan and (plan.epochs, plan.max_positions)
 
-    assert paced(4.0, 4.5, 3.9) == (5, 60.0)
-    assert paced(25.0, 26.0, 1.0) == (2, 60.0)  # the median epoch; a last epoch cut by the budget is short
-    assert paced(80.0, 82.0) is None
-    unplanned = candidates.refit_plan(model, dataclasses.replace(seq, refit_max_seconds=0.0, max_seconds=300.0))[0]
-    assert unplanned is not None and (unplanned.epochs, unplanned.max_seconds) == (5, 300.0)
-    # a slower night still stops at the refit budget, or at max_seconds when that is smaller
-    paced(4.0)
-    assert candidates.refit_plan(model, dataclasses.replace(seq, max_seconds=30.0))[0].max_seconds == 30.0
+    assert planned(99_000, 99_000, 99_000) == (5, 800_000)
+    assert planned(300_000, 300_000, 1_000) == (2, 800_000)  # whole epochs; a last epoch cut by the cap is short
+    assert planned(1_000_000) is None
+    unplanned = candidates.refit_plan(model, dataclasses.replace(seq, refit_max_positions=0))[0]
+    assert unplanned is not None and (unplanned.epochs, unplanned.max_positions) == (5, 10_000_000)
+    # the smaller of the two caps bounds the refit
+    planned(99_000)
+    assert candidates.refit_plan(model, dataclasses.replace(seq, max_positions=30_000))[0].max_positions == 30_000
 
 
-def test_als_and_ease_past_their_refit_budget_serve_from_the_history_fit(cfg):
-    """``[candidates] refit_max_seconds``: ALS and EASE whose history fit took longer serve tonight; others (and
-    any source listed in ``serve_from_history``) follow their own rule; 0 always refits."""
-    timed = cfg.replace(candidates={"refit_max_seconds": 60.0, "serve_from_history": ["sasrec"]})
-    assert candidates.serves_from_history("als", timed, 61.0) == "it took 61 s, over [candidates] refit_max_seconds 60"
-    assert candidates.serves_from_history("ease", timed, 120.0)
-    assert not candidates.serves_from_history("als", timed, 59.0)
-    assert not candidates.serves_from_history("item_neighbours", timed, 600.0)
-    assert not candidates.serves_from_history("gru4rec", timed, 600.0)  # [sequence] refit_max_seconds instead
-    assert candidates.serves_from_history("sasrec", timed, 0.0) == "set in [candidates] serve_from_history"
-    untimed = timed.replace(candidates={"refit_max_seconds": 0.0})
-    assert not candidates.serves_from_history("ease", untimed, 1e9)
+def test_als_and_ease_on_big_nights_serve_from_the_history_fit(cfg):
+    """``[candidates] refit_max_interactions``: ALS and EASE on a night with more interactions serve tonight from
+    the history fit; others (and any source listed in ``serve_from_history``) follow their own rule; 0 always
+    refits. A count, so the same night decides the same way on any machine."""
+    capped = cfg.replace(candidates={"refit_max_interactions": 5_000_000, "serve_from_history": ["sasrec"]})
+    assert (candidates.serves_from_history("als", capped, 10_000_000)
+            == "10,000,000 interactions, over [candidates] refit_max_interactions 5,000,000")
+    assert candidates.serves_from_history("ease", capped, 5_000_001)
+    assert not candidates.serves_from_history("als", capped, 5_000_000)
+    assert not candidates.serves_from_history("item_neighbours", capped, 10**9)
+    assert not candidates.serves_from_history("gru4rec", capped, 10**9)  # [sequence] refit_max_positions instead
+    assert candidates.serves_from_history("sasrec", capped, 0) == "set in [candidates] serve_from_history"
+    uncapped = capped.replace(candidates={"refit_max_interactions": 0})
+    assert not candidates.serves_from_history("ease", uncapped, 10**9)
 
 
 def test_a_refit_over_budget_serves_tonight_from_the_history_fit(spark, ratings, src_cfg):
-    """The nightly's second SASRec fit, when an epoch of the first took longer than ``refit_max_seconds``: no
-    training, the history fit's weights, tonight's sequences."""
-    cfg = src_cfg.replace(sequence={"epochs": 2, "max_len": 20, "refit_max_seconds": 1e-9})
+    """The nightly's second SASRec fit, when an epoch of the first had more positions than ``refit_max_positions``:
+    no training, the history fit's weights, tonight's sequences."""
+    cfg = src_cfg.replace(sequence={"epochs": 2, "max_len": 20, "refit_max_positions": 1})
     history = ratings.filter(ratings[C.TS] < 996 * DAY)
     first = candidates.make("sasrec", cfg).fit(history)
     second = candidates.make("sasrec", cfg)

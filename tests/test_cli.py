@@ -68,6 +68,8 @@ def published(tmp_path_factory):
     (conf / "tiny.toml").write_text(
         "[synthetic]\nusers = 120\nitems = 400\nratings = 3000\n"
         "[spark]\nshuffle_partitions = 2\n[train]\nepochs = 1\nbatch_size = 512\n"
+        # the sequence models as small as the catalogue: two epochs, not base.toml's 200 with patience
+        "[sequence]\nepochs = 2\nmax_len = 20\ndim = 16\neval_every = 1\nbatch_size = 64\n"
     )
     data = str(tmp / "data")
     r = _reelrank("nightly", "--config", str(conf / "tiny.toml"), "--data-dir", data, "--date", "2026-01-02")

@@ -181,7 +181,7 @@ RANGES = [
     ("candidates.recent_popular", "days", "0.0", "> 0"),
     ("candidates.ease", "lam", "0.0", "> 0"),
     ("candidates.ease", "max_items", "0", "> 0"),
-    ("candidates", "refit_max_seconds", "-1.0", ">= 0"),
+    ("candidates", "refit_max_interactions", "-1", ">= 0"),
     ("features", "val_fraction", "1.5", r"in \[0, 1\]"),
     ("features", "val_fraction", "-0.1", r"in \[0, 1\]"),
     ("neighbours", "top_k", "0", "> 0"),

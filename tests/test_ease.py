@@ -67,10 +67,26 @@ def test_spark_top_n_equals_numpy(spark, u1):
     assert 9999 not in set(got[C.USER_IDX])  # no history: no list here (the EASE source gives it the popular one)
 
 
-def test_catalogue_limit_is_a_clear_error(spark, u1):
-    df = spark.createDataFrame(u1[u1[C.USER_IDX] < 30])
-    with pytest.raises(ease.CatalogueTooLarge, match=r"more than candidates\.ease\.max_items = 100"):
-        ease.fit_ease(df, LAM, max_items=100, device="cpu")
+def test_a_catalogue_over_the_limit_keeps_its_most_interacted_items(spark, u1, caplog):
+    """Over ``max_items`` EASE is fitted on the most-interacted items only (ties to the smaller index), exactly as
+    EASE on those items' columns, and says what share of the pairs they hold; the night goes on (issue 30)."""
+    part = u1[u1[C.USER_IDX] < 30]
+    pairs = part[[C.USER_IDX, C.ITEM_IDX]].drop_duplicates()
+    users = pairs.groupby(C.ITEM_IDX)[C.USER_IDX].count()
+    kept = np.sort(users.reset_index().sort_values([C.USER_IDX, C.ITEM_IDX], ascending=[False, True])
+                   [C.ITEM_IDX].to_numpy()[:100])
+    with caplog.at_level("INFO", logger="reelrank.ease"):
+        model = ease.fit_ease(spark.createDataFrame(part), LAM, max_items=100, device="cpu")
+    np.testing.assert_array_equal(model.item_ids, kept)
+    inside = pairs[pairs[C.ITEM_IDX].isin(kept)]
+    x = sp.csr_matrix((np.ones(len(inside)), (pd.factorize(inside[C.USER_IDX])[0],
+                                              np.searchsorted(kept, inside[C.ITEM_IDX]))))
+    g = (x.T @ x).toarray() + LAM * np.eye(len(kept))
+    p = np.linalg.inv(g)
+    np.testing.assert_allclose(model.weights, np.eye(len(kept)) - p / np.diag(p), atol=2e-5)
+    share = 100.0 * len(inside) / len(pairs)
+    assert f"EASE over the 100 most-interacted of {len(users):,} items" in caplog.text
+    assert f"{share:.1f}% of the (user, item) pairs" in caplog.text
 
 
 def test_float32_factorisation_falls_back_to_float64(caplog):

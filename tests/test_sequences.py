@@ -136,13 +136,20 @@ def test_a_fit_broken_after_two_epochs_resumes_to_the_unbroken_weights(cfg, tmp_
     assert len(other.fit(seqs[:20], torch.device("cpu"), checkpoint_path=ckpt).epochs) == 1
 
 
-def test_time_budget_keeps_the_best_validated_weights(cfg):
+def test_the_position_cap_keeps_the_best_validated_weights(cfg):
+    """``max_positions``: the fit stops at the batch that reaches it and validates there; the same cap trains the
+    same weights (a count, never the clock)."""
     seqs = pad_left([(_cycles().query(f"{C.USER_IDX} == {u}")[C.ITEM_IDX].to_numpy() + 1) for u in range(N_USERS)],
                     13)
-    model = SequenceModel("gru4rec", N_ITEMS, _small(cfg, epochs=1000, eval_every=50, max_seconds=1e-6))
+    small = _small(cfg, epochs=1000, eval_every=50, max_positions=1)
+    model = SequenceModel("gru4rec", N_ITEMS, small)
     hist = model.fit(seqs, torch.device("cpu"))
-    assert hist.out_of_time and len(hist.epochs) == 1 and hist.epochs[0].val_ndcg is not None
-    assert hist.best_epoch == 0
+    assert hist.capped and len(hist.epochs) == 1 and hist.epochs[0].val_ndcg is not None
+    assert hist.best_epoch == 0 and 0 < hist.epochs[0].samples < len(seqs) * 12  # one batch, not the whole epoch
+    again = SequenceModel("gru4rec", N_ITEMS, small)
+    again.fit(seqs, torch.device("cpu"))
+    for a, b in zip(model.net.state_dict().values(), again.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_length_batched_order_draws_each_batch_from_one_sorted_chunk():

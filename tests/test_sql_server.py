@@ -33,6 +33,7 @@ TINY = {
     "als": {"rank": 8, "max_iter": 3, "blocks": 1, "checkpoint_interval": 0},
     "neighbours": {"blocks": 1},
     "features": {"files_per_split": 1},
+    "sequence": {"epochs": 2, "max_len": 20, "dim": 16, "eval_every": 1, "batch_size": 64},
 }
 READ = (f"count(*), count(DISTINCT user_id), min(model), min(model_version), max(model_version) "
         f"FROM reelrank.recommendations WHERE run_date = DATE'{RUN_DATE}'")

@@ -70,7 +70,7 @@ def test_early_stopping_keeps_the_best_validated_weights():
     task, snaps = toy_task([0.5, 0.7, 0.6, 0.65, 0.9])
     hist = fit(task, settings(epochs=5, patience=2), CPU)
     assert [e.val_ndcg for e in hist.epochs] == [0.5, 0.7, 0.6, 0.65]
-    assert hist.stopped_early and hist.best_epoch == 1 and not hist.out_of_time
+    assert hist.stopped_early and hist.best_epoch == 1 and not hist.capped
     for key, value in task.module.state_dict().items():
         assert torch.equal(value, snaps[1][key])
 
@@ -123,11 +123,15 @@ def test_a_checkpoint_of_other_settings_is_ignored(tmp_path, caplog):
     assert fit(task, settings(epochs=1, resume=False), CPU, checkpoint_path=ckpt).resumed_from is None
 
 
-def test_the_time_budget_ends_the_fit_after_a_validated_epoch():
+def test_the_work_cap_ends_the_fit_at_the_batch_that_reaches_it():
     task, _ = toy_task([0.3, 0.4])
-    hist = fit(task, settings(epochs=50, max_seconds=1e-9), CPU)
-    assert hist.out_of_time and len(hist.epochs) == 1 and hist.epochs[0].val_ndcg == 0.3
-    assert hist.epochs[0].samples_per_s > 0
+    hist = fit(task, settings(epochs=50, max_samples=1), CPU)
+    assert hist.capped and len(hist.epochs) == 1 and hist.epochs[0].val_ndcg == 0.3
+    assert hist.epochs[0].samples_per_s > 0 and hist.epochs[0].samples >= 1
+    per_epoch = fit(toy_task(None)[0], settings(epochs=1), CPU).epochs[0].samples
+    two = fit(toy_task(None)[0], settings(epochs=50, max_samples=2 * per_epoch), CPU)
+    assert two.capped and [e.samples for e in two.epochs] == [per_epoch, per_epoch]
+    assert not fit(toy_task(None)[0], settings(epochs=2), CPU).capped
 
 
 def test_progress_sees_every_epoch_and_batch():

@@ -179,10 +179,11 @@ class CandidatesConfig:
     serve_from_history: list[Str]
     """Sources fitted once, on the history: tonight's lists score all interactions with that fit instead of fitting
     again (a sequence model reads tonight's sequences either way; issue 15)."""
-    refit_max_seconds: NonNegativeFloat
-    """Refit-budgeted sources (ALS, EASE) whose history fit took longer than this serve tonight's lists from that
-    fit, as ``serve_from_history`` does (the fit on all interactions costs as much again: ~450 s of the 10M night,
-    issue 15); sequence models budget their refit with ``[sequence] refit_max_seconds``. 0: always refit."""
+    refit_max_interactions: NonNegativeInt
+    """Refit-budgeted sources (ALS, EASE) serve tonight's lists from their history fit, as ``serve_from_history``
+    does, when the night has more interactions than this (the fit on all interactions costs as much again: ~450 s
+    of the 10M night, issue 15). Counted in interactions, not seconds, so the choice never depends on the machine's
+    load (issue 30); sequence models cap their refit with ``[sequence] refit_max_positions``. 0: always refit."""
     sections: dict[Str, SourceSettings] = field(default_factory=dict)
     """Every registered source's ``[candidates.<name>]`` table, by name."""
 
@@ -196,7 +197,7 @@ class CandidatesConfig:
     def to_dict(self) -> dict[str, Any]:
         """As in the TOML: the top-level keys and one table per source."""
         return {"sources": list(self.sources), "serve_from_history": list(self.serve_from_history),
-                "refit_max_seconds": self.refit_max_seconds,
+                "refit_max_interactions": self.refit_max_interactions,
                 **{name: dataclasses.asdict(s) for name, s in self.sections.items()}}
 
 
@@ -213,9 +214,10 @@ class SequenceConfig:
     dropout: Dropout
     epochs: PositiveInt
     """Most epochs; the best by validation NDCG is kept."""
-    max_seconds: NonNegativeFloat
-    """Training time budget per fit: after the epoch that passes it, the best validated weights so far are kept
-    (a nightly must end on time); 0 means no limit (epochs and patience alone decide, deterministically)."""
+    max_positions: NonNegativeInt
+    """Work cap per fit, in training positions (next-item targets) over all epochs: the batch that reaches it is
+    the last, and the best validated weights so far are kept. Counted in positions, never seconds, so the same
+    data train the same model whatever the machine's load (issue 30); 0: epochs and patience alone decide."""
     refit_epochs: PositiveInt
     """Most epochs of the nightly's fit on all interactions, which starts from the history fit's weights."""
     batch_size: PositiveInt
@@ -240,10 +242,10 @@ class SequenceConfig:
     """Training batches drawn from each chunk of users sorted by history length, so a batch's users have similar
     lengths and little of it is padding (random batches of the 1M synthetic night were 73% padding); 0: fully
     random batches (models saved before the setting existed were trained so)."""
-    refit_max_seconds: NonNegativeFloat = 0.0
-    """The fit on all interactions runs only whole epochs that fit in this many seconds (at the history fit's
-    pace); when not one does, the history fit scores tonight's sequences (``[candidates] serve_from_history``
-    does so always). 0: no limit (models saved before the setting existed)."""
+    refit_max_positions: NonNegativeInt = 0
+    """The fit on all interactions runs only whole epochs whose positions (as many as an epoch of the history fit
+    had) fit in this many; when not one does, the history fit scores tonight's sequences (``[candidates]
+    serve_from_history`` does so always). 0: no limit (models saved before the setting existed)."""
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -529,10 +531,10 @@ def _build_candidates(data: dict[str, Any], where: str) -> CandidatesConfig:
     shape = dataclasses.make_dataclass("candidates", [
         ("sources", _list_of(names)),
         ("serve_from_history", _list_of(servable)),
-        ("refit_max_seconds", NonNegativeFloat),
+        ("refit_max_interactions", NonNegativeInt),
         *((name, candidates.source_class(name).settings_type) for name in names),
     ], frozen=True)
     built: Any = validate(dataclass(frozen=True, config=SECTION)(shape), data, where, ("candidates",))
     return CandidatesConfig(sources=list(built.sources), serve_from_history=list(built.serve_from_history),
-                            refit_max_seconds=built.refit_max_seconds,
+                            refit_max_interactions=built.refit_max_interactions,
                             sections={name: getattr(built, name) for name in names})

@@ -1,8 +1,9 @@
 """EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019): a closed-form item-item model.
 
 With the binary user-item matrix X and G = XᵀX + λI, P = G⁻¹, the item-item weights are B = I − P·diag(1/diag(P))
-(zero diagonal), and a user's scores are x_u·B. The inversion is items × items, so the catalogue size is
-guarded (``[candidates.ease] max_items``); the Gram matrix is built on the driver from the distinct pairs and
+(zero diagonal), and a user's scores are x_u·B. The inversion is items × items, so a catalogue larger than
+``[candidates.ease] max_items`` is restricted to its most-interacted items (the other sources cover the rest, and
+the night publishes: issue 30); the Gram matrix is built on the driver from the distinct pairs and
 inverted through its Cholesky factor with torch (on the GPU when there is one). Scoring runs in Spark like ALS
 top-N: B goes out once as a broadcast and each block of users is one sparse × dense product (:func:`top_n_ease`).
 """
@@ -25,10 +26,6 @@ from reelrank.factorize import SEEN, positions_in, top_n_scored, users_and_seen
 from reelrank.popularity import RECS_SCHEMA
 
 log = logging.getLogger(__name__)
-
-
-class CatalogueTooLarge(ValueError):
-    """EASE would invert a matrix larger than the configured catalogue limit."""
 
 
 @dataclass(frozen=True)
@@ -87,15 +84,17 @@ def _cholesky(x: sp.csr_matrix, lam: float, device: torch.device) -> torch.Tenso
 
 
 def fit_ease(interactions: DataFrame, lam: float, max_items: int, device: str = "auto") -> EaseModel:
-    """Fit EASE on the distinct (user_idx, item_idx) pairs of ``interactions`` (implicit feedback)."""
+    """Fit EASE on the distinct (user_idx, item_idx) pairs of ``interactions`` (implicit feedback), over at most
+    ``max_items`` items: the most interacted (most users; ties to the smaller index) when the catalogue is larger."""
     pairs: pd.DataFrame = interactions.select(USER_IDX, ITEM_IDX).distinct().toPandas()
-    item_ids = np.unique(pairs[ITEM_IDX].to_numpy(np.int64))
+    item_ids, users_per_item = np.unique(pairs[ITEM_IDX].to_numpy(np.int64), return_counts=True)
     if len(item_ids) > max_items:
-        raise CatalogueTooLarge(
-            f"EASE inverts an items × items matrix: {len(item_ids):,} items is more than candidates.ease.max_items "
-            f"= {max_items:,}; raise it (memory ~ 8 × items² bytes, 16 × where float32 falls back to float64) or "
-            "drop 'ease' from candidates.sources"
-        )
+        kept = np.sort(item_ids[np.lexsort((item_ids, -users_per_item))[:max_items]])
+        inside = np.isin(pairs[ITEM_IDX].to_numpy(np.int64), kept)
+        log.info("EASE over the %s most-interacted of %s items ([candidates.ease] max_items; the inverse needs ~8 × "
+                 "items² bytes): they hold %.1f%% of the (user, item) pairs, the other sources cover the rest",
+                 f"{len(kept):,}", f"{len(item_ids):,}", 100.0 * inside.mean())
+        pairs, item_ids = pairs[inside], kept
     users = pd.factorize(pairs[USER_IDX])[0]
     cols = np.searchsorted(item_ids, pairs[ITEM_IDX].to_numpy(np.int64))
     shape = (int(users.max(initial=-1)) + 1, len(item_ids))

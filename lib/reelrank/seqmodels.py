@@ -45,7 +45,7 @@ PAD = 0
 VALIDATE_CELLS = 1 << 25
 """Users × items scores held at once in :meth:`SequenceModel.validate` (128 MB of float32)."""
 
-_RUN_LENGTH_KEYS = ("epochs", "max_seconds", "patience", "refit_epochs", "refit_max_seconds")
+_RUN_LENGTH_KEYS = ("epochs", "max_positions", "patience", "refit_epochs", "refit_max_positions")
 """Settings that only say how long to train: a checkpoint written under other values still resumes."""
 _PAYLOAD_KEYS = {"kind", "n_items", "config", "state", "history"}
 SEQUENCE_REMEDY = "rerun the candidates stage"
@@ -254,7 +254,7 @@ class SequenceModel:
             fingerprint=lambda: self._fingerprint(seqs, world), rows_per_epoch=int(lengths.sum()),
             backward_scale=(lambda n: n / per_batch) if per_batch else None, generator=gen)
         loop = training.LoopConfig(cfg.epochs, cfg.learning_rate, cfg.weight_decay, cfg.seed, patience=cfg.patience,
-                                   eval_every=cfg.eval_every, max_seconds=cfg.max_seconds,
+                                   eval_every=cfg.eval_every, max_samples=cfg.max_positions,
                                    mixed_precision=cfg.mixed_precision)
         hist = training.fit(task, loop, device, progress=_EpochCallback(progress) if progress else None,
                             checkpoint_path=checkpoint_path, distributed=distributed)
@@ -318,11 +318,13 @@ class SequenceModel:
         payload = read_torch(data, source, "sequence model", SEQUENCE_REMEDY)
         if not isinstance(payload, dict) or not _PAYLOAD_KEYS <= payload.keys():
             raise CorruptFile(source, f"sequence model {source} is not a reelrank sequence model: {SEQUENCE_REMEDY}")
-        model = cls(payload["kind"], payload["n_items"], SequenceConfig(**payload["config"]))
+        known = {f.name for f in dataclasses.fields(SequenceConfig)}  # settings since removed (a time budget) drop
+        config = SequenceConfig(**{k: v for k, v in payload["config"].items() if k in known})
+        model = cls(payload["kind"], payload["n_items"], config)
         model.net.load_state_dict(payload["state"])
         hist = payload["history"]
         epochs = [EpochStats(**{"val_loss": None, **e}) for e in hist["epochs"]]
-        model.history = SeqHistory(epochs, hist["best_epoch"], hist["stopped_early"], hist.get("out_of_time", False),
+        model.history = SeqHistory(epochs, hist["best_epoch"], hist["stopped_early"], hist.get("capped", False),
                                    hist.get("resumed_from"), hist["best_ndcg"])
         model.net.eval()
         return model

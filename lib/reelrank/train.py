@@ -147,7 +147,7 @@ def train(
 
 def _result(hist: History, out_path: str, device: torch.device, processes: int) -> TrainResult:
     seconds = sum(e.seconds for e in hist.epochs)
-    rows = sum(e.samples_per_s * e.seconds for e in hist.epochs)
+    rows = sum(e.samples for e in hist.epochs)
     return TrainResult(
         model_path=out_path,
         train_loss=[e.train_loss for e in hist.epochs],

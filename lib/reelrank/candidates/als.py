@@ -27,9 +27,9 @@ class ALSSource(CandidateSource):
                      "als.implicit is true and als.nonnegative false (only that ALS has a closed-form fold-in)")
     emits = (
         Emitted("user_factors", "ALS user factors fitted on all interactions (folded in against the history fit's "
-                "item factors when ALS is served from it: [candidates] refit_max_seconds)", "user", "vectors"),
+                "item factors when ALS is served from it: [candidates] refit_max_interactions)", "user", "vectors"),
         Emitted("item_factors", "ALS item factors fitted on all interactions (the history fit's when ALS is served "
-                "from it: [candidates] refit_max_seconds)", "item", "vectors"),
+                "from it: [candidates] refit_max_interactions)", "item", "vectors"),
     )
 
     def __init__(self, settings: SourceSettings, cfg: ALSConfig) -> None:

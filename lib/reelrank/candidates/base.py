@@ -77,8 +77,8 @@ class CandidateSource(ABC):
     baseline: ClassVar[bool] = True
     """A strong simple baseline (popularity, item-kNN, ALS, EASE) that a deep model must beat in the same run."""
     refit_budgeted: ClassVar[bool] = False
-    """Its fit on all interactions is skipped (its history fit serves) when the history fit took over
-    ``[candidates] refit_max_seconds``."""
+    """Its fit on all interactions is skipped (its history fit serves) when the night has more interactions than
+    ``[candidates] refit_max_interactions``."""
     servable: ClassVar[bool] = False
     """:meth:`served_on` can serve later interactions from this fit (``[candidates] serve_from_history``)."""
     servable_when: ClassVar[tuple[Callable[[Config], bool], str] | None] = None
@@ -157,15 +157,16 @@ class CandidateSource(ABC):
         return {}
 
     @classmethod
-    def serves_from_history(cls, cfg: Config, history_fit_seconds: float) -> str | None:
+    def serves_from_history(cls, cfg: Config, interactions: int) -> str | None:
         """Why tonight's lists come from the history fit (:meth:`served_on`) instead of a fit on all interactions,
         or None when they do not: always with ``[candidates] serve_from_history``, and for a refit-budgeted source
-        when the history fit took over ``[candidates] refit_max_seconds``."""
-        budget = cfg.candidates.refit_max_seconds
+        when the night's ``interactions`` are more than ``[candidates] refit_max_interactions`` (a count, never the
+        clock: the choice is the same whatever the machine's load)."""
+        budget = cfg.candidates.refit_max_interactions
         if cls.name in cfg.candidates.serve_from_history:
             return "set in [candidates] serve_from_history"
-        if cls.refit_budgeted and budget > 0 and history_fit_seconds > budget:
-            return f"it took {history_fit_seconds:.0f} s, over [candidates] refit_max_seconds {budget:g}"
+        if cls.refit_budgeted and budget > 0 and interactions > budget:
+            return f"{interactions:,} interactions, over [candidates] refit_max_interactions {budget:,}"
         return None
 
 
@@ -234,9 +235,9 @@ def is_baseline(name: str) -> bool:
     return source_class(name).baseline
 
 
-def serves_from_history(name: str, cfg: Config, history_fit_seconds: float) -> str | None:
+def serves_from_history(name: str, cfg: Config, interactions: int) -> str | None:
     """:meth:`CandidateSource.serves_from_history` of source ``name``."""
-    return source_class(name).serves_from_history(cfg, history_fit_seconds)
+    return source_class(name).serves_from_history(cfg, interactions)
 
 
 def list_length(cfg: Config, name: str) -> int:

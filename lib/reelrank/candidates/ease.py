@@ -23,8 +23,9 @@ class EaseSettings(SourceSettings):
     lam: PositiveFloat
     """The L2 penalty λ on the item-item weights (Steck 2019 used 500 on ML-20M)."""
     max_items: PositiveInt
-    """EASE inverts an items × items matrix (~8 × items² bytes on the driver, float32): above this many items the run
-    stops with a clear error instead."""
+    """EASE inverts an items × items matrix (~8 × items² bytes on the driver, float32): a larger catalogue is
+    restricted to its this many most-interacted items (logged with the share of pairs they hold); users with none
+    of them get the popular list."""
     block_users: PositiveInt
     """Users scored per sparse × dense product (memory: users × items floats)."""
 
@@ -54,22 +55,26 @@ class EaseSource(CandidateSource):
         from reelrank import ease
 
         self.use(interactions)
-        self._held = None
         self.model = ease.fit_ease(interactions, self.lam, self.max_items, self.device)
+        self._held = self._users_with_held_items() if len(self.model.item_ids) >= self.max_items else None
         return self
 
     def served_on(self, interactions: DataFrame) -> EaseSource:
         """The fitted weights B applied to each user's items in ``interactions`` (x_u·B is how EASE scores any
         user); items B does not hold are left out, and a user none of whose items it holds gets the popular list."""
-        from pyspark.sql import functions as F
 
         served = copy.copy(self)
         served.use(interactions)
-        known = interactions.sparkSession.createDataFrame([(int(i),) for i in self.model.item_ids],
-                                                          f"{C.ITEM_IDX} long")
-        served._held = (served._seen.join(F.broadcast(known), C.ITEM_IDX, "left_semi").select(C.USER_IDX).distinct()
-                        .cache())
+        served._held = served._users_with_held_items()
         return served
+
+    def _users_with_held_items(self) -> DataFrame:
+        """Users with an item B holds (B may hold only the most-interacted items: ``max_items``)."""
+        from pyspark.sql import functions as F
+
+        spark = self._seen.sparkSession
+        known = spark.createDataFrame([(int(i),) for i in self.model.item_ids], f"{C.ITEM_IDX} long")
+        return self._seen.join(F.broadcast(known), C.ITEM_IDX, "left_semi").select(C.USER_IDX).distinct().cache()
 
     def warm_users(self) -> DataFrame:
         return self._held if self._held is not None else self._seen.select(C.USER_IDX)

@@ -2,7 +2,7 @@
 on the sequence shards of :mod:`reelrank.sequences`; users none of whose items the model knows get the popular list.
 
 The nightly's second fit starts from the history fit's weights for a few epochs (:func:`refit_plan`), or the history
-fit serves tonight's sequences when not one epoch fits ``[sequence] refit_max_seconds``.
+fit serves tonight's sequences when not one epoch fits ``[sequence] refit_max_positions``.
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ class SequenceSource(CandidateSource):
         from reelrank.seqmodels import SequenceModel
         from reelrank.warehouse import storage
 
-        cfg, refit, epoch_s = self.cfg, None, 0.0
+        cfg, refit, per_epoch = self.cfg, None, 0
         self._use(interactions)
         if self.warm_start is not None:
-            refit, epoch_s = refit_plan(self.warm_start, cfg)
+            refit, per_epoch = refit_plan(self.warm_start, cfg)
             if refit is None:  # as served_on(interactions): the history fit reads tonight's sequences
-                log.info("%s: an epoch took ~%.0f s, over [sequence] refit_max_seconds %g: tonight's sequences are "
-                         "scored with the history fit", self.name, epoch_s, cfg.refit_max_seconds)
+                log.info("%s: an epoch is %s positions, over [sequence] refit_max_positions %s: tonight's sequences "
+                         "are scored with the history fit", self.name, f"{per_epoch:,}", f"{cfg.refit_max_positions:,}")
                 self.model = self.warm_start
                 return self
         self.work_dir = self.work_dir or tempfile.mkdtemp(prefix=f"reelrank-{self.name}-")
@@ -80,8 +80,8 @@ class SequenceSource(CandidateSource):
         init = None
         if self.warm_start is not None and refit is not None and self.warm_start.n_items <= n_items:
             cfg, init = refit, self.warm_start.grown_to(n_items)
-            log.info("%s: starting from the history fit's weights, %d more epochs (~%.0f s each)", self.name,
-                     cfg.epochs, epoch_s)
+            log.info("%s: starting from the history fit's weights, at most %d more epochs (~%s positions each)",
+                     self.name, cfg.epochs, f"{per_epoch:,}")
         # a rerun of the stage (nightly --resume) continues from the last finished epoch
         ckpt = storage.join(self.work_dir, "model", f"{self.name}.ckpt")
         if self.train_cfg.num_processes > 1:
@@ -92,7 +92,7 @@ class SequenceSource(CandidateSource):
             self.model.fit(tokens, device, progress=self._progress, checkpoint_path=ckpt)
         h = self.model.history
         why = (" (stopped early)" if h.stopped_early
-               else f" (time budget {cfg.max_seconds:g} s)" if h.out_of_time else "")
+               else f" (work cap [sequence] max_positions {cfg.max_positions:,})" if h.capped else "")
         log.info("%s: best validation ndcg@%d %.4f at epoch %d of %d%s", self.name, cfg.early_stopping_k,
                  h.best_ndcg, h.best_epoch + 1, len(h.epochs), why)
         self.model_file = storage.join(self.work_dir, "model", f"{self.name}.pt")
@@ -150,16 +150,16 @@ class GRU4RecSource(SequenceSource):
     kind = "gru4rec"
 
 
-def refit_plan(fitted: SequenceModel, cfg: SequenceConfig) -> tuple[SequenceConfig | None, float]:
-    """The config of the nightly's second fit (all interactions, from the history fit's weights), and the seconds
-    an epoch took in the history fit (median): at most ``refit_epochs``, whole epochs within ``refit_max_seconds``,
-    stopping there even if tonight runs slower. None means not one epoch fits, so the history fit scores tonight's
-    sequences (issue 15: at 1M ratings an epoch is ~80 s, on ml-100k 4 s)."""
-    seconds = sorted(e.seconds for e in fitted.history.epochs)
-    epoch_s = seconds[len(seconds) // 2] if seconds else 0.0
-    epochs, budget = min(cfg.epochs, cfg.refit_epochs), cfg.max_seconds
-    if cfg.refit_max_seconds > 0:
-        budget = min(budget, cfg.refit_max_seconds) if budget > 0 else cfg.refit_max_seconds
-        if epoch_s > 0:
-            epochs = min(epochs, int(cfg.refit_max_seconds // epoch_s))
-    return (dataclasses.replace(cfg, epochs=epochs, max_seconds=budget) if epochs else None), epoch_s
+def refit_plan(fitted: SequenceModel, cfg: SequenceConfig) -> tuple[SequenceConfig | None, int]:
+    """The config of the nightly's second fit (all interactions, from the history fit's weights), and the positions
+    an epoch of the history fit trained on: at most ``refit_epochs``, only whole epochs of that many positions
+    within ``refit_max_positions`` (and the fit's own ``max_positions``). None means not one epoch fits, so the
+    history fit scores tonight's sequences (issue 15: at 1M ratings an epoch is ~1M positions, ~80 s here).
+    Counted in positions, never seconds, so the plan is the same whatever the machine's load (issue 30)."""
+    per_epoch = max((e.samples for e in fitted.history.epochs), default=0)
+    epochs, cap = min(cfg.epochs, cfg.refit_epochs), cfg.max_positions
+    if cfg.refit_max_positions > 0:
+        cap = min(cap, cfg.refit_max_positions) if cap > 0 else cfg.refit_max_positions
+        if per_epoch > 0:
+            epochs = min(epochs, cfg.refit_max_positions // per_epoch)
+    return (dataclasses.replace(cfg, epochs=epochs, max_positions=cap) if epochs else None), per_epoch

@@ -42,16 +42,16 @@ def run(io: StageIO, cfg: Config, *, interactions: DataFrame, history: DataFrame
     seq_dir = storage.makedirs(io.folder("sequences"))
     out: dict[str, Any] = {"sequences": seq_dir, "candidates_history": {}, "candidates_full": {}}
     from_history: dict[str, candidates.CandidateSource] = {}
-    fit_seconds: dict[str, float] = {}
     served_names: list[str] = []
     fits = {"history": "the history (lists evaluated on the holdout, and the ranker's training candidates)",
             "full": "all ratings (the lists scored and published)"}
     for split, data in (("history", history), ("full", ratings(interactions))):
         users = data.select(C.USER_IDX).distinct()
+        size = data.count() if split == "full" else 0
         log.info("candidates: fitting %s on %s", ", ".join(names), fits[split])
         for name in names:
             started = time.perf_counter()
-            why = candidates.serves_from_history(name, cfg, fit_seconds[name]) if split == "full" else None
+            why = candidates.serves_from_history(name, cfg, size) if split == "full" else None
             served = from_history[name].served_on(data) if why else None
             if served is not None:
                 source = served
@@ -64,7 +64,6 @@ def run(io: StageIO, cfg: Config, *, interactions: DataFrame, history: DataFrame
                 source.fit(data)
             fitted = time.perf_counter()
             from_history.setdefault(name, source)
-            fit_seconds.setdefault(name, fitted - started)
             for table, df in source.tables().items():
                 kept = emitted[table].kept_from_history
                 if split == "full":

@@ -1,8 +1,9 @@
 """The one training loop of every torch model (the rankers of :mod:`reelrank.models`, the sequence models of
 :mod:`reelrank.seqmodels`): AdamW, seeding, bfloat16 autocast on CUDA, validation every few epochs, early stopping
-that keeps the best epoch's weights, a time budget, a checkpoint after every epoch that a later fit of the same data
-and settings resumes from, progress callbacks and DDP. The model gives its batches, its loss and its validation as a
-:class:`Task`.
+that keeps the best epoch's weights, a work cap counted in samples, a checkpoint after every epoch that a later fit
+of the same data and settings resumes from, progress callbacks and DDP. The model gives its batches, its loss and
+its validation as a :class:`Task`. Nothing here reads the clock to decide: the same data, settings and seed train
+the same weights whatever the machine's load (issue 30).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from reelrank.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 """Bumped when the checkpoint layout changes: a checkpoint of another layout is ignored (with a warning)."""
 PER_EPOCH_SEED = 1000
 """With ``reseed_each_epoch``, epoch ``e`` runs under ``torch.manual_seed(seed * PER_EPOCH_SEED + e + 1)``."""
@@ -34,7 +35,8 @@ PER_EPOCH_SEED = 1000
 
 @dataclass
 class EpochStats:
-    """What one epoch did: mean training loss, validation loss and NDCG@k (None when not validated), speed."""
+    """What one epoch did: mean training loss, validation loss and NDCG@k (None when not validated), its samples
+    (rows or positions) and speed (reported only: nothing is decided by the clock)."""
 
     epoch: int
     train_loss: float
@@ -42,6 +44,7 @@ class EpochStats:
     val_ndcg: float | None
     samples_per_s: float
     seconds: float
+    samples: int = 0
 
 
 @dataclass
@@ -52,8 +55,8 @@ class History:
     best_epoch: int = -1
     stopped_early: bool = False
     """Validation stopped improving for ``patience`` validations before the last epoch."""
-    out_of_time: bool = False
-    """Training stopped at ``max_seconds``."""
+    capped: bool = False
+    """Training stopped at ``max_samples``."""
     resumed_from: int | None = None
     """The first epoch run in this call when it continued from a checkpoint."""
 
@@ -79,9 +82,10 @@ class LoopConfig:
     patience: int = 0
     """Validations without a better metric before stopping; 0 never stops early."""
     eval_every: int = 1
-    """Epochs between validations (the last epoch, and one that runs out of time, always validate)."""
-    max_seconds: float = 0.0
-    """Time budget: an epoch that passes it ends at its next batch (on one process) and is the last; 0: none."""
+    """Epochs between validations (the last epoch, and the one that reaches the work cap, always validate)."""
+    max_samples: int = 0
+    """Work cap over the whole fit, in the samples (rows or positions) the task's loss counts: the batch that
+    reaches it is the last (on several processes, the epoch that reaches it); 0: none."""
     mixed_precision: bool = True
     """bfloat16 autocast on CUDA; ignored on CPU."""
     reseed_each_epoch: bool = False
@@ -149,7 +153,6 @@ def fit(task: Task, cfg: LoopConfig, device: torch.device, *, progress: Progress
         else:
             log.warning("ignoring checkpoint %s: written for other data or settings", ckpt)
 
-    started = time.perf_counter()
     for epoch in range(len(hist.epochs), cfg.epochs):
         if best.bad >= cfg.patience > 0:
             hist.stopped_early = True
@@ -159,20 +162,20 @@ def fit(task: Task, cfg: LoopConfig, device: torch.device, *, progress: Progress
         if progress and rank == 0:
             progress.start_epoch(epoch, cfg.epochs, task.rows_per_epoch)
         t0 = time.perf_counter()
-        loss_sum, count = _train_epoch(task, net, opt, epoch, cfg, device, started, progress if rank == 0 else None)
+        done = sum(e.samples for e in hist.epochs)
+        left = cfg.max_samples - done if cfg.max_samples > 0 and not distributed else 0
+        loss_sum, count = _train_epoch(task, net, opt, epoch, cfg, device, left, progress if rank == 0 else None)
         seconds = time.perf_counter() - t0
-        train_loss = loss_sum / max(count, 1)
-        out_of_time = cfg.max_seconds > 0 and time.perf_counter() - started > cfg.max_seconds
-        if distributed:
+        train_loss, samples = loss_sum / max(count, 1), count
+        if distributed:  # every process stops after the same epoch: the cap is checked on the summed count
             tot = torch.tensor([loss_sum, count], dtype=torch.float64, device=device)
-            flag = torch.tensor([float(out_of_time)], device=device)
             torch.distributed.all_reduce(tot)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)  # all stop after the same epoch
-            train_loss, out_of_time = float(tot[0] / tot[1].clamp(min=1)), bool(flag.item())
+            train_loss, samples = float(tot[0] / tot[1].clamp(min=1)), int(tot[1].item())
+        capped = cfg.max_samples > 0 and done + samples >= cfg.max_samples
         validated = task.validate is not None and ((epoch + 1) % cfg.eval_every == 0
-                                                   or epoch == cfg.epochs - 1 or out_of_time)
+                                                   or epoch == cfg.epochs - 1 or capped)
         val_loss, val_ndcg = task.validate() if task.validate is not None and validated else (None, None)
-        stats = EpochStats(epoch, train_loss, val_loss, val_ndcg, count * world / max(seconds, 1e-9), seconds)
+        stats = EpochStats(epoch, train_loss, val_loss, val_ndcg, samples / max(seconds, 1e-9), seconds, samples)
         hist.epochs.append(stats)
         if task.validate is None:  # nothing to choose by: keep the latest epoch
             best.keep(module, -math.inf)
@@ -184,7 +187,7 @@ def fit(task: Task, cfg: LoopConfig, device: torch.device, *, progress: Progress
                 hist.best_epoch = epoch
             else:
                 best.bad += 1
-        hist.out_of_time = out_of_time
+        hist.capped = capped
         if progress and rank == 0:
             progress.end_epoch(stats)
         if ckpt and rank == 0:
@@ -192,7 +195,7 @@ def fit(task: Task, cfg: LoopConfig, device: torch.device, *, progress: Progress
                              "history": dataclasses.asdict(hist), "best_state": best.state,
                              "best_metric": best.metric, "bad_epochs": best.bad, "torch_rng": torch.get_rng_state(),
                              "generator": task.generator.get_state() if task.generator is not None else None}, ckpt)
-        if out_of_time:
+        if capped:
             break
     if best.state is not None:
         module.load_state_dict(best.state)
@@ -213,16 +216,14 @@ class _Best:
 
 
 def _train_epoch(task: Task, net: nn.Module, opt: torch.optim.Optimizer, epoch: int, cfg: LoopConfig,
-                 device: torch.device, started: float, progress: Progress | None) -> tuple[float, int]:
-    """One pass over the epoch's batches: the summed loss (times each batch's count) and the count."""
+                 device: torch.device, left: int, progress: Progress | None) -> tuple[float, int]:
+    """One pass over the epoch's batches: the summed loss (times each batch's count) and the count. ``left`` > 0:
+    the epoch ends at the batch that brings the count to it (the fit's work cap)."""
     net.train()
     loss_sum, count = 0.0, 0
-    ddp = isinstance(net, nn.parallel.DistributedDataParallel)
     join = net.join() if isinstance(net, nn.parallel.DistributedDataParallel) and task.uneven_inputs else nullcontext()
     with task.batches(epoch) as batches, join:
-        for i, batch in enumerate(batches):
-            if i and not ddp and 0 < cfg.max_seconds < time.perf_counter() - started:
-                break  # the budget ends the epoch here (processes of a distributed fit stop together after it)
+        for batch in batches:
             with autocast(device, cfg.mixed_precision):
                 loss, n = task.loss(net, batch)
             opt.zero_grad(set_to_none=True)
@@ -233,4 +234,6 @@ def _train_epoch(task: Task, net: nn.Module, opt: torch.optim.Optimizer, epoch: 
             count += n
             if progress:
                 progress.batch(n, value)
+            if 0 < left <= count:
+                break
     return loss_sum, count
