@@ -166,6 +166,46 @@ def test_chunked_products_equal_one_product(square, local_k, rank_shrinkage):
         pd.testing.assert_frame_equal(chunked, whole)
 
 
+def ref_cosine(by: str, min_support: int) -> dict[tuple[int, int], tuple[float, int]]:
+    """Cosine of the binary rated/unrated vectors, pair by pair with numpy."""
+    M = ~np.isnan(dense() if by == "user" else dense().T)
+    out = {}
+    for a in range(M.shape[0]):
+        for b in range(M.shape[0]):
+            n = int((M[a] & M[b]).sum())
+            if a != b and n >= max(min_support, 1):
+                out[(a, b)] = (n / math.sqrt(M[a].sum() * M[b].sum()), n)
+    return out
+
+
+@pytest.mark.parametrize("by", ["user", "item"])
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_equal_ratings_switch_to_binary_cosine_and_say_so(spark, cfg, by, blocks, caplog):
+    """Implicit feedback (every rating the same) gives Pearson no variance, so no pair at all: ``auto`` switches to
+    the cosine of the binary vectors, logs it, and matches numpy; ``pearson`` keeps the empty answer (issue 30)."""
+    plays = spark.createDataFrame([(u, i, 1.0) for u, i, _ in ROWS], RATINGS_SCHEMA)
+    with caplog.at_level("INFO", logger="reelrank.neighbours"):
+        got = as_dict(nbr.similarities(plays, by, ncfg(cfg, blocks=blocks, similarity="auto")))
+    assert f"{by}-{by} similarity is cosine on binary data: every rating is 1" in caplog.text
+    assert_same_sims(got, ref_cosine(by, 2))
+    assert len(got) > 0
+    assert not as_dict(nbr.similarities(plays, by, ncfg(cfg, blocks=blocks, similarity="pearson")))
+    assert nbr.similarity_measure(spark.createDataFrame(ROWS, RATINGS_SCHEMA), by, ncfg(cfg)) == "pearson"
+
+
+@pytest.mark.parametrize("square", [True, False])
+def test_chunked_cosine_equals_one_product(square):
+    rng = np.random.default_rng(11)
+    ent, oth = rng.integers(0, 50, 700), rng.integers(0, 30, 700)
+    args = (ent, oth, np.ones(700), None if square else ent % 3 == 0, 2, 3.0, 4, 2.0)
+    order = [nbr.ENTITY, nbr.NEIGHBOUR]
+    whole = nbr.pair_similarities(*args, measure="cosine").sort_values(order, ignore_index=True)
+    assert len(whole) > 0 and whole[nbr.SIMILARITY].between(0, 1).all()
+    for max_pairs in (1, 37):
+        chunked = nbr.pair_similarities(*args, max_pairs=max_pairs, measure="cosine")
+        pd.testing.assert_frame_equal(chunked.sort_values(order, ignore_index=True), whole)
+
+
 def test_support_one_and_shrinkage(ratings, cfg):
     # min_support 1 adds nothing: a single co-rating has zero variance on both sides
     assert_same_sims(as_dict(nbr.similarities(ratings, "item", ncfg(cfg, min_support=1))), ref_sims("item", 1))

@@ -70,6 +70,8 @@ ModelName = Literal["mlp", "neumf"]
 LossName = Literal["bce", "bpr"]
 DeviceSetting = Literal["auto", "cpu", "cuda"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
+SimilarityMeasure = Literal["auto", "pearson", "cosine"]
+"""``[neighbours] similarity`` (:func:`reelrank.neighbours.similarity_measure`)."""
 HoldoutKind = Literal["latest", "random"]
 """Holdouts of :func:`reelrank.splits.holdout_split`."""
 SparkLogLevel = Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "TRACE", "OFF"]
@@ -126,6 +128,9 @@ class NeighboursConfig:
     """A task takes its products over chunks of its entities, each holding at most this many candidate pairs
     (entities × neighbours), so its memory stays bounded however many entities share a block (issue 15)."""
     seed: Int
+    similarity: SimilarityMeasure
+    """``pearson`` (scikit-surprise's), ``cosine`` (of the binary vectors: implicit feedback) or ``auto``: Pearson
+    unless every rating is the same, where Pearson is undefined and would find no pair (issue 30)."""
 
 
 @dataclass(frozen=True, config=SECTION)

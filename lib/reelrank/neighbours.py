@@ -23,6 +23,7 @@ of 71,713 item-item similarities).
 from __future__ import annotations
 
 import logging
+import typing
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,8 @@ from reelrank.config import NeighboursConfig
 from reelrank.neighbour_sampling import Sampling, cap_ratings, plan_sampling
 
 log = logging.getLogger(__name__)
+
+Measure = typing.Literal["pearson", "cosine"]
 
 ENTITY = "entity_idx"
 NEIGHBOUR = "neighbour_idx"
@@ -90,8 +93,12 @@ def pair_similarities(
     local_k: int | None = None,
     rank_shrinkage: float = 0.0,
     max_pairs: int = 0,
+    measure: Measure = "pearson",
 ) -> pd.DataFrame:
     """Pearson similarity of every entity pair with ``support >= min_support``, both directions.
+
+    ``measure="cosine"``: the cosine of the binary vectors instead, support / √(count_a · count_b) with each
+    entity's count among the given ratings (for implicit feedback, where ratings carry no signal).
 
     ``in_a`` marks the ratings of block A (the rest are block B); then only A×B pairs are computed. Without it,
     all pairs among the given entities are. With ``local_k`` only each entity's best ``local_k`` neighbours
@@ -111,7 +118,8 @@ def pair_similarities(
     n_o = int(o_inv.max()) + 1
     X = sp.csc_matrix((x, (o_inv, e_inv)), shape=(n_o, len(ents)))
     X.sum_duplicates()
-    pairs = _Pairs(min_support, shrinkage, local_k, rank_shrinkage)
+    counts = np.diff(X.indptr).astype(np.float64) if measure == "cosine" else None
+    pairs = _Pairs(min_support, shrinkage, local_k, rank_shrinkage, ents, counts)
     if in_a is None:
         a_cols = b_cols = np.arange(len(ents))
     else:
@@ -135,9 +143,12 @@ def pair_similarities(
 class _Pairs:
     """Similarities from sufficient statistics, chunk by chunk, keeping each entity's local top-k as it goes."""
 
-    def __init__(self, min_support: int, shrinkage: float, local_k: int | None, rank_shrinkage: float) -> None:
+    def __init__(self, min_support: int, shrinkage: float, local_k: int | None, rank_shrinkage: float,
+                 ents: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
         self.min_support, self.shrinkage = max(min_support, 1), shrinkage
         self.local_k, self.rank_shrinkage = local_k, rank_shrinkage
+        self.ents, self.counts = ents, counts
+        """With ``counts`` (each of the sorted ``ents``' ratings), binary cosine instead of Pearson."""
         self.parts: list[pd.DataFrame] = []
         self.merged = 0
 
@@ -189,6 +200,13 @@ class _Pairs:
         if drop_self:
             keep &= ea[rows] != eb[cols]
         sxy, sx, sy, sxx, syy, n, rows, cols = (v[keep] for v in (sxy, sx, sy, sxx, syy, n, rows, cols))
+        if self.counts is not None and self.ents is not None:  # binary cosine: co-count / √(count_a · count_b)
+            ca = self.counts[np.searchsorted(self.ents, ea[rows])]
+            cb = self.counts[np.searchsorted(self.ents, eb[cols])]
+            sim = n / np.sqrt(ca * cb)
+            if self.shrinkage > 0:
+                sim = sim * n / (n + self.shrinkage)
+            return rows, cols, sim, n
         # surprise's exact expression, term for term, so integer ratings give bit-identical similarities
         num = n * sxy - sx * sy
         vx = n * sxx - sx**2
@@ -340,6 +358,7 @@ def _blocked_pairs(
         "_e", "_o", "_r", (F.least("_b", "_t") * nb + F.greatest("_b", "_t")).alias("_key")
     )
     min_support, shrinkage, max_pairs = cfg.min_support, cfg.shrinkage, cfg.max_pairs_per_chunk
+    measure = similarity_measure(capped, by, cfg)
 
     def task(pdf: pd.DataFrame) -> pd.DataFrame:
         key = int(pdf["_key"].iat[0])
@@ -347,13 +366,29 @@ def _blocked_pairs(
         e = pdf["_e"].to_numpy()
         in_a = None if a == b else (e % nb == a)
         o, r = pdf["_o"].to_numpy(), pdf["_r"].to_numpy()
-        return pair_similarities(e, o, r, in_a, min_support, shrinkage, local_k, rank_shrinkage, max_pairs)
+        return pair_similarities(e, o, r, in_a, min_support, shrinkage, local_k, rank_shrinkage, max_pairs,
+                                 measure)
 
     return keyed.groupBy("_key").applyInPandas(task, SIM_SCHEMA), plan
 
 
+def similarity_measure(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> Measure:
+    """``[neighbours] similarity``, with ``auto`` resolved: Pearson, unless every rating is the same (implicit
+    feedback: plays, views, purchases), where Pearson has no variance to work with and would find no pair at all;
+    then the cosine of the binary vectors, and the log says so (issue 30)."""
+    if cfg.similarity != "auto":
+        return cfg.similarity
+    lo, hi = ratings.agg(F.min(C.RATING), F.max(C.RATING)).first() or (None, None)
+    if lo is not None and lo == hi:
+        log.info("%s-%s similarity is cosine on binary data: every rating is %g, so Pearson (which needs their "
+                 "variance) is undefined ([neighbours] similarity = \"auto\")", by, by, lo)
+        return "cosine"
+    return "pearson"
+
+
 def similarities(ratings: DataFrame, by: str, cfg: NeighboursConfig) -> DataFrame:
-    """Every pair with ``support >= min_support`` and nonzero variance on both sides, both directions.
+    """Every pair with ``support >= min_support`` and nonzero variance on both sides, both directions (with
+    ``similarity_measure`` cosine: every pair with ``support >= min_support``).
 
     Columns ``entity_idx, neighbour_idx, similarity, support``; ``by`` is ``"user"`` or ``"item"``.
     The full list can be large (quadratic in the entities that co-occur): prefer :func:`neighbour_lists`.
