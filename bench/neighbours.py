@@ -39,6 +39,7 @@ from pyspark.sql import types as T
 from benchlib import DATASETS
 from reelrank import columns as C
 from reelrank import neighbours as nbr
+from reelrank import pair_kernel
 from reelrank.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,11 +135,11 @@ def _floor_child(path: str, by: str, blocks: int, min_support: int, k: int, q: m
     for a in range(blocks):
         for b in range(a, blocks):
             m = (blk == a) | (blk == b)
-            out = nbr.pair_similarities(ent[m], oth[m], r[m], None if a == b else blk[m] == a, min_support)
+            out = pair_kernel.pair_similarities(ent[m], oth[m], r[m], None if a == b else blk[m] == a, min_support)
             pairs += len(out)
-            lists.append(nbr.local_top_k(out, k))
+            lists.append(pair_kernel.local_top_k(out, k))
             del out
-    top = nbr.local_top_k(pd.concat(lists, ignore_index=True), k)
+    top = pair_kernel.local_top_k(pd.concat(lists, ignore_index=True), k)
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     q.put({"secs": secs, "pairs": pairs // 2, "rows_top": len(top), "peak": peak})
@@ -238,7 +239,7 @@ def main() -> None:
         df = spark.createDataFrame(pdf, SCHEMA).cache()
         df.count()
         for by in args.by.split(","):
-            capped = nbr._capped(df, by, ncfg)[0].toPandas()  # the exact input every method sees
+            capped = nbr.capped_ratings(df, by, ncfg)[0].toPandas()  # the exact input every method sees
             oth = C.ITEM_IDX if by == "user" else C.USER_IDX
             d = capped.groupby(oth).size().to_numpy().astype(np.int64)
             work = int((d * d).sum())

@@ -57,7 +57,7 @@ from threadpoolctl import threadpool_limits
 
 from benchlib import append_result, markdown
 from reelrank import columns as C
-from reelrank import knn, ranking_metrics
+from reelrank import knn, pair_kernel, ranking_metrics
 from reelrank import neighbours as nbr
 from reelrank.candidates import refit_plan
 from reelrank.config import STEP_TOLERANCE, Config, load_config
@@ -157,12 +157,12 @@ def pearson_lists(ent: np.ndarray, other: np.ndarray, rating: np.ndarray, cfg: C
         for b in range(a, blocks):
             sel = (part == a) | (part == b)
             in_a = None if a == b else part[sel] == a
-            found.append(nbr.pair_similarities(ent[sel], other[sel], rating[sel], in_a, nb.min_support, nb.shrinkage,
-                                               nb.top_k, nb.list_shrinkage,
-                                               nb.max_pairs_per_chunk))
+            found.append(pair_kernel.pair_similarities(ent[sel], other[sel], rating[sel], in_a, nb.min_support,
+                                                       nb.shrinkage, nb.top_k, nb.list_shrinkage,
+                                                       nb.max_pairs_per_chunk))
     work = int((np.bincount(other).astype(np.int64) ** 2).sum())
     how = "exact" + ("; the Spark night down-samples: work" if work > nb.exact_work_budget else ", work")
-    return nbr.local_top_k(pd.concat(found, ignore_index=True), nb.top_k, nb.list_shrinkage), f"{how} {work:,}"
+    return pair_kernel.local_top_k(pd.concat(found, ignore_index=True), nb.top_k, nb.list_shrinkage), f"{how} {work:,}"
 
 
 def als(data: pd.DataFrame, seen: sp.csr_matrix, users: np.ndarray, cfg: Config, n: int) -> pd.DataFrame:

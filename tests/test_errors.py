@@ -75,7 +75,7 @@ def test_a_second_nightly_stops_at_once_naming_the_first(tmp_path):
 def test_the_lock_dies_with_a_killed_process(tmp_path):
     data = str(tmp_path / "data")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from reelrank import runlock\n"
+        [sys.executable, "-c", "import sys, time; from reelrank.warehouse import runlock\n"
          f"with runlock.hold({data!r}, command='reelrank nightly'):\n    print('held', flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
     try:

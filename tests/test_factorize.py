@@ -99,6 +99,7 @@ def test_explicit_predictions_match_factors_and_cold_start_has_no_nan(spark, cfg
     assert pred[(999, 998)] == pytest.approx(model.global_mean)
 
 
+@pytest.mark.slow
 def test_blend_equals_average_of_the_two_models(spark, cfg, ratings):
     """plain_weight=0.5 predicts the mean of the bias+residual model and a plain ALS (same seed) on raw ratings."""
     pairs = ratings.select("user_idx", "item_idx")
@@ -162,6 +163,7 @@ def test_recommend_top_n_blocked_equals_brute_force_and_spark(spark, cfg, rating
     np.testing.assert_allclose(both.score, both.score_ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tune_picks_the_best_grid_point_and_appends_to_table(spark, cfg, ratings):
     small = cfg.replace(
         als={"rank": 4, "max_iter": 3, "blocks": 2, "implicit": True, "checkpoint_interval": 0,

@@ -13,7 +13,7 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from reelrank import columns as C
-from reelrank import knn, neighbour_sampling
+from reelrank import knn, neighbour_sampling, pair_kernel
 from reelrank import neighbours as nbr
 
 pytestmark = pytest.mark.spark
@@ -159,10 +159,11 @@ def test_chunked_products_equal_one_product(square, local_k, rank_shrinkage):
     in_a = None if square else ent % 3 == 0
     args = (ent, oth, rating, in_a, 2, 0.0, local_k, rank_shrinkage)
     order = [nbr.ENTITY, nbr.NEIGHBOUR]
-    whole = nbr.pair_similarities(*args).sort_values(order, ignore_index=True)
-    assert len(nbr.pair_similarities(*args[:6])) > 60 * 4 * 4  # many more pairs than the top-k keep: merges count
+    whole = pair_kernel.pair_similarities(*args).sort_values(order, ignore_index=True)
+    # many more pairs than the top-k keep: merges count
+    assert len(pair_kernel.pair_similarities(*args[:6])) > 60 * 4 * 4
     for max_pairs in (1, 37, 400):  # one entity per chunk, a few, many
-        chunked = nbr.pair_similarities(*args, max_pairs=max_pairs).sort_values(order, ignore_index=True)
+        chunked = pair_kernel.pair_similarities(*args, max_pairs=max_pairs).sort_values(order, ignore_index=True)
         pd.testing.assert_frame_equal(chunked, whole)
 
 
@@ -199,10 +200,10 @@ def test_chunked_cosine_equals_one_product(square):
     ent, oth = rng.integers(0, 50, 700), rng.integers(0, 30, 700)
     args = (ent, oth, np.ones(700), None if square else ent % 3 == 0, 2, 3.0, 4, 2.0)
     order = [nbr.ENTITY, nbr.NEIGHBOUR]
-    whole = nbr.pair_similarities(*args, measure="cosine").sort_values(order, ignore_index=True)
+    whole = pair_kernel.pair_similarities(*args, measure="cosine").sort_values(order, ignore_index=True)
     assert len(whole) > 0 and whole[nbr.SIMILARITY].between(0, 1).all()
     for max_pairs in (1, 37):
-        chunked = nbr.pair_similarities(*args, max_pairs=max_pairs, measure="cosine")
+        chunked = pair_kernel.pair_similarities(*args, max_pairs=max_pairs, measure="cosine")
         pd.testing.assert_frame_equal(chunked.sort_values(order, ignore_index=True), whole)
 
 

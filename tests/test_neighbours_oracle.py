@@ -19,7 +19,8 @@ surprise = pytest.importorskip("surprise")
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
-FOLDS = ["u1", "u2", "u3", "u4", "u5"]
+FOLDS = ["u1", "u4"]
+"""Two of the five official folds: exactness on each is the claim, and each fold costs ~25 s of the suite."""
 SCHEMA = T.StructType(
     [
         T.StructField(C.USER_IDX, T.IntegerType(), False),

@@ -16,7 +16,7 @@ from reelrank import matrix
 from reelrank.inputs import ingest, sources
 from reelrank.inputs.sources import INTERACTIONS_SCHEMA
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # dozens of Spark jobs per property
 
 RUN_DATE = date(2026, 12, 2)
 SPARK_SETTINGS = settings(
