@@ -22,7 +22,7 @@ from reelrank import columns as C
 from reelrank.inputs import ingest, sources
 from reelrank.inputs.sources import SourceError, read_source
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # each case is a whole ingest in Spark
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"
 RUN_DATE = date(2026, 12, 2)

@@ -63,6 +63,7 @@ def fitted(request, spark, ratings, src_cfg):
     return request.param, source, recs
 
 
+@pytest.mark.slow  # fits every real source
 class TestCandidateSourceConformance:
     def test_columns_and_types(self, fitted):
         _, _, recs = fitted
@@ -177,6 +178,7 @@ def test_sequence_source_serves_later_items_from_its_history_fit(spark, ratings,
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["als", "ease", "sasrec"])
 def test_served_from_the_history_fit_the_lists_follow_the_later_data(spark, src_cfg, name):
     """Every source that ``served_on`` later data (``[candidates] serve_from_history``): its lists drop everything
@@ -329,6 +331,7 @@ def registered(source):
         candidates.unregister(source.name)
 
 
+@pytest.mark.slow
 def test_a_registered_source_is_configured_and_featured_with_no_other_change(spark, cfg):
     """The toy's table and its place in ``[candidates] sources`` are required like any feature source's, its settings
     reach it, and the ranker's features describe its list (``f_toy_score``, ``f_toy_rank``)."""

@@ -13,7 +13,7 @@ from reelrank import columns as C
 from reelrank import faults
 from reelrank.warehouse import publishing, storage
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # every test publishes through the metastore
 D1, D2 = date(2026, 1, 1), date(2026, 1, 2)
 
 
