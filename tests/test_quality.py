@@ -100,3 +100,22 @@ def test_champion_paired_test_sees_a_consistent_small_gain(gate):
     assert quality.choose_champion(values, "mlp", keep).model == "mlp"
     paired = quality.choose_champion(values, "mlp", keep, {"mlp": mlp, "sasrec": seq})
     assert paired.model == "sasrec" and "paired standard errors" in paired.why
+
+
+def test_a_winning_ranker_says_by_how_many_standard_errors(gate):
+    """The champion line gives the choice's power (issue 30): the runner-up, and the lead in standard errors of
+    the paired per-user differences on the validation users."""
+    rng = np.random.default_rng(1)
+    mlp = rng.uniform(0, 0.6, 400)
+    als = mlp - np.where(rng.random(400) < 0.5, 0.05, 0.0)
+    pop = als - 0.1
+    values = {name: (float(v.mean()), 400) for name, v in (("mlp", mlp), ("als", als), ("popular", pop))}
+    champ = quality.choose_champion(values, "mlp", gate, {"mlp": mlp, "als": als, "popular": pop})
+    diff = mlp - als
+    z = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
+    assert champ.model == "mlp"
+    assert champ.why.endswith(f"; als next at {als.mean():.4f}, {z:.1f} paired standard errors behind on 400 users")
+    alone = quality.choose_champion({"mlp": (0.3, 10)}, "mlp", gate)
+    assert alone.why == "mlp has the best ndcg@10 (0.3000) of 1 lists"
+    same = quality.choose_champion({"mlp": (0.3, 10), "als": (0.3, 10)}, "mlp", gate, {"mlp": mlp, "als": mlp})
+    assert same.why.endswith("0.0 paired standard errors behind on 10 users")

@@ -101,17 +101,17 @@ def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: 
     best = max(sorted(values), key=lambda m: (values[m][0], m == configured))
     if configured not in values:
         return Champion(best, f"{configured} has no {key}; {best} has the best ({values[best][0]:.4f})")
-    (mine, users), (top, top_users) = values[configured], values[best]
+    (mine, users), top = values[configured], values[best][0]
     if best == configured:
-        return Champion(configured, f"{configured} has the best {key} ({mine:.4f}) of {len(values)} lists")
-    paired = per_user is not None and configured in per_user and best in per_user and len(per_user[best]) > 1
-    if paired:
-        assert per_user is not None
-        diff = np.asarray(per_user[best], float) - np.asarray(per_user[configured], float)
-        se = float(diff.std(ddof=1)) / math.sqrt(len(diff))
-    else:
-        se = math.hypot(standard_error_bound(mine, users), standard_error_bound(top, top_users))
-    z = (top - mine) / se if se > 0 else math.inf
+        others = sorted((m for m in values if m != configured), key=lambda m: (-values[m][0], m))
+        power = ""
+        if others:  # the power of the choice: how far ahead of the runner-up, in standard errors of the difference
+            second = others[0]
+            lead, paired = _standard_errors(values, per_user, configured, second)
+            power = (f"; {second} next at {values[second][0]:.4f}, {lead:.1f} {'paired ' if paired else ''}"
+                     f"standard errors behind on {users:,} users")
+        return Champion(configured, f"{configured} has the best {key} ({mine:.4f}) of {len(values)} lists{power}")
+    z, paired = _standard_errors(values, per_user, best, configured)
     versus = (f"{configured} {key} {mine:.4f} vs {best} {top:.4f} on {users:,} users, {z:.1f} "
               f"{'paired ' if paired else ''}standard errors")
     if z <= cfg.noise_z:
@@ -122,6 +122,23 @@ def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: 
     if cfg.on_regression == "fail":
         raise QualityGateFailed(f"quality gate: {versus} (quality.on_regression = fail)")
     return Champion(best, f"{versus}: published {best} (quality.on_regression = publish_best)")
+
+
+def _standard_errors(values: dict[str, tuple[float, int]], per_user: Mapping[str, np.ndarray] | None, higher: str,
+                     lower: str) -> tuple[float, bool]:
+    """How many standard errors ``higher``'s metric lies above ``lower``'s, and whether the error is paired (the
+    per-user differences') or the conservative bound of two means (:func:`standard_error_bound`)."""
+    (top, top_users), (low, users) = values[higher], values[lower]
+    paired = per_user is not None and higher in per_user and lower in per_user and len(per_user[higher]) > 1
+    if paired:
+        assert per_user is not None
+        diff = np.asarray(per_user[higher], float) - np.asarray(per_user[lower], float)
+        se = float(diff.std(ddof=1)) / math.sqrt(len(diff))
+    else:
+        se = math.hypot(standard_error_bound(low, users), standard_error_bound(top, top_users))
+    if se > 0:
+        return (top - low) / se, paired
+    return (0.0 if top == low else math.inf), paired
 
 
 def check(
