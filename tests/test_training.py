@@ -134,6 +134,18 @@ def test_the_work_cap_ends_the_fit_at_the_batch_that_reaches_it():
     assert not fit(toy_task(None)[0], settings(epochs=2), CPU).capped
 
 
+def test_a_fit_resumed_after_its_work_cap_trains_no_further(tmp_path):
+    """The checkpoint of the epoch that reached ``max_samples`` is the end of the fit: resuming it adds nothing."""
+    ckpt = tmp_path / "toy.ckpt"
+    capped = fit(toy_task([0.3, 0.4])[0], settings(epochs=50, max_samples=1), CPU, checkpoint_path=ckpt)
+    again = fit(toy_task([0.3, 0.4])[0], settings(epochs=50, max_samples=1), CPU, checkpoint_path=ckpt)
+    assert capped.capped and again.capped and again.resumed_from == 1
+    assert [e.samples for e in again.epochs] == [e.samples for e in capped.epochs]
+    per_epoch = capped.epochs[0].samples  # a larger cap under the same checkpoint trains on to it
+    more = fit(toy_task([0.3, 0.4])[0], settings(epochs=50, max_samples=per_epoch + 1), CPU, checkpoint_path=ckpt)
+    assert more.resumed_from == 1 and more.capped and len(more.epochs) == 2
+
+
 def test_progress_sees_every_epoch_and_batch():
     task, _ = toy_task(None)
     rec = Recorder()

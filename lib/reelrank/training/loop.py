@@ -154,6 +154,10 @@ def fit(task: Task, cfg: LoopConfig, device: torch.device, *, progress: Progress
             log.warning("ignoring checkpoint %s: written for other data or settings", ckpt)
 
     for epoch in range(len(hist.epochs), cfg.epochs):
+        done = sum(e.samples for e in hist.epochs)
+        if 0 < cfg.max_samples <= done:  # resumed past this fit's work cap (a checkpoint may hold a larger one)
+            hist.capped = True
+            break
         if best.bad >= cfg.patience > 0:
             hist.stopped_early = True
             break
@@ -162,7 +166,6 @@ def fit(task: Task, cfg: LoopConfig, device: torch.device, *, progress: Progress
         if progress and rank == 0:
             progress.start_epoch(epoch, cfg.epochs, task.rows_per_epoch)
         t0 = time.perf_counter()
-        done = sum(e.samples for e in hist.epochs)
         left = cfg.max_samples - done if cfg.max_samples > 0 and not distributed else 0
         loss_sum, count = _train_epoch(task, net, opt, epoch, cfg, device, left, progress if rank == 0 else None)
         seconds = time.perf_counter() - t0
