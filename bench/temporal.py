@@ -116,7 +116,7 @@ def fit_lists(train: DataFrame, users: DataFrame, names: list[str],
         t0 = time.perf_counter()
         base, _, how = name.partition("@")
         if how and base not in history_fits:
-            history = holdout_split(train, cfg.evaluate.holdout, cfg.evaluate.holdout_per_user)[0]
+            history = holdout_split(train, cfg.evaluate)[0]
             history_fits[base] = make(base, cfg).fit(history), time.perf_counter() - t0
             t0 = time.perf_counter()
         if how == "history":
@@ -215,8 +215,8 @@ def main() -> None:
     ap.add_argument("--quantile", type=float, default=0.9)
     ap.add_argument("--lists", default=",".join(BASELINES + SEQUENTIAL))
     ap.add_argument("--nightly", action="store_true", help="also run the nightly on the train part")
-    ap.add_argument("--holdouts", default="latest",
-                    help="the nightly's evaluate.holdout values, one nightly each (latest, random)")
+    ap.add_argument("--holdouts", default="window",
+                    help="the nightly's evaluate.holdout values, one nightly each (window, latest, random)")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-save", action="store_true")
@@ -244,7 +244,7 @@ def main() -> None:
         whys = []
         for holdout in args.holdouts.split(",") if args.nightly else []:
             t0 = time.perf_counter()
-            label = "published by the nightly" + (f" (holdout {holdout})" if args.holdouts != "latest" else "")
+            label = f"published by the nightly (holdout {holdout})"
             try:
                 recs, why = run_nightly_on(train, cfg.replace(evaluate={"holdout": holdout}), spark)
                 lists[label] = (recs, time.perf_counter() - t0)

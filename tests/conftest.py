@@ -49,3 +49,23 @@ def spark(cfg):
     session = build_spark(cfg)
     yield session
     session.stop()
+
+
+LOCAL_NIGHT_DAY = "2026-11-23"
+
+
+@pytest.fixture(scope="session")
+def local_night(spark, cfg, tmp_path_factory):
+    """One in-process nightly of ``cfg`` (the tiny catalogue) in a data dir written as a ``file://`` URI and a
+    database of its own: test_storage checks where it lands, test_cluster compares a cluster's night with it.
+    Returns ``(ctx, data dir, database)``."""
+    from datetime import date
+
+    from reelrank import pipeline
+    from reelrank.warehouse import storage
+
+    data, db = tmp_path_factory.mktemp("local-night") / "data", "reelrank_uri"
+    run_cfg = cfg.replace(warehouse={"data_dir": data.as_uri(), "database": db})
+    # the shared session's warehouse is elsewhere: a database of its own puts this run's tables under data/
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {db} LOCATION '{storage.url(str(data / 'warehouse' / f'{db}.db'))}'")
+    return pipeline.run_nightly(spark, run_cfg, date.fromisoformat(LOCAL_NIGHT_DAY)), data, db

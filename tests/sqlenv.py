@@ -106,11 +106,12 @@ def child_env(metastore: Metastore) -> dict[str, str]:
     return {**env, **metastore.env, "SPARK_LOCAL_IP": "127.0.0.1"}
 
 
-def start_nightly(config: Path, data_dir: Path, run_date: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_nightly(config: Path, data_dir: Path, run_date: str, env: dict[str, str], log: Path,
+                  *args: str) -> subprocess.Popen:
     """``reelrank nightly`` as a user runs it, in its own process (its own JVM), output to ``log``."""
     with log.open("w") as out:
         return subprocess.Popen([sys.executable, "-m", "reelrank.cli", "nightly", "--config", str(config),
-                                 "--data-dir", str(data_dir), "--date", run_date],
+                                 "--data-dir", str(data_dir), "--date", run_date, *args],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 

@@ -1,8 +1,9 @@
 """The nightly on a real standalone Spark cluster (a master and two workers on 127.0.0.1), submitted with
-deploy/submit.sh and the packed environment of ``make package``, against a local-mode night of the same data.
+deploy/submit.sh and the packed environment of ``make package``, against the suite's local-mode night of the same
+config and data (conftest's ``local_night``, in process: the same tiny catalogue, seed and date).
 
-Both nights run from the packed environment unpacked outside the source tree (a non-editable install), so this
-is also the check that the wheel works on its own. Skip locally with ``-m "not cluster"``.
+The cluster night runs from the packed environment unpacked outside the source tree (a non-editable install), so
+this is also the check that the wheel works on its own. Skip locally with ``-m "not cluster"``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from clusterenv import REPO, clean_env, environment, event_logs, packed_env, run, unpack, write_small_config
+from conftest import LOCAL_NIGHT_DAY
 from sqlenv import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-DAY = "2026-11-23"
+DAY = LOCAL_NIGHT_DAY
 WORKERS = 2
 NIGHT_TIMEOUT_S = 1500
 FACTOR_TOLERANCE = 1e-4  # the issue's bound for ALS factors computed on another partitioning
@@ -82,8 +84,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def nights(tmp_path_factory):
-    """The same small night in local mode and on the 2-worker cluster: their data dirs, logs and seconds."""
+def nights(tmp_path_factory, local_night):
+    """The cluster's night beside the suite's local one: where each published, the cluster's log and seconds."""
     root = tmp_path_factory.mktemp("cluster")
     tarball = packed_env()
     env_dir = unpack(tarball, root / "env")
@@ -91,12 +93,10 @@ def nights(tmp_path_factory):
     where = "import os, pyspark; print(os.path.dirname(pyspark.__file__))"
     spark_home = Path(subprocess.run([str(python), "-c", where], capture_output=True, text=True, check=True,
                                      cwd=root, env=clean_env()).stdout.strip())
-    out = {"root": root}
+    _, local_data, local_db = local_night
+    out = {"root": root, "local": local_data / "warehouse" / f"{local_db}.db",
+           "on-cluster": root / "on-cluster" / "warehouse" / "reelrank.db"}
     config = write_small_config(root / "conf", root / "unused")
-    local = root / "local"
-    out["local_rc"], out["local_s"] = run(
-        [str(python), "-m", "reelrank.cli", "nightly", "--config", str(config), "--data-dir", str(local),
-         "--date", DAY], cwd=root, env=clean_env(), log=root / "local.log", timeout=NIGHT_TIMEOUT_S)
     cluster = Cluster(spark_home, root / "cluster-procs")
     (root / "cluster-procs").mkdir()
     try:
@@ -113,9 +113,10 @@ def nights(tmp_path_factory):
     return out
 
 
-def _published(data_dir: Path, table: str) -> pd.DataFrame:
-    """The published partition of ``table`` read from its Parquet files (one run per data dir here)."""
-    [folder] = (data_dir / "warehouse" / "reelrank.db" / table / f"run_date={DAY}").iterdir()
+def _published(database: Path, table: str) -> pd.DataFrame:
+    """The published partition of ``table`` read from its Parquet files under a database's folder (one run of DAY
+    in each)."""
+    [folder] = (database / table / f"run_date={DAY}").iterdir()
     df = pd.read_parquet(folder)
     return df.drop(columns=["model_version"], errors="ignore")  # the run that fitted it: the run ids differ
 
@@ -124,15 +125,14 @@ def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.sort_values(keys).reset_index(drop=True)
 
 
-def test_both_nights_published(nights):
-    for where in ("local", "cluster"):
-        text = (nights["root"] / f"{where}.log").read_text()
-        assert nights[f"{where}_rc"] == 0, text[-4000:]
-        assert "published" in text
-    assert f"starting Spark (master {nights['url']} from spark-submit" in (nights["root"] / "cluster.log").read_text()
+def test_the_cluster_night_published_from_the_installed_wheel(nights):
+    text = (nights["root"] / "cluster.log").read_text()
+    assert nights["cluster_rc"] == 0, text[-4000:]
+    assert "published" in text
+    assert f"starting Spark (master {nights['url']} from spark-submit" in text
     # the defaults came from the installed wheel, not the source tree
     installed = str(nights["root"] / "env" / "lib" / "python3.11" / "site-packages" / "reelrank" / "conf" / "base.toml")
-    assert installed in (nights["root"] / "local.log").read_text()
+    assert installed in text
 
 
 def test_the_cluster_ran_the_packed_environment_on_both_workers(nights):
@@ -157,7 +157,7 @@ def test_the_cluster_ran_the_packed_environment_on_both_workers(nights):
     ("rejected_interactions", None),
 ])
 def test_ingest_and_indexes_are_identical(nights, table, keys):
-    local, cluster = _published(nights["root"] / "local", table), _published(nights["root"] / "on-cluster", table)
+    local, cluster = _published(nights["local"], table), _published(nights["on-cluster"], table)
     keys = keys or list(local.columns)
     pd.testing.assert_frame_equal(_sorted(local, keys), _sorted(cluster, keys))
 
@@ -165,8 +165,8 @@ def test_ingest_and_indexes_are_identical(nights, table, keys):
 @pytest.mark.parametrize("table", ["user_neighbours", "item_neighbours"])
 def test_neighbours_are_identical(nights, table):
     keys = ["entity_id", "neighbour_id"]
-    local = _sorted(_published(nights["root"] / "local", table), keys)
-    cluster = _sorted(_published(nights["root"] / "on-cluster", table), keys)
+    local = _sorted(_published(nights["local"], table), keys)
+    cluster = _sorted(_published(nights["on-cluster"], table), keys)
     assert len(local) > 0
     pd.testing.assert_frame_equal(local[keys + ["support", "rank"]], cluster[keys + ["support", "rank"]])
     np.testing.assert_allclose(local["similarity"], cluster["similarity"], rtol=0, atol=1e-12)
@@ -174,20 +174,20 @@ def test_neighbours_are_identical(nights, table):
 
 @pytest.mark.parametrize("table,key", [("user_factors", "user_idx"), ("item_factors", "item_idx")])
 def test_als_factors_agree(nights, table, key):
-    local = _sorted(_published(nights["root"] / "local", table), [key])
-    cluster = _sorted(_published(nights["root"] / "on-cluster", table), [key])
+    local = _sorted(_published(nights["local"], table), [key])
+    cluster = _sorted(_published(nights["on-cluster"], table), [key])
     assert local[key].tolist() == cluster[key].tolist()
     np.testing.assert_allclose(np.stack(local["features"]), np.stack(cluster["features"]), rtol=0,
                                atol=FACTOR_TOLERANCE)
 
 
 def test_published_lists_and_ndcg_agree(nights):
-    local = _published(nights["root"] / "local", "recommendations")
-    cluster = _published(nights["root"] / "on-cluster", "recommendations")
+    local = _published(nights["local"], "recommendations")
+    cluster = _published(nights["on-cluster"], "recommendations")
     lists = [df.sort_values(["user_id", "rank"]).groupby("user_id")["item_id"].apply(tuple) for df in (local, cluster)]
     same = (lists[0] == lists[1].reindex(lists[0].index)).mean()
     assert same >= SAME_LISTS_SHARE, f"only {same:.1%} of users got the same list"
     ndcg = [m.set_index(["model", "metric", "k"])["value"]
-            for m in (_published(nights["root"] / d, "metrics") for d in ("local", "on-cluster"))]
+            for m in (_published(nights[d], "metrics") for d in ("local", "on-cluster"))]
     [published] = local["model"].unique()
     assert abs(ndcg[0][(published, "ndcg", 10.0)] - ndcg[1][(published, "ndcg", 10.0)]) <= NDCG_TOLERANCE

@@ -119,3 +119,29 @@ def test_a_winning_ranker_says_by_how_many_standard_errors(gate):
     assert alone.why == "mlp has the best ndcg@10 (0.3000) of 1 lists"
     same = quality.choose_champion({"mlp": (0.3, 10), "als": (0.3, 10)}, "mlp", gate, {"mlp": mlp, "als": mlp})
     assert same.why.endswith("0.0 paired standard errors behind on 10 users")
+
+
+def test_two_tiers_pick_the_best_source_on_every_user_then_pair_the_ranker_on_its_own(gate):
+    """Sources are judged on all 1,000 holdout users, the ranker on its 200 validation users (issue 30): EASE
+    leads ALS on all users though not on the ranker's, and the ranker is then compared with EASE only, paired on
+    those 200 users."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    users = np.arange(1000)
+    val = users[::5]
+    als = pd.Series(rng.uniform(0, 0.5, 1000), index=users)
+    ease = als + np.where(users % 5 == 0, -0.01, 0.03)  # better overall, worse on the validation users
+    mlp = pd.Series(0.0, index=users)
+    mlp[val] = ease[val] + 0.02  # beats EASE by 0.02 on each of its users
+    values = {"als": (float(als.mean()), 1000), "ease": (float(ease.mean()), 1000),
+              "mlp": (float(mlp[val].mean()), 200)}
+    champ = quality.choose_in_two_tiers(values, "mlp", gate, {"als": als, "ease": ease, "mlp": mlp}, val)
+    assert champ.model == "mlp"
+    assert champ.why.startswith("sources: ease has the best ndcg@10") and "on 1,000 users" in champ.why
+    assert "als next at" in champ.why and "of 3 lists" not in champ.why
+    worse = mlp.copy()
+    worse[val] = ease[val] - 0.05
+    values["mlp"] = (float(worse[val].mean()), 200)
+    lost = quality.choose_in_two_tiers(values, "mlp", gate, {"als": als, "ease": ease, "mlp": worse}, val)
+    assert lost.model == "ease" and f"vs ease {ease[val].mean():.4f} on 200 users" in lost.why

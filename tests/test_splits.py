@@ -1,4 +1,4 @@
-"""Splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time."""
+"""Splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time, the global window."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 from conftest import dataset
 
 from reelrank.splits import (
+    SECONDS_PER_DAY,
+    choose_window,
     global_time_split,
     holdout_split,
     leave_last_by_time,
@@ -15,6 +17,7 @@ from reelrank.splits import (
     read_ml100k_fold,
     read_stratified_split,
     stratified_split,
+    time_window_split,
 )
 
 pytestmark = pytest.mark.spark
@@ -67,7 +70,7 @@ def test_leave_last_breaks_ties_in_time_by_input_order(spark):
     assert sorted(r.item_idx for r in test2.collect()) == [1, 5]
 
 
-def test_leave_random_out_holds_out_n_per_user_whatever_the_partitioning(interactions):
+def test_leave_random_out_holds_out_n_per_user_whatever_the_partitioning(interactions, cfg):
     train, test = leave_random_out(interactions, 2)
     got = test.toPandas()
     assert got.groupby("user_idx").size().to_dict() == {2: 2, 3: 2, 4: 2}  # users with <= 2 keep everything
@@ -79,10 +82,9 @@ def test_leave_random_out_holds_out_n_per_user_whatever_the_partitioning(interac
     # random, not the latest: over the 25-interaction user, at least one of the two is not among the latest two
     latest = leave_last_by_time(interactions, 2)[1].toPandas()
     assert set(got.query("user_idx == 4").item_idx) != set(latest.query("user_idx == 4").item_idx)
-    assert sorted(map(tuple, holdout_split(interactions, "random", 2)[1].toPandas()[key].to_numpy())) == sorted(
+    random = cfg.replace(evaluate={"holdout": "random", "holdout_per_user": 2}).evaluate
+    assert sorted(map(tuple, holdout_split(interactions, random)[1].toPandas()[key].to_numpy())) == sorted(
         map(tuple, got[key].to_numpy()))
-    with pytest.raises(ValueError, match="unknown holdout"):
-        holdout_split(interactions, "oldest", 2)
 
 
 def test_global_time_split_keeps_warm_unseen_pairs(spark):
@@ -129,3 +131,51 @@ def test_stratified_files(spark):
     n_train, n_test = train.count(), test.count()
     assert n_train + n_test == 100000 and 0.74 < n_train / 1e5 < 0.76
     assert test.where("user_idx IS NULL OR ts IS NULL").count() == 0
+
+
+DAY = SECONDS_PER_DAY
+END = 1_700_000_000
+
+
+def _day_rows(spark, rows):
+    """(user, item, days before END) rows at noon of their day."""
+    return spark.createDataFrame([(u, i, 1.0, int(END - d * DAY)) for u, i, d in rows], SCHEMA)
+
+
+def test_the_window_is_the_last_days_widened_to_enough_active_users(spark):
+    # users 0-2 active long ago and again at day 1, 5 and 20 before the end; user 3 only in the window
+    rows = [(u, u, 100) for u in range(3)] + [(0, 10, 1), (1, 11, 5), (2, 12, 20), (3, 13, 2)]
+    df = _day_rows(spark, rows)
+    assert (choose_window(df, 7, 1, 0.9).days, choose_window(df, 7, 1, 0.9).users) == (7, 2)  # users 0 and 1
+    # user 2 is back 20 days before END, 19 before the last interaction: the window widens to 19 days
+    wide = choose_window(df, 7, 3, 0.9)
+    assert (wide.days, wide.users, wide.cut) == (19, 3, END - 20 * DAY)
+    assert "widened from 7" in wide.describe()
+    # it never holds more than the share of interactions: at 0.5 it stops before day 20's (the 4th of 7)
+    capped = choose_window(df, 7, 3, 0.5)
+    assert capped.days == 18 and capped.users == 2
+    # data spanning less than the window: the last share of the interactions
+    short = choose_window(_day_rows(spark, [(0, 0, 0.5), (0, 1, 0.4), (1, 0, 0.3), (0, 2, 0.2)]), 7, 1, 0.5)
+    assert short.days < 0.5 and short.users == 1
+
+
+def test_the_window_holdout_keeps_warm_users_new_pairs_on_known_items(spark):
+    rows = [(0, 0, 30), (0, 1, 29), (1, 1, 28), (1, 2, 27),  # history
+            (0, 2, 3), (1, 0, 2),  # warm user, known item, new pair: held out
+            (2, 0, 3),  # a user new in the window
+            (0, 3, 2),  # an item new in the window
+            (0, 1, 1)]  # a pair already in the history (a repeat)
+    df = _day_rows(spark, rows)
+    window = choose_window(df, 7, 1, 0.9)
+    history, holdout = time_window_split(df, window)
+    assert sorted((r.user_idx, r.item_idx) for r in history.collect()) == [(0, 0), (0, 1), (1, 1), (1, 2)]
+    assert sorted((r.user_idx, r.item_idx) for r in holdout.collect()) == [(0, 2), (1, 0)]
+
+
+def test_holdout_split_follows_the_evaluate_section(spark, cfg):
+    df = _day_rows(spark, [(0, 0, 30), (0, 1, 2), (1, 1, 30), (1, 0, 1)])
+    window = {"holdout": "window", "holdout_days": 7, "holdout_min_users": 1, "holdout_max_share": 0.9}
+    history, holdout = holdout_split(df, cfg.replace(evaluate=window).evaluate)
+    assert sorted((r.user_idx, r.item_idx) for r in holdout.collect()) == [(0, 1), (1, 0)]
+    latest = holdout_split(df, cfg.replace(evaluate={"holdout": "latest", "holdout_per_user": 1}).evaluate)[1]
+    assert latest.count() == 2

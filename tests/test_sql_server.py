@@ -8,7 +8,9 @@ The end-to-end test runs everything as separate processes, as in production: dep
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -42,6 +44,8 @@ QUERY_TIMEOUT_S = 300.0
 MAX_READS = 1000  # per loop (a long-lived read takes ~1-3 s, a fresh beeline ~5-20 s)
 # reads start when this stage of the second nightly has ended: score, evaluate, publish follow
 READ_FROM_STAGE = "train"
+KILL_IN_PUBLISH = "publish.registered#5=kill"
+"""The second nightly's fate: SIGKILL after 5 of its tables were registered in the metastore."""
 READS_AFTER_PUBLISH = 2  # each loop keeps reading until it has this many reads that started after the nightly ended
 LONG_LIVED_PAUSE_S = 1.0  # between long-lived reads: each is a Spark job in the server, sharing the 2 cores
 
@@ -116,6 +120,15 @@ def metastore():
         ms.remove()
 
 
+def _query(config: Path, data: Path, env: dict[str, str], sql: str) -> list[list[str]]:
+    """``reelrank query`` (DuckDB over the published files) as CSV rows without the header."""
+    r = subprocess.run([sys.executable, "-m", "reelrank.cli", "query", "--config", str(config), "--data-dir",
+                        str(data), "--format", "csv", sql], capture_output=True, text=True, env=env,
+                       timeout=QUERY_TIMEOUT_S)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [line.split(",") for line in r.stdout.strip().splitlines()[1:]]
+
+
 def _tail(path: Path, n: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
@@ -188,8 +201,8 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
     config = write_env(tmp_path / "conf", metastore.port, TINY)
     data = tmp_path / "data"
     cfg = load_config(config, {"warehouse": {"data_dir": str(data)}})
-    logs = [tmp_path / "nightly-1.log", tmp_path / "nightly-2.log"]
-    first = second = server = session = None
+    logs = [tmp_path / "nightly-1.log", tmp_path / "nightly-2.log", tmp_path / "nightly-2-resumed.log"]
+    first = second = third = server = session = None
     loops: list[Reads] = []
     timings: dict[str, float] = {}
     try:
@@ -213,9 +226,11 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
         runs_sql = f"count(*) FROM reelrank.runs WHERE run_date = DATE'{RUN_DATE}' AND status = 'published'"
         assert session.query(runs_sql, QUERY_TIMEOUT_S) == ["1"]  # now this connection has read the runs table
 
-        # The second nightly for the same date, read from fresh connections and from one long-lived connection.
+        # The second nightly for the same date, read from fresh connections and from one long-lived connection. It
+        # is SIGKILLed while publishing (after 5 of its tables were registered), then resumed: the readers see the
+        # old partition until the resumed run publishes, then the new one, never a mix.
         t2 = time.time()
-        second = start_nightly(config, data, RUN_DATE, env, logs[1])
+        second = start_nightly(config, data, RUN_DATE, {**env, "REELRANK_FAILPOINTS": KILL_IN_PUBLISH}, logs[1])
 
         # Reading from the start would only slow the nightly down (each fresh beeline is a JVM): start a couple of
         # stages before publish, so that the loops see the old partition, the swap, then the new one.
@@ -229,15 +244,25 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
         loops = [Reads(lambda: beeline(f"SELECT {READ}", port, timeout_s=QUERY_TIMEOUT_S)[0]), Reads(long_lived_read)]
         for loop in loops:
             loop.thread.start()
-        assert second.wait(timeout=NIGHTLY_TIMEOUT_S) == 0, _tail(logs[1])
+        assert second.wait(timeout=NIGHTLY_TIMEOUT_S) == -signal.SIGKILL, _tail(logs[1])
+        killed = logs[1].read_text(errors="replace")
+        assert re.search(r"INFO  score ", killed) and "published run" not in killed, _tail(logs[1])
+        timings["nightly 2 killed"] = time.time() - t2
+        # the DuckDB path reads the night as it was, and none of the killed attempt's registered tables
+        assert _query(config, data, env, f"SELECT {READ}") == [list(old)]
+        resumed_at = time.time()
+        third = start_nightly(config, data, RUN_DATE, env, logs[2], "--resume")
+        assert third.wait(timeout=NIGHTLY_TIMEOUT_S) == 0, _tail(logs[2])
+        assert "skipped: outputs of run" in logs[2].read_text(errors="replace")
         ended = time.time()
-        timings["nightly 2"] = ended - t2
+        timings["nightly 2 resumed"] = ended - resumed_at
         for loop in loops:
             loop.stop_after = ended
         for loop in loops:
             loop.thread.join(timeout=2 * QUERY_TIMEOUT_S + 60)
             assert not loop.thread.is_alive(), "a read loop did not finish"
-        run2 = _run_id(logs[1])
+        run2 = _run_id(logs[2])
+        assert run2 in killed  # the resumed run is the killed attempt, finished
 
         # Both runs are recorded; their own row counts say what a complete partition holds.
         runs = {r[0]: r[1:] for r in beeline(f"SELECT run_id, status, stage_rows['score'], published_model "
@@ -245,13 +270,19 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
                                              "AND status != 'started'", port)}
         assert set(runs) == {run1, run2}, runs
         assert all(status == "published" for status, _, _ in runs.values()), runs
+        attempts = beeline(f"SELECT count(*) FROM reelrank.runs WHERE run_id = '{run2}' AND status = 'started'", port)
+        assert attempts == [["2"]]  # the killed attempt and its resumption each have a started row
+        listed = subprocess.run([sys.executable, "-m", "reelrank.cli", "runs", "--config", str(config), "--data-dir",
+                                 str(data)], capture_output=True, text=True, env=env, timeout=QUERY_TIMEOUT_S)
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        assert len(re.findall(r"\| published +\|", listed.stdout)) == 2 and "| started" not in listed.stdout
         new = tuple(beeline(f"SELECT {READ}", port)[0])
         for row, run_id in ((old, run1), (new, run2)):
             # the ranker or the candidate source that beat it, fitted by this run
             assert row[0] == runs[run_id][1] and row[2:] == (runs[run_id][2], run_id, run_id), (row, run_id, runs)
         assert int(new[0]) <= 10 * int(new[1]) and int(old[0]) <= 10 * int(old[1])  # top 10 per user
 
-        publish = _publish_window(logs[1], ended)
+        publish = _publish_window(logs[2], ended)
         during = 0
         for name, loop in zip(("fresh connections", "long-lived connection"), loops, strict=True):
             rows = [r[2] for r in loop.results]
@@ -261,6 +292,8 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
             flips = [i for i in range(1, len(rows)) if rows[i - 1] == new and rows[i] == old]
             assert not flips, f"{name}: went back to the old partition after seeing the new one"
             assert rows[0] == old and rows[-1] == new, f"{name}: did not read across the swap ({len(rows)} reads)"
+            before = [r[2] for r in loop.results if r[1] < resumed_at]
+            assert before and set(before) == {old}, f"{name}: saw the killed attempt's tables"
             during += sum(start <= publish[1] and end >= publish[0] for start, end, _ in loop.results)
             timings[f"{name}: reads"] = len(rows)
             timings[f"{name}: s per read"] = (loop.results[-1][1] - loop.results[0][0]) / len(rows)
@@ -274,7 +307,7 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
         # The long-lived connection sees the row the second run appended to the unpartitioned runs table.
         assert session.query(runs_sql, QUERY_TIMEOUT_S) == ["2"], "stale runs listing on a long-lived connection"
     finally:
-        for proc in (first, second):
+        for proc in (first, second, third):
             kill(proc)
         for loop in loops:
             loop.halt()

@@ -16,6 +16,7 @@ DAY = date(2030, 1, 2)
 
 
 def test_indexes_extend_the_published_ones_and_each_user_holds_out_the_latest(spark, cfg):
+    cfg = cfg.replace(evaluate={"holdout": "latest"})
     io = stage_io(spark, cfg, "matrix", DAY)
     published = spark.createDataFrame([("u03", 7, date(2029, 12, 31)), ("u99", 0, date(2029, 12, 31)),
                                        ("u05", 1, date(2029, 12, 30))], "user_id STRING, user_idx INT, run_date DATE")
@@ -38,3 +39,16 @@ def test_indexes_extend_the_published_ones_and_each_user_holds_out_the_latest(sp
     assert (holdout.groupby(C.USER_IDX)[C.TS].min() > latest_history).all()  # the latest ones are held out
     assert len(users) == USERS + 1  # u99 stays in the index though it rated nothing tonight
     assert result.detail == f"{USERS + 1:,} users × {ITEMS:,} items, holdout {USERS * per_user:,}"
+
+
+def test_the_window_holdout_is_one_cut_in_time(spark, cfg):
+    """The hand-built ratings span minutes, less than the window's days: the window is the last quarter of them,
+    one cut in time for everyone, and holds only users and items seen before it."""
+    cfg = cfg.replace(evaluate={"holdout": "window"})
+    io = stage_io(spark, cfg, "matrix", DAY)
+    result = stage.run(io, cfg, accepted=accepted(spark), raw_items=spark.createDataFrame([], ITEMS_SCHEMA),
+                       published_user_index=None, published_item_index=None)
+    history, holdout = (result.outputs[k].toPandas() for k in ("history", "holdout"))
+    assert len(holdout) > 0 and history[C.TS].max() < holdout[C.TS].min()  # one cut in time for everyone
+    assert set(holdout[C.USER_IDX]) <= set(history[C.USER_IDX])
+    assert set(holdout[C.ITEM_IDX]) <= set(history[C.ITEM_IDX])

@@ -103,12 +103,16 @@ def evaluated(spark, cfg, night, shards, model):
                         candidates_history=night["candidates_history"], model=model.outputs["model"])
 
 
-def test_evaluate_measures_every_list_and_picks_a_champion(cfg, evaluated):
+def test_evaluate_measures_every_list_and_picks_a_champion(cfg, night, evaluated):
     metrics = evaluated.outputs["metrics"].toPandas()
     assert evaluated.rows == len(metrics)
     ndcg = metrics[(metrics.metric == "ndcg") & (metrics.k == cfg.evaluate.ks[0])].set_index(C.MODEL)["value"]
     assert set(ndcg.index) == set(features.sources()) | {cfg.train.model}
     assert ((ndcg >= 0) & (ndcg <= 1)).all() and ndcg.max() > 0
+    # sources on every user with a holdout (none saw it); the ranker on its validation users only
+    users = metrics[(metrics.metric == "ndcg") & (metrics.k == cfg.evaluate.ks[0])].set_index(C.MODEL)["users"]
+    held = night["holdout"].select(C.USER_IDX).distinct().count()
+    assert (users.drop(cfg.train.model) == held).all() and 0 < users[cfg.train.model] < held
     assert {"rmse", "mae"} <= set(metrics.metric)
     champion = evaluated.outputs["champion"].collect()
     assert len(champion) == 1 and champion[0]["model"] in ndcg.index

@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from reelrank import columns as C
-from reelrank import pipeline, report
+from reelrank import report
 from reelrank.runs import RunRecord
 from reelrank.runstate import RunContext
 from reelrank.warehouse import publishing, sqlserver, storage
@@ -106,16 +106,11 @@ def test_run_locations_on_a_remote_data_dir_stay_uris(cfg, monkeypatch, tmp_path
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_a_nightly_with_a_file_uri_data_dir_publishes_under_it(spark, cfg, tmp_path):
+def test_a_nightly_with_a_file_uri_data_dir_publishes_under_it(spark, cfg, local_night):
     """``data_dir`` written as a ``file://`` URI: the run's state, model, report and tables all land under it."""
-    day, db = date(2026, 12, 1), "reelrank_uri"
-    data = tmp_path / "data"
-    run_cfg = cfg.replace(warehouse={"data_dir": data.as_uri(), "database": db})
-    assert run_cfg.data_dir == str(data)
-    # the shared session's warehouse is elsewhere: a database of its own puts this run's tables under data/
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {db} LOCATION '{storage.url(str(data / 'warehouse' / f'{db}.db'))}'")
-
-    ctx = pipeline.run_nightly(spark, run_cfg, day)
+    ctx, data, db = local_night
+    day = ctx.record.run_date
+    assert ctx.cfg.warehouse.data_dir == data.as_uri() and ctx.cfg.data_dir == str(data)
 
     runs = spark.table(f"{db}.runs").filter(F.col("run_id") == ctx.record.run_id).collect()
     assert sorted(r.status for r in runs) == ["published", "started"]

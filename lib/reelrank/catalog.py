@@ -63,8 +63,8 @@ DATASETS: dict[str, Dataset] = {
         Dataset("items", "table", "item metadata by index"),
         Dataset("user_stats", "table", "per-user counts and rating statistics"),
         Dataset("item_stats", "table", "per-item counts and rating statistics"),
-        Dataset("history", "frame", "interactions before each user's held-out latest ones (the labels' past)"),
-        Dataset("holdout", "frame", "each user's latest interactions, held out for labels and evaluation"),
+        Dataset("history", "frame", "interactions before the holdout (what every source is fitted on)"),
+        Dataset("holdout", "frame", "what users did next ([evaluate] holdout), held out for labels and evaluation"),
         Dataset("user_neighbours", "table", "top-k Pearson user-user neighbours on all interactions"),
         # what the candidate sources leave: declared by each source (reelrank.candidates)
         *(Dataset(t.name, "table", t.doc) for t in candidates.emitted()),
@@ -79,7 +79,7 @@ DATASETS: dict[str, Dataset] = {
         Dataset("shards_val", "shards", "labelled validation shards (and the evaluation users)"),
         Dataset("shards_score", "shards", "tonight's candidates with features from the full fit, to score"),
         Dataset("model", "model", "the trained ranker and its JSON description (epochs, losses)"),
-        Dataset("metrics", "table", "every list's offline metrics on the validation users"),
+        Dataset("metrics", "table", "every list's offline metrics on the holdout (users: how many it was measured on)"),
         Dataset("champion", "frame", "the list published tonight and why (the ranker unless a list beats it)"),
         Dataset("recommendations", "table", "tonight's published top-N per user, from the champion list"),
         Dataset("runs", "record", "every attempt of every run: status, stage seconds and rows (the quality gate "

@@ -72,7 +72,7 @@ DeviceSetting = Literal["auto", "cpu", "cuda"]
 """As :data:`reelrank.device.DEVICE_SETTINGS`."""
 SimilarityMeasure = Literal["auto", "pearson", "cosine"]
 """``[neighbours] similarity`` (:func:`reelrank.neighbours.similarity_measure`)."""
-HoldoutKind = Literal["latest", "random"]
+HoldoutKind = Literal["window", "latest", "random"]
 """Holdouts of :func:`reelrank.splits.holdout_split`."""
 SparkLogLevel = Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "TRACE", "OFF"]
 """``SparkContext.setLogLevel``'s levels."""
@@ -313,9 +313,15 @@ class ScoreConfig:
 @dataclass(frozen=True, config=SECTION)
 class EvaluateConfig:
     holdout: HoldoutKind
-    """Which interactions per user are held out: the latest (what users do next) or random ones."""
+    """What is held out: a global time window (what users did after a date), each user's latest, or random ones."""
+    holdout_days: PositiveInt
+    """``window``: the window's length in days before the last interaction, at least."""
+    holdout_min_users: PositiveInt
+    """``window``: it widens by a day at a time until this many users active before it are active in it ..."""
+    holdout_max_share: Fraction
+    """... while it holds at most this share of the interactions."""
     holdout_per_user: PositiveInt
-    """Interactions per user held out for evaluation, re-ranker labels and champion selection."""
+    """``latest`` and ``random``: interactions held out per user."""
     ks: list[PositiveInt]
     relevance_threshold: Float
     """A held-out rating at or above this counts as relevant for ranking metrics."""

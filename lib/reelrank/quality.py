@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -122,6 +123,30 @@ def choose_champion(values: dict[str, tuple[float, int]], configured: str, cfg: 
     if cfg.on_regression == "fail":
         raise QualityGateFailed(f"quality gate: {versus} (quality.on_regression = fail)")
     return Champion(best, f"{versus}: published {best} (quality.on_regression = publish_best)")
+
+
+def choose_in_two_tiers(values: dict[str, tuple[float, int]], ranker: str, cfg: QualityConfig,
+                        per_user: Mapping[str, pd.Series] | None, ranker_users: np.ndarray | None = None) -> Champion:
+    """The champion when the candidate sources are judged on every user with a holdout and the ranker only on its
+    validation users (``ranker_users``; it learnt from the others): the best source first, on all those users,
+    then :func:`choose_champion` between the ranker and that source, paired on the ranker's users.
+
+    ``per_user`` holds each list's metric per holdout user, indexed by user and aligned across lists.
+    """
+    sources = {m: v for m, v in values.items() if m != ranker}
+    if ranker not in values or not sources:
+        arrays = None if per_user is None else {m: s.to_numpy() for m, s in per_user.items()}
+        return choose_champion(values, ranker, cfg, arrays)
+    best = max(sorted(sources), key=lambda m: sources[m][0])
+    arrays = None if per_user is None else {m: per_user[m].to_numpy() for m in sources if m in per_user}
+    first = choose_champion(sources, best, cfg, arrays)
+    duel, paired = {ranker: values[ranker], best: sources[best]}, None
+    if per_user is not None and ranker in per_user and best in per_user and ranker_users is not None:
+        mine, theirs = per_user[ranker].reindex(ranker_users), per_user[best].reindex(ranker_users)
+        duel[best] = (float(theirs.mean()) if len(theirs) else 0.0, len(theirs))
+        paired = {ranker: mine.to_numpy(), best: theirs.to_numpy()}
+    second = choose_champion(duel, ranker, cfg, paired)
+    return Champion(second.model, f"sources: {first.why}; then {second.why}")
 
 
 def _standard_errors(values: dict[str, tuple[float, int]], per_user: Mapping[str, np.ndarray] | None, higher: str,

@@ -1,16 +1,21 @@
 """Train/test splits: the official ml-100k folds, per-user stratified random, per-user leave-last-by-time, per-user
-leave-random-out, and a global time split at a quantile."""
+leave-random-out, a global time split at a quantile, and the nightly's global time window."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from reelrank.columns import ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX, origin_columns
+from reelrank.config import EvaluateConfig
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +122,80 @@ def _hold_out_first(df: DataFrame, n: int, user_col: str, *order: Column) -> tup
     return _partition(marked)
 
 
-def holdout_split(df: DataFrame, how: str, n: int) -> tuple[DataFrame, DataFrame]:
-    """The nightly's (history, holdout): each user's ``n`` latest interactions (``how = "latest"``: what users
-    do next) or ``n`` random ones (``"random"``: the protocol of random per-user splits)."""
-    if how == "latest":
-        return leave_last_by_time(df, n)
-    if how == "random":
-        return leave_random_out(df, n)
-    raise ValueError(f"unknown holdout {how!r}: expected 'latest' or 'random'")
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Where :func:`time_window_split` cut: the window's first second, its length and its active users."""
+
+    cut: int
+    days: float
+    users: int
+    asked_days: int
+
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.cut, UTC).strftime("%Y-%m-%d %H:%M")
+        widened = f", widened from {self.asked_days} to reach more users" if self.days > self.asked_days else ""
+        return f"the last {self.days:.3g} days (from {when} UTC{widened}): {self.users:,} users active before and in it"
+
+
+def choose_window(df: DataFrame, days: int, min_users: int, max_share: float, user_col: str = USER_IDX,
+                  ts_col: str = TS) -> TimeWindow:
+    """The latest cut, ``days`` or more whole days before the last interaction, after which at least ``min_users``
+    users who were active before it are active again; it moves back a day at a time, never so far that the window
+    holds more than ``max_share`` of the interactions (data spanning less than ``days`` get that share as their
+    window). Decided by the data alone (its last timestamp), not the clock.
+    """
+    spans: pd.DataFrame = df.groupBy(user_col).agg(F.min(ts_col).alias("first"), F.max(ts_col).alias("last")).toPandas()
+    if spans.empty:
+        raise ValueError("no interactions to split")
+    firsts, lasts = np.sort(spans["first"].to_numpy()), np.sort(spans["last"].to_numpy())
+    end = int(lasts[-1])
+    floor = df.approxQuantile(ts_col, [1.0 - max_share], 0.001)[0]
+
+    def active(cut: int) -> int:  # users with first < cut <= last
+        return int(np.searchsorted(firsts, cut, "left") - np.searchsorted(lasts, cut, "left"))
+
+    n = days
+    cut = end - n * SECONDS_PER_DAY
+    if cut <= floor:  # the data span less than the window: it holds the last max_share of the interactions
+        cut = int(floor) + 1
+    while active(cut) < min_users and end - (n + 1) * SECONDS_PER_DAY > floor:
+        n += 1
+        cut = end - n * SECONDS_PER_DAY
+    return TimeWindow(cut, (end - cut) / SECONDS_PER_DAY, active(cut), days)
+
+
+def time_window_split(df: DataFrame, window: TimeWindow, user_col: str = USER_IDX, item_col: str = ITEM_IDX,
+                      ts_col: str = TS) -> tuple[DataFrame, DataFrame]:
+    """(history, holdout) at ``window.cut``: the holdout is every interaction in the window of a user and an item
+    seen before it, on a pair not seen before it (what warm users did next; every such item counts)."""
+    cut = F.lit(window.cut)
+    history = df.where(F.col(ts_col) < cut)
+    later = df.where(F.col(ts_col) >= cut)
+    holdout = (
+        later.join(history.select(user_col).distinct(), user_col, "left_semi")
+        .join(history.select(item_col).distinct(), item_col, "left_semi")
+        .join(history.select(user_col, item_col), [user_col, item_col], "left_anti")
+    )
+    return history, holdout
+
+
+def holdout_split(df: DataFrame, ev: EvaluateConfig) -> tuple[DataFrame, DataFrame]:
+    """The nightly's (history, holdout): a global time window (``how = "window"``, :func:`choose_window`: what
+    users did after a date, the question a nightly answers; Gusak et al., "Time to Split", RecSys 2025), each
+    user's ``n`` latest interactions (``"latest"``) or ``n`` random ones (``"random"``: the protocol of random
+    per-user splits)."""
+    if ev.holdout == "window":
+        window = choose_window(df, ev.holdout_days, ev.holdout_min_users, ev.holdout_max_share)
+        log.info("holdout: %s", window.describe())
+        return time_window_split(df, window)
+    if ev.holdout == "latest":
+        return leave_last_by_time(df, ev.holdout_per_user)
+    if ev.holdout == "random":
+        return leave_random_out(df, ev.holdout_per_user)
+    raise ValueError(f"unknown holdout {ev.holdout!r}: expected 'window', 'latest' or 'random'")
 
 
 def global_time_split(

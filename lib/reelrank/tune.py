@@ -56,7 +56,7 @@ def tune_als(interactions: DataFrame, cfg: Config) -> tuple[DataFrame, dict[str,
     hold-out is the nightly's (``evaluate.holdout``, ``evaluate.holdout_per_user`` per user); the metric is
     ``evaluate.tune_metric``.
     """
-    train, valid = holdout_split(interactions, cfg.evaluate.holdout, cfg.evaluate.holdout_per_user)
+    train, valid = holdout_split(interactions, cfg.evaluate)
     train, valid = train.cache(), valid.cache()
     alphas = cfg.als.tune_alphas if cfg.als.implicit else [cfg.als.alpha]
     lower = cfg.evaluate.tune_metric in _LOWER_IS_BETTER

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 
+from reelrank import columns as C
 from reelrank import features
 from reelrank.catalog import Stage
 from reelrank.config import Config
@@ -16,7 +17,9 @@ def run(io: StageIO, cfg: Config, *, interactions: DataFrame, items: DataFrame, 
         holdout: DataFrame, candidates_history: dict[str, DataFrame], candidates_full: dict[str, DataFrame]) -> Result:
     """Labelled train/val shards from the history fit's candidates; score shards from the full fit's."""
     lists = {name: candidates_history[name] for name in features.sources()}
-    learn = io.write("learn", features.build_features(history, items, lists, features.missing_rank(cfg), holdout))
+    # only users with a holdout have labels (a window holdout leaves out those not active in it)
+    labelled = features.build_features(history, items, lists, features.missing_rank(cfg), holdout)
+    learn = io.write("learn", labelled.join(holdout.select(C.USER_IDX).distinct(), C.USER_IDX, "left_semi"))
     is_val = features.is_validation_user(cfg.features.val_fraction)
     train_dir, val_dir, score_dir = io.folder("shards_train"), io.folder("shards_val"), io.folder("shards_score")
     features.write_shards(learn.filter(~is_val), train_dir, cfg.features)

@@ -21,7 +21,7 @@ def run(io: StageIO, cfg: Config, *, accepted: DataFrame, raw_items: DataFrame,
                                                             C.ITEM_IDX))
     inter = io.write("interactions", matrix.index_interactions(accepted, user_index, item_index))
     ev = cfg.evaluate
-    history, holdout = splits.holdout_split(ratings(inter), ev.holdout, ev.holdout_per_user)
+    history, holdout = splits.holdout_split(ratings(inter), ev)
     out = {"user_index": user_index, "item_index": item_index, "interactions": inter,
            "items": io.write("items", matrix.items_frame(raw_items, item_index)),
            "user_stats": io.write("user_stats", matrix.entity_stats(inter, C.USER, C.USER_IDX)),
