@@ -9,6 +9,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import prebuild
+
 REPO = Path(__file__).resolve().parents[1]
 DIST = REPO / "dist"
 ENV_TARBALL = DIST / "reelrank-env.tar.gz"
@@ -40,6 +42,10 @@ eval_every = 1
 batch_size = 64
 max_positions = 0
 
+[als]
+rank = 8
+max_iter = 5
+
 [warehouse]
 data_dir = "{data_dir}"
 """
@@ -62,12 +68,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def packed_env() -> Path:
-    """``dist/reelrank-env.tar.gz`` from ``make package``; rebuilt when a source file is newer than it."""
+def build_packed_env() -> Path:
+    """``dist/reelrank-env.tar.gz`` from ``make package``'s script; rebuilt when a source file is newer than it."""
     if not ENV_TARBALL.exists() or ENV_TARBALL.stat().st_mtime < max(p.stat().st_mtime for p in SOURCES):
         subprocess.run(["bash", str(REPO / "deploy" / "build.sh"), str(DIST)], check=True, cwd=REPO,
-                       env={**os.environ, "RR_VENV": str(REPO / ".venv")})
+                       env={**os.environ, "RR_VENV": str(REPO / ".venv")}, stdout=subprocess.DEVNULL)
     return ENV_TARBALL
+
+
+def packed_env() -> Path:
+    """The tarball of :func:`build_packed_env`, built in the background since collection (conftest) when the
+    cluster tests were selected."""
+    return prebuild.result("packed_env", build_packed_env)
 
 
 def unpack(tarball: Path, target: Path) -> Path:

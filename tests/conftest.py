@@ -21,6 +21,23 @@ def dataset(name: str) -> Path:
     return path
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
+def pytest_collection_modifyitems(config, items) -> None:
+    """Start the slow set-up of the selected tests that need it in the background (tests/prebuild.py): the packed
+    environment of the cluster tests, the Airflow venv of the DAG test."""
+    import prebuild
+
+    fixtures = {name for item in items for name in getattr(item, "fixturenames", ())}
+    if "nights" in fixtures and any(item.path.name == "test_cluster.py" for item in items):
+        from clusterenv import build_packed_env
+
+        prebuild.start("packed_env", build_packed_env)
+    if "airflow_python" in fixtures:
+        from test_deploy_files import install_airflow
+
+        prebuild.start("airflow", install_airflow)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("reelrank-data")
@@ -38,6 +55,8 @@ def cfg(data_dir) -> Config:
             "train": {"epochs": 2, "batch_size": 512, "reader_workers": 1},
             "sequence": {"epochs": 2, "max_len": 20, "dim": 16, "eval_every": 1, "batch_size": 64,
                          "max_positions": 0},
+            # ALS as small as the catalogue: each iteration is a few Spark jobs, whatever the data
+            "als": {"rank": 8, "max_iter": 5},
         },
     )
 

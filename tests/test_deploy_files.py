@@ -19,6 +19,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import prebuild
 import pytest
 
 from reelrank.catalog import STAGE_NAMES
@@ -97,27 +98,37 @@ def run(*command: str | Path, env: dict[str, str] | None = None) -> str:
 # --- the venv with Airflow and PyYAML ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def airflow_python() -> Path:
-    """The venv's python, after creating the venv unless it exists with these pins (a marker file holds them)."""
+def install_airflow() -> subprocess.CompletedProcess | str | None:
+    """Make the venv unless it exists with these pins (a marker file holds them): pip's outcome, the text of a
+    timeout, or None when the venv was there already."""
     python, marker, pins = AIRFLOW_VENV / "bin" / "python", AIRFLOW_VENV / "reelrank-pins.txt", "\n".join(AIRFLOW_PINS)
     if python.exists() and marker.is_file() and marker.read_text() == pins:
-        return python
+        return None
     shutil.rmtree(AIRFLOW_VENV, ignore_errors=True)  # a half-made venv, or one with other pins
     subprocess.run([sys.executable, "-m", "venv", str(AIRFLOW_VENV)], check=True)
     try:
         pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *AIRFLOW_PINS], capture_output=True,
                              text=True, timeout=INSTALL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"installing {' '.join(AIRFLOW_PINS)} into {AIRFLOW_VENV} took over {INSTALL_TIMEOUT_S} s")
-    if pip.returncode != 0:
-        output = pip.stdout + pip.stderr
+        return f"installing {' '.join(AIRFLOW_PINS)} into {AIRFLOW_VENV} took over {INSTALL_TIMEOUT_S} s"
+    if pip.returncode == 0:
+        marker.write_text(pins)
+    return pip
+
+
+@pytest.fixture(scope="session")
+def airflow_python() -> Path:
+    """The venv's python (made in the background since collection: tests/prebuild.py)."""
+    outcome = prebuild.result("airflow", install_airflow)
+    if isinstance(outcome, str):
+        pytest.fail(outcome)
+    if outcome is not None and outcome.returncode != 0:
+        output = outcome.stdout + outcome.stderr
         if found := NO_NETWORK.search(output):
             pytest.skip(f"cannot install {' '.join(AIRFLOW_PINS)} into {AIRFLOW_VENV}: package index not reachable "
                         f"(pip: ...{found.group()})")
         pytest.fail(f"installing {' '.join(AIRFLOW_PINS)} into {AIRFLOW_VENV} failed:\n{output[-3000:]}")
-    marker.write_text(pins)
-    return python
+    return AIRFLOW_VENV / "bin" / "python"
 
 
 @pytest.fixture(scope="session")

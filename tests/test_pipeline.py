@@ -166,27 +166,6 @@ def test_report_is_written(nightly):
     assert page.count("<tr><th>u") == 5
 
 
-def test_quality_gate_keeps_previous_output_then_resume_publishes(spark, cfg, nightly, caplog):
-    """A gate failure publishes nothing; --resume then reuses every verified stage and only publishes."""
-    before = sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect())
-    # twice the last run's NDCG, no noise allowance
-    strict = cfg.replace(quality={"max_metric_drop": -1.0, "noise_z": 0.0})
-    with pytest.raises(pipeline.RunFailed, match=r"quality gate: .* ndcg@10 fell"):
-        pipeline.run_nightly(spark, strict, DAY)
-    assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
-    last = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("recorded_at").desc()).first()
-    assert last.status == "failed" and "quality gate" in last.error
-    caplog.set_level("INFO", logger="reelrank")
-    resumed = pipeline.run_nightly(spark, cfg, DAY, resume=True)
-    assert resumed.record.run_id == last.run_id
-    skipped = {r.getMessage().split()[0] for r in caplog.records if "skipped: outputs of run" in r.getMessage()}
-    assert skipped == set(catalog.STAGE_NAMES) - {"publish"}
-    models = {tuple(r) for r in _table(spark, cfg, "recommendations").select(C.MODEL, C.MODEL_VERSION).distinct()
-              .collect()}
-    assert models == {(resumed.record.published_model, resumed.record.run_id)}
-    assert _table(spark, cfg, "recommendations").count() == len(before)
-
-
 def test_run_directory_holds_exactly_the_declared_outputs(cfg, nightly):
     """What the stages wrote is what the catalog declares, every output marked complete."""
     ctx = nightly["second"]
@@ -207,9 +186,9 @@ def _latest_status(spark, cfg, run_id):
 
 def test_killed_in_every_stage_then_resumed_publishes_what_an_uninterrupted_run_does(spark, cfg, nightly, monkeypatch,
                                                                                        caplog):
-    """A crash in the middle of each stage in turn (after it wrote something), each followed by --resume, ends in
-    the same night as an uninterrupted run; each resume skips exactly the stages that had ended, every attempt
-    shows in runs (killed ones as started), and a task that fails once is retried."""
+    """A crash in the middle of each stage in turn (after it wrote something), each followed by --resume, then a
+    quality-gate failure, end in the same night as an uninterrupted run; each resume skips exactly the stages that
+    had ended, every attempt shows in runs (killed ones as started), and a task that fails once is retried."""
     day, db = date(2026, 11, 25), cfg.warehouse.database
     caplog.set_level("INFO", logger="reelrank")
     run_id = None
@@ -237,11 +216,25 @@ def test_killed_in_every_stage_then_resumed_publishes_what_an_uninterrupted_run_
             assert sum(tracker.getStageInfo(s).numFailedTasks for s in stages if tracker.getStageInfo(s)) >= 1
     monkeypatch.delenv(faults.ENV)
     spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    # The quality gate fails the next attempt (it asks for twice the last run's NDCG, no noise allowance): nothing
+    # is published, the earlier night stays as it was; --resume then reuses every verified stage and only publishes.
+    before = sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect())
+    caplog.clear()
+    strict = cfg.replace(quality={"max_metric_drop": -1.0, "noise_z": 0.0})
+    with pytest.raises(pipeline.RunFailed, match=r"quality gate: .* ndcg@10 fell"):
+        pipeline.run_nightly(spark, strict, day, resume=True)
+    assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
+    assert publishing.published_run(spark, db, day) is None
+    last = spark.table(f"{db}.runs").orderBy(F.col("recorded_at").desc()).first()
+    assert last.run_id == run_id and last.status == "failed" and "quality gate" in last.error
+    caplog.clear()
     resumed = pipeline.run_nightly(spark, cfg, day, resume=True)
     assert resumed.record.run_id == run_id
+    skipped = {r.getMessage().split()[0] for r in caplog.records if "skipped: outputs of run" in r.getMessage()}
+    assert skipped == set(catalog.STAGE_NAMES) - {"publish"}
     status, rows = _latest_status(spark, cfg, run_id)
-    # one started row per attempt (the killed ones have no end row), then the last one's outcome
-    assert status == "published" and rows == len(catalog.STAGE_NAMES) + 2
+    # one started row per attempt (the killed ones have no end row), the gate's failed one, then the last outcome
+    assert status == "published" and rows == len(catalog.STAGE_NAMES) + 4
     assert resumed.record.seconds >= sum(s.seconds for s in resumed.record.stages)
     for table in catalog.TABLES:
         got = spark.table(f"{db}.{table}").filter(F.col(C.RUN_DATE) == F.lit(day)).drop(C.RUN_DATE)

@@ -120,15 +120,6 @@ def metastore():
         ms.remove()
 
 
-def _query(config: Path, data: Path, env: dict[str, str], sql: str) -> list[list[str]]:
-    """``reelrank query`` (DuckDB over the published files) as CSV rows without the header."""
-    r = subprocess.run([sys.executable, "-m", "reelrank.cli", "query", "--config", str(config), "--data-dir",
-                        str(data), "--format", "csv", sql], capture_output=True, text=True, env=env,
-                       timeout=QUERY_TIMEOUT_S)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return [line.split(",") for line in r.stdout.strip().splitlines()[1:]]
-
-
 def _tail(path: Path, n: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
@@ -248,8 +239,6 @@ def test_reads_stay_consistent_while_a_nightly_publishes(tmp_path, metastore, mo
         killed = logs[1].read_text(errors="replace")
         assert re.search(r"INFO  score ", killed) and "published run" not in killed, _tail(logs[1])
         timings["nightly 2 killed"] = time.time() - t2
-        # the DuckDB path reads the night as it was, and none of the killed attempt's registered tables
-        assert _query(config, data, env, f"SELECT {READ}") == [list(old)]
         resumed_at = time.time()
         third = start_nightly(config, data, RUN_DATE, env, logs[2], "--resume")
         assert third.wait(timeout=NIGHTLY_TIMEOUT_S) == 0, _tail(logs[2])

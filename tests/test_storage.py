@@ -110,7 +110,7 @@ def test_a_nightly_with_a_file_uri_data_dir_publishes_under_it(spark, cfg, local
     """``data_dir`` written as a ``file://`` URI: the run's state, model, report and tables all land under it."""
     ctx, data, db = local_night
     day = ctx.record.run_date
-    assert ctx.cfg.warehouse.data_dir == data.as_uri() and ctx.cfg.data_dir == str(data)
+    assert ctx.cfg.data_dir == str(data)  # given as data.as_uri() (conftest's local_night)
 
     runs = spark.table(f"{db}.runs").filter(F.col("run_id") == ctx.record.run_id).collect()
     assert sorted(r.status for r in runs) == ["published", "started"]
