@@ -132,16 +132,6 @@ def test_metrics_and_run_history(spark, cfg, nightly):
         assert run.published_model in run.published_why
 
 
-def test_failed_run_leaves_published_output_intact(spark, cfg, nightly, tmp_path):
-    before = sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect())
-    broken = cfg.replace(source={"kind": "csv", "input": str(tmp_path / "missing.csv")})
-    with pytest.raises(pipeline.RunFailed, match="missing.csv"):
-        pipeline.run_nightly(spark, broken, DAY)
-    assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
-    runs = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("recorded_at").desc()).first()
-    assert runs.status == "failed" and "missing.csv" in runs.error
-
-
 def test_report_is_written(nightly):
     ctx = nightly["second"]
     assert ctx.report is not None and storage.name(ctx.report) == "report.html"
@@ -292,3 +282,14 @@ def test_duckdb_answers_equal_spark_sql(spark, cfg, nightly):
         assert rounded(fast[1]) == rounded([tuple(r) for r in df.collect()]), sql
     assert fastread.where(cfg, "recommendations", DAY) == publishing.partition_location(
         spark, db, "recommendations", DAY).removeprefix("file:")
+
+
+def test_failed_run_leaves_published_output_intact(spark, cfg, nightly, tmp_path):
+    """Last in the module: the failed attempt becomes DAY's latest (the stage-job test above needs a published one)."""
+    before = sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect())
+    broken = cfg.replace(source={"kind": "csv", "input": str(tmp_path / "missing.csv")})
+    with pytest.raises(pipeline.RunFailed, match="missing.csv"):
+        pipeline.run_nightly(spark, broken, DAY)
+    assert sorted(tuple(r) for r in _table(spark, cfg, "recommendations").collect()) == before
+    runs = spark.table(f"{cfg.warehouse.database}.runs").orderBy(F.col("recorded_at").desc()).first()
+    assert runs.status == "failed" and "missing.csv" in runs.error
