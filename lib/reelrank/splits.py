@@ -171,22 +171,28 @@ def time_window_split(df: DataFrame, window: TimeWindow, user_col: str = USER_ID
                       ts_col: str = TS) -> tuple[DataFrame, DataFrame]:
     """(history, holdout) at ``window.cut``: the holdout is every interaction in the window of a user and an item
     seen before it, on a pair not seen before it (what warm users did next; every such item counts)."""
-    cut = F.lit(window.cut)
-    history = df.where(F.col(ts_col) < cut)
-    later = df.where(F.col(ts_col) >= cut)
-    holdout = (
-        later.join(history.select(user_col).distinct(), user_col, "left_semi")
-        .join(history.select(item_col).distinct(), item_col, "left_semi")
-        .join(history.select(user_col, item_col), [user_col, item_col], "left_anti")
+    return split_at(df, window.cut, user_col, item_col, ts_col)
+
+
+def split_at(df: DataFrame, cut: float, user_col: str = USER_IDX, item_col: str = ITEM_IDX,
+             ts_col: str = TS) -> tuple[DataFrame, DataFrame]:
+    """(before, after) at time ``cut``: ``after`` keeps the later interactions of users and items seen before it, on
+    pairs not seen before it (no cold users or items, nothing to re-recommend)."""
+    before = df.where(F.col(ts_col) < F.lit(cut))
+    later = df.where(F.col(ts_col) >= F.lit(cut))
+    after = (
+        later.join(before.select(user_col).distinct(), user_col, "left_semi")
+        .join(before.select(item_col).distinct(), item_col, "left_semi")
+        .join(before.select(user_col, item_col), [user_col, item_col], "left_anti")
     )
-    return history, holdout
+    return before, after
 
 
 def holdout_split(df: DataFrame, ev: EvaluateConfig) -> tuple[DataFrame, DataFrame]:
-    """The nightly's (history, holdout): a global time window (``how = "window"``, :func:`choose_window`: what
-    users did after a date, the question a nightly answers; Gusak et al., "Time to Split", RecSys 2025), each
-    user's ``n`` latest interactions (``"latest"``) or ``n`` random ones (``"random"``: the protocol of random
-    per-user splits)."""
+    """The nightly's (history, holdout) by ``ev.holdout``: a global time window (``"window"``,
+    :func:`choose_window`: what users did after a date, the question a nightly answers; Gusak et al., "Time to
+    Split", RecSys 2025), each user's ``ev.holdout_per_user`` latest interactions (``"latest"``) or as many random
+    ones (``"random"``: the protocol of random per-user splits)."""
     if ev.holdout == "window":
         window = choose_window(df, ev.holdout_days, ev.holdout_min_users, ev.holdout_max_share)
         log.info("holdout: %s", window.describe())
@@ -205,15 +211,7 @@ def global_time_split(
     seen in train, on pairs not in train (no cold users or items, nothing to re-recommend)."""
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    cut = df.approxQuantile(ts_col, [quantile], 0.0)[0]
-    train = df.where(F.col(ts_col) < F.lit(cut))
-    later = df.where(F.col(ts_col) >= F.lit(cut))
-    test = (
-        later.join(train.select(user_col).distinct(), user_col, "left_semi")
-        .join(train.select(item_col).distinct(), item_col, "left_semi")
-        .join(train.select(user_col, item_col), [user_col, item_col], "left_anti")
-    )
-    return train, test
+    return split_at(df, df.approxQuantile(ts_col, [quantile], 0.0)[0], user_col, item_col, ts_col)
 
 
 def _partition(marked: DataFrame) -> tuple[DataFrame, DataFrame]:
